@@ -1,1 +1,17 @@
-//! placeholder
+//! The pure core of Warden.
+//!
+//! * [`cluster`]: the cluster as read from the DCS (Patroni's etcd key layout and value
+//!   formats, parsed leniently) and the member data a node publishes.
+//! * [`status`]: the node status the agent publishes to its REST API.
+//! * [`ha`]: the HA decision function, from (cluster, local PostgreSQL, settings, time)
+//!   to the actions to take and a one-line reason. No I/O, no clocks, no sleeping.
+//! * [`lsn`]: WAL position helpers.
+
+pub mod cluster;
+pub mod ha;
+pub mod lsn;
+pub mod status;
+
+/// The Patroni version Warden announces in member keys and the REST API. Python
+/// Patroni peers and patronictl branch on it, so it must be a real 4.x version.
+pub const PATRONI_COMPAT_VERSION: &str = "4.1.5";

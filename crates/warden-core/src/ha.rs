@@ -1,0 +1,1 @@
+//! HA decisions (filled in next).

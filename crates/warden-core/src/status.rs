@@ -1,0 +1,214 @@
+//! What the agent publishes after every HA cycle for its REST API to serve.
+//!
+//! Health checks are answered from this snapshot alone: they never wait on PostgreSQL
+//! or the DCS. Times are monotonic milliseconds (`*_ms`) from the agent's own clock so
+//! the struct stays plain data.
+
+use crate::cluster::Cluster;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// WAL positions as `GET /patroni` reports them in `xlog`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Xlog {
+    /// Primary: flush LSN.
+    Primary {
+        /// `xlog.location`
+        location: u64,
+    },
+    /// Replica positions.
+    Replica {
+        /// `xlog.received_location`
+        received_location: Option<u64>,
+        /// `xlog.replayed_location`
+        replayed_location: Option<u64>,
+        /// `xlog.replayed_timestamp`
+        replayed_timestamp: Option<String>,
+        /// `xlog.paused`
+        paused: bool,
+    },
+}
+
+/// The node's state as of its last HA cycle.
+#[derive(Clone, Debug, Default)]
+pub struct NodeStatus {
+    /// Member name.
+    pub name: String,
+    /// Cluster name.
+    pub scope: String,
+    /// PostgreSQL state (`running`, `stopped`, `starting`, `creating replica`, …).
+    pub state: String,
+    /// Role: from `pg_is_in_recovery()` when PostgreSQL answered, else the agent's role.
+    pub role: String,
+    /// Did PostgreSQL answer the last status query?
+    pub pg_answered: bool,
+    /// `YYYY-MM-DD HH:MM:SS.ffffff+HH:MM`
+    pub postmaster_start_time: Option<String>,
+    /// e.g. 150004
+    pub server_version: Option<u32>,
+    /// WAL positions.
+    pub xlog: Option<Xlog>,
+    /// Current timeline.
+    pub timeline: Option<u32>,
+    /// `streaming` / `in archive recovery`.
+    pub replication_state: Option<String>,
+    /// `pg_stat_replication` rows as JSON objects.
+    pub replication: Vec<Value>,
+    /// Cluster is paused.
+    pub paused: bool,
+    /// The agent believes it holds the leader lock until this monotonic time.
+    pub leader_until_ms: Option<u64>,
+    /// Epoch seconds of the last successful DCS read (0 = never).
+    pub dcs_last_seen: u64,
+    /// The DCS view is valid until this monotonic time (`ttl` after the last read).
+    pub cluster_valid_until_ms: Option<u64>,
+    /// Last cluster view read from the DCS.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Effective tags as published in the member key.
+    pub tags: Map<String, Value>,
+    /// Database system identifier.
+    pub sysid: Option<String>,
+    /// Restart needed to apply config.
+    pub pending_restart: bool,
+    /// `maximum_lag_on_failover` from the dynamic config (bytes).
+    pub maximum_lag_on_failover: u64,
+    /// `ttl` (seconds).
+    pub ttl: u64,
+    /// The next HA cycle is due at this monotonic time (for `/liveness`).
+    pub next_cycle_due_ms: u64,
+    /// The last decision's one-line reason.
+    pub last_decision: String,
+    /// Agent version (Patroni-compatible).
+    pub version: String,
+}
+
+impl NodeStatus {
+    /// `is_leader`: the lock was updated within `ttl`.
+    pub fn is_leader(&self, now_ms: u64) -> bool {
+        self.leader_until_ms.is_some_and(|t| now_ms < t)
+    }
+
+    /// The DCS view if it is still valid at `now_ms`.
+    pub fn valid_cluster(&self, now_ms: u64) -> Option<&Cluster> {
+        match (self.cluster_valid_until_ms, &self.cluster) {
+            (Some(t), Some(c)) if now_ms < t => Some(c),
+            _ => None,
+        }
+    }
+
+    /// WAL position replayed (replica) or written (primary).
+    pub fn replayed_location(&self) -> Option<u64> {
+        match &self.xlog {
+            Some(Xlog::Primary { location }) => Some(*location),
+            Some(Xlog::Replica {
+                replayed_location, ..
+            }) => *replayed_location,
+            None => None,
+        }
+    }
+
+    /// `GET /patroni` body (field order as Patroni emits it).
+    pub fn to_json(&self, now_ms: u64) -> Value {
+        let mut m = Map::new();
+        m.insert("state".into(), Value::String(self.state.clone()));
+        if let Some(t) = &self.postmaster_start_time {
+            m.insert("postmaster_start_time".into(), Value::String(t.clone()));
+        }
+        m.insert("role".into(), Value::String(self.role.clone()));
+        if let Some(v) = self.server_version {
+            m.insert("server_version".into(), Value::from(v));
+        }
+        match &self.xlog {
+            Some(Xlog::Primary { location }) => {
+                m.insert("xlog".into(), serde_json::json!({ "location": location }));
+            }
+            Some(Xlog::Replica {
+                received_location,
+                replayed_location,
+                replayed_timestamp,
+                paused,
+            }) => {
+                m.insert(
+                    "xlog".into(),
+                    serde_json::json!({
+                        "received_location": received_location.or(*replayed_location),
+                        "replayed_location": replayed_location,
+                        "replayed_timestamp": replayed_timestamp,
+                        "paused": paused,
+                    }),
+                );
+            }
+            None => {}
+        }
+        if let Some(c) = self.valid_cluster(now_ms) {
+            if let Some(s) = &c.sync {
+                if s.sync_standby.iter().any(|n| n.eq_ignore_ascii_case(&self.name)) {
+                    m.insert("sync_standby".into(), Value::Bool(true));
+                }
+            }
+        }
+        if let Some(t) = self.timeline {
+            m.insert("timeline".into(), Value::from(t));
+        }
+        if let Some(r) = &self.replication_state {
+            m.insert("replication_state".into(), Value::String(r.clone()));
+        }
+        if !self.replication.is_empty() {
+            m.insert("replication".into(), Value::Array(self.replication.clone()));
+        }
+        if self.paused {
+            m.insert("pause".into(), Value::Bool(true));
+        }
+        if self.valid_cluster(now_ms).is_none_or(|c| c.is_unlocked()) {
+            m.insert("cluster_unlocked".into(), Value::Bool(true));
+        }
+        m.insert("dcs_last_seen".into(), Value::from(self.dcs_last_seen));
+        if !self.tags.is_empty() {
+            m.insert("tags".into(), Value::Object(self.tags.clone()));
+        }
+        if let Some(s) = &self.sysid {
+            m.insert("database_system_identifier".into(), Value::String(s.clone()));
+        }
+        if self.pending_restart {
+            m.insert("pending_restart".into(), Value::Bool(true));
+        }
+        m.insert(
+            "patroni".into(),
+            serde_json::json!({"version": self.version, "scope": self.scope, "name": self.name}),
+        );
+        Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patroni_json_for_a_replica() {
+        let s = NodeStatus {
+            name: "pg2".into(),
+            scope: "demo".into(),
+            state: "running".into(),
+            role: "replica".into(),
+            xlog: Some(Xlog::Replica {
+                received_location: Some(10),
+                replayed_location: Some(9),
+                replayed_timestamp: None,
+                paused: false,
+            }),
+            timeline: Some(1),
+            replication_state: Some("streaming".into()),
+            version: "4.1.5".into(),
+            ..NodeStatus::default()
+        };
+        let v = s.to_json(0);
+        assert_eq!(v["xlog"]["received_location"], 10);
+        assert_eq!(v["cluster_unlocked"], true);
+        assert_eq!(v["patroni"]["name"], "pg2");
+        assert!(v.get("pending_restart").is_none());
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys[0], "state");
+        assert_eq!(keys[1], "role");
+    }
+}
