@@ -139,7 +139,8 @@ impl MemberData {
                 "api_url" => d.api_url = json_string(&v),
                 "state" => d.state = json_string(&v),
                 "role" => {
-                    d.role = json_string(&v).map(|r| if r == "master" { "primary".into() } else { r })
+                    d.role =
+                        json_string(&v).map(|r| if r == "master" { "primary".into() } else { r })
                 }
                 "version" => d.version = json_string(&v),
                 "tags" => {
@@ -165,7 +166,7 @@ impl MemberData {
     /// Serialises as compact JSON in Patroni's field order.
     pub fn to_json(&self) -> String {
         let mut m = Map::new();
-        let mut put_s = |m: &mut Map<String, Value>, k: &str, v: &Option<String>| {
+        let put_s = |m: &mut Map<String, Value>, k: &str, v: &Option<String>| {
             if let Some(v) = v {
                 m.insert(k.into(), Value::String(v.clone()));
             }
@@ -189,7 +190,7 @@ impl MemberData {
                 m.insert("pending_restart_reason".into(), v.clone());
             }
         }
-        let mut put_n = |m: &mut Map<String, Value>, k: &str, v: Option<u64>| {
+        let put_n = |m: &mut Map<String, Value>, k: &str, v: Option<u64>| {
             if let Some(v) = v {
                 m.insert(k.into(), Value::from(v));
             }
@@ -259,7 +260,10 @@ pub fn parse_conn_url(url: &str) -> Option<(String, u16)> {
     let hostport = rest.split(['/', '?']).next()?;
     if let Some(v6) = hostport.strip_prefix('[') {
         let (host, after) = v6.split_once(']')?;
-        let port = after.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(5432);
+        let port = after
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(5432);
         return Some((host.to_string(), port));
     }
     match hostport.rsplit_once(':') {
@@ -323,7 +327,13 @@ impl Status {
         if !self.retain_slots.is_empty() {
             m.insert(
                 "retain_slots".into(),
-                Value::Array(self.retain_slots.iter().cloned().map(Value::String).collect()),
+                Value::Array(
+                    self.retain_slots
+                        .iter()
+                        .cloned()
+                        .map(Value::String)
+                        .collect(),
+                ),
             );
         }
         Value::Object(m).to_string()
@@ -349,8 +359,14 @@ impl FailoverRequest {
         let raw = raw.trim();
         let req = match serde_json::from_str::<Value>(raw) {
             Ok(Value::Object(m)) => FailoverRequest {
-                leader: m.get("leader").and_then(json_string).filter(|s| !s.is_empty()),
-                member: m.get("member").and_then(json_string).filter(|s| !s.is_empty()),
+                leader: m
+                    .get("leader")
+                    .and_then(json_string)
+                    .filter(|s| !s.is_empty()),
+                member: m
+                    .get("member")
+                    .and_then(json_string)
+                    .filter(|s| !s.is_empty()),
                 scheduled_at: m.get("scheduled_at").and_then(json_string),
                 version,
             },
@@ -388,11 +404,19 @@ impl SyncState {
         let Ok(Value::Object(m)) = serde_json::from_str::<Value>(raw.trim()) else {
             return None;
         };
-        let leader = m.get("leader").and_then(json_string).filter(|s| !s.is_empty())?;
+        let leader = m
+            .get("leader")
+            .and_then(json_string)
+            .filter(|s| !s.is_empty())?;
         let sync_standby = m
             .get("sync_standby")
             .and_then(json_string)
-            .map(|s| s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
+            .map(|s| {
+                s.split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         Some(SyncState {
             quorum: m.get("quorum").and_then(json_u64).unwrap_or(0) as u32,
@@ -404,8 +428,13 @@ impl SyncState {
 
     /// Is `name` the sync leader or a listed standby (case-insensitive)?
     pub fn matches(&self, name: &str) -> bool {
-        self.leader.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(name))
-            || self.sync_standby.iter().any(|s| s.eq_ignore_ascii_case(name))
+        self.leader
+            .as_deref()
+            .is_some_and(|l| l.eq_ignore_ascii_case(name))
+            || self
+                .sync_standby
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(name))
     }
 }
 
@@ -512,7 +541,8 @@ impl Cluster {
                             version: kv.mod_revision,
                         },
                         _ => {
-                            c.warnings.push("config key does not hold a JSON object".into());
+                            c.warnings
+                                .push("config key does not hold a JSON object".into());
                             ConfigKey {
                                 value: Value::Object(Map::new()),
                                 version: 0,
@@ -642,12 +672,24 @@ mod tests {
         let c = Cluster::from_kvs(&[
             kv("initialize", "7268616322854375442"),
             kv("leader", "pg1"),
-            kv("members/pg1", r#"{"conn_url":"postgres://10.0.0.1:5432/postgres","api_url":"http://10.0.0.1:8008/patroni","state":"running","role":"master","version":"4.1.4","tags":{"clonefrom":true},"xlog_location":67395656,"timeline":1}"#),
-            kv("members/pg2", r#"{"conn_url":"postgres://10.0.0.2:5433/postgres","api_url":"http://10.0.0.2:8008/patroni","state":"running","role":"replica","version":"4.1.4","xlog_location":"67419744","replay_lsn":67419744,"receive_lsn":67419744,"replication_state":"streaming","timeline":1}"#),
+            kv(
+                "members/pg1",
+                r#"{"conn_url":"postgres://10.0.0.1:5432/postgres","api_url":"http://10.0.0.1:8008/patroni","state":"running","role":"master","version":"4.1.4","tags":{"clonefrom":true},"xlog_location":67395656,"timeline":1}"#,
+            ),
+            kv(
+                "members/pg2",
+                r#"{"conn_url":"postgres://10.0.0.2:5433/postgres","api_url":"http://10.0.0.2:8008/patroni","state":"running","role":"replica","version":"4.1.4","xlog_location":"67419744","replay_lsn":67419744,"receive_lsn":67419744,"replication_state":"streaming","timeline":1}"#,
+            ),
             kv("status", r#"{"optime":67395656,"slots":{"pg2":67390000}}"#),
-            kv("history", r#"[[1,25623960,"no recovery target specified","2019-09-23T16:57:57+02:00","pg1"]]"#),
+            kv(
+                "history",
+                r#"[[1,25623960,"no recovery target specified","2019-09-23T16:57:57+02:00","pg1"]]"#,
+            ),
             kv("failover", "{}"),
-            kv("sync", r#"{"leader":"pg1","quorum":0,"sync_standby":"pg2"}"#),
+            kv(
+                "sync",
+                r#"{"leader":"pg1","quorum":0,"sync_standby":"pg2"}"#,
+            ),
         ]);
         assert_eq!(c.initialized_sysid(), Some("7268616322854375442"));
         assert_eq!(c.leader_name(), Some("pg1"));
@@ -692,11 +734,15 @@ mod tests {
 
     #[test]
     fn legacy_formats() {
-        let m = MemberData::parse("postgres://u:p@h:5433/db?application_name=http://h:8008/patroni");
+        let m =
+            MemberData::parse("postgres://u:p@h:5433/db?application_name=http://h:8008/patroni");
         assert_eq!(m.api_url.as_deref(), Some("http://h:8008/patroni"));
         assert_eq!(m.conn_host_port(), Some(("h".into(), 5433)));
         let f = FailoverRequest::parse("a:b", 3).unwrap();
-        assert_eq!((f.leader.as_deref(), f.member.as_deref()), (Some("a"), Some("b")));
+        assert_eq!(
+            (f.leader.as_deref(), f.member.as_deref()),
+            (Some("a"), Some("b"))
+        );
         let c = Cluster::from_kvs(&[kv("optime/leader", "123"), kv("status", "456")]);
         assert_eq!(c.status.optime, Some(456));
         let c = Cluster::from_kvs(&[kv("optime/leader", "123")]);
@@ -719,8 +765,14 @@ mod tests {
         let m = MemberData::parse(r#"{"tags":{"failover_priority":2}}"#);
         assert_eq!(m.failover_priority(), 2);
         assert!(!m.nofailover());
-        assert_eq!(parse_conn_url("postgres://[::1]:6000/postgres"), Some(("::1".into(), 6000)));
-        assert_eq!(parse_conn_url("postgres://host/postgres"), Some(("host".into(), 5432)));
+        assert_eq!(
+            parse_conn_url("postgres://[::1]:6000/postgres"),
+            Some(("::1".into(), 6000))
+        );
+        assert_eq!(
+            parse_conn_url("postgres://host/postgres"),
+            Some(("host".into(), 5432))
+        );
         assert_eq!(parse_conn_url("http://x"), None);
     }
 }

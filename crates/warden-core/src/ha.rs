@@ -1,1 +1,817 @@
-//! HA decisions (filled in next).
+//! The HA decision: one pure function per HA cycle.
+//!
+//! [`decide`] maps (cluster read from the DCS, local PostgreSQL, settings, node memory,
+//! time) to a [`Step`]. Some decisions hinge on the outcome of a single DCS write or
+//! probe (did I win the leader race? are other members ahead of me?). Instead of doing
+//! that I/O, `decide` returns [`Step::Ask`] with the [`Question`]; the executor answers
+//! it, records the answer in [`Answers`] and calls `decide` again (a sans-I/O loop,
+//! bounded by the number of questions). The final [`Step::Act`] carries the actions to
+//! perform, in order, and a one-line reason that the agent logs — worded as Patroni
+//! words it, because operators grep for those sentences.
+//!
+//! Rule numbers (L9, U2, H3, …) refer to spec/ha-loop.md.
+
+use crate::cluster::{Cluster, Member};
+
+/// Settings the decisions read (dynamic config merged with the local file).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HaSettings {
+    /// Leader lock TTL (s).
+    pub ttl: u64,
+    /// Sleep between cycles (s).
+    pub loop_wait: u64,
+    /// `maximum_lag_on_failover` (bytes).
+    pub maximum_lag_on_failover: u64,
+    /// `check_timeline`.
+    pub check_timeline: bool,
+    /// Cluster paused (maintenance mode).
+    pub paused: bool,
+    /// The local config has a `bootstrap` section.
+    pub can_bootstrap: bool,
+    /// `nofailover` tag (or `failover_priority: 0`).
+    pub nofailover: bool,
+    /// `failover_priority` tag (default 1).
+    pub failover_priority: i64,
+    /// `use_pg_rewind` and pg_rewind is usable on this data dir.
+    pub can_rewind: bool,
+    /// `remove_data_directory_on_diverged_timelines`.
+    pub reinit_on_divergence: bool,
+    /// `replicatefrom` tag.
+    pub replicatefrom: Option<String>,
+    /// `nostream` tag.
+    pub nostream: bool,
+}
+
+impl Default for HaSettings {
+    fn default() -> Self {
+        HaSettings {
+            ttl: 30,
+            loop_wait: 10,
+            maximum_lag_on_failover: 1_048_576,
+            check_timeline: false,
+            paused: false,
+            can_bootstrap: true,
+            nofailover: false,
+            failover_priority: 1,
+            can_rewind: false,
+            reinit_on_divergence: false,
+            replicatefrom: None,
+            nostream: false,
+        }
+    }
+}
+
+/// The data directory as found on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataDir {
+    /// Missing or empty.
+    Empty,
+    /// Initialised, with this system identifier.
+    Valid {
+        /// `Database system identifier` from pg_controldata.
+        sysid: String,
+    },
+    /// Not empty but no usable pg_control.
+    Invalid(String),
+}
+
+/// Local PostgreSQL as the executor found it this cycle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalPg {
+    /// Data directory state.
+    pub data_dir: DataDir,
+    /// A postmaster for this data dir is alive.
+    pub running: bool,
+    /// Running and answered `pg_is_in_recovery() = false`.
+    pub is_primary: bool,
+    /// Current timeline (running), else pg_control's.
+    pub timeline: Option<u32>,
+    /// Primary: flush LSN; replica: max(receive, replay); stopped: pg_control's.
+    pub wal_position: u64,
+    /// Stopped data dir was last a primary (pg_control state `in production`,
+    /// `shut down`, `in crash recovery`, `shutting down`), i.e. it may hold WAL that a
+    /// promoted replica does not have.
+    pub was_primary: bool,
+    /// The member this replica is configured to stream from (None = no upstream).
+    pub following: Option<String>,
+    /// Replica's WAL receiver is streaming.
+    pub streaming: bool,
+}
+
+impl Default for LocalPg {
+    fn default() -> Self {
+        LocalPg {
+            data_dir: DataDir::Empty,
+            running: false,
+            is_primary: false,
+            timeline: None,
+            wal_position: 0,
+            was_primary: false,
+            following: None,
+            streaming: false,
+        }
+    }
+}
+
+/// What the agent remembers across cycles (owned by the executor, read here).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeMemory {
+    /// No cycle has completed yet since the agent started.
+    pub first_cycle: bool,
+    /// I believe I hold the leader lock until this monotonic time (ms).
+    pub leader_until_ms: Option<u64>,
+    /// PostgreSQL was running at the end of the previous cycle (so a stop now is a crash).
+    pub was_running: bool,
+}
+
+/// What the executor found when probing another member's REST API (`GET /patroni`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    /// Member name.
+    pub name: String,
+    /// Answered with a valid status containing `xlog`.
+    pub reachable: bool,
+    /// It reports being a running primary.
+    pub is_primary: bool,
+    /// Its WAL position (max(received, replayed) for a replica; 0 for a primary).
+    pub wal_position: u64,
+    /// Its own `nofailover` tag as it reports it.
+    pub nofailover: bool,
+    /// Its `failover_priority` tag.
+    pub failover_priority: i64,
+    /// Reports `watchdog_failed`.
+    pub watchdog_failed: bool,
+}
+
+/// Outcome of a divergence check against the leader (postgres-management.md §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Divergence {
+    /// My WAL history is a prefix of the leader's: I can just follow it.
+    NotDiverged,
+    /// My WAL went past the point where the leader's timeline forked: rewind or re-clone.
+    Diverged,
+    /// Could not tell (leader unreachable, …).
+    Unknown,
+}
+
+/// Outcome of a leader lock update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockUpdate {
+    /// Renewed.
+    Renewed,
+    /// The compare failed: someone else owns the key.
+    Lost,
+    /// The DCS did not answer within retry_timeout.
+    DcsError,
+}
+
+/// A question the decision needs answered by I/O before it can finish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Question {
+    /// Create-only write of `initialize` (bootstrap race). Answer: won?
+    RaceInitialize,
+    /// Create-only write of `leader` with my lease. Answer: won?
+    AcquireLeader,
+    /// Renew my leader lock. Answer: [`LockUpdate`].
+    UpdateLeader,
+    /// `GET /patroni` of these members (2 s timeout, in parallel).
+    ProbeMembers(Vec<String>),
+    /// Compare my timeline/WAL with the leader's history.
+    CheckDivergence {
+        /// The leader to compare against.
+        leader: String,
+    },
+}
+
+/// Answers gathered so far in this cycle.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Answers {
+    /// [`Question::RaceInitialize`]
+    pub initialize_race: Option<bool>,
+    /// [`Question::AcquireLeader`]
+    pub acquire: Option<bool>,
+    /// [`Question::UpdateLeader`]
+    pub update: Option<LockUpdate>,
+    /// [`Question::ProbeMembers`]
+    pub probes: Option<Vec<PeerStatus>>,
+    /// [`Question::CheckDivergence`]
+    pub divergence: Option<Divergence>,
+}
+
+impl Answers {
+    /// Has `q` been answered already in this cycle?
+    pub fn is_answered(&self, q: &Question) -> bool {
+        match q {
+            Question::RaceInitialize => self.initialize_race.is_some(),
+            Question::AcquireLeader => self.acquire.is_some(),
+            Question::UpdateLeader => self.update.is_some(),
+            Question::ProbeMembers(_) => self.probes.is_some(),
+            Question::CheckDivergence { .. } => self.divergence.is_some(),
+        }
+    }
+}
+
+/// How to stop PostgreSQL when giving up the primary role (ha-loop.md §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DemoteMode {
+    /// DCS unreachable: fast stop, restart read-only with no upstream; lock untouched.
+    Offline,
+    /// Not suitable as primary: immediate stop, release the lock.
+    Immediate,
+    /// Lost the lock: immediate stop, nothing to release.
+    ImmediateNoLock,
+}
+
+/// One effect for the executor. Actions run in order; a failed action stops the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write `initialize` = sysid (adopting an existing primary, or after bootstrap).
+    WriteInitialize {
+        /// system identifier
+        sysid: String,
+    },
+    /// initdb, configure, start, create users, then publish `initialize`, `config` and
+    /// take the leader key (B1 won → B4). Failure cancels the initialisation.
+    Bootstrap,
+    /// pg_basebackup from `source`, then start as a replica of `follow` (B2).
+    CloneFrom {
+        /// where to copy the data from
+        source: String,
+        /// whom to stream from afterwards
+        follow: String,
+    },
+    /// Start PostgreSQL as a primary after a crash while holding the lock (R2).
+    StartPrimary,
+    /// Write recovery config and start PostgreSQL as a standby of `upstream` (None =
+    /// read-only with no upstream).
+    StartReplica {
+        /// member to stream from
+        upstream: Option<String>,
+    },
+    /// Running replica: point `primary_conninfo` at `upstream` (reload, or restart if needed).
+    Follow {
+        /// member to stream from
+        upstream: String,
+    },
+    /// `pg_ctl promote` (P5).
+    Promote,
+    /// Stop PostgreSQL to give up the primary role.
+    Demote {
+        /// stop mode and lock handling
+        mode: DemoteMode,
+    },
+    /// Stop PostgreSQL (clean) and pg_rewind from `source`.
+    Rewind {
+        /// the leader to rewind from
+        source: String,
+    },
+    /// Stop PostgreSQL, wipe the data directory (a re-clone follows next cycle).
+    RemoveDataDir,
+    /// Delete the leader key (compare on my name).
+    ReleaseLeader,
+    /// Leader housekeeping: publish `status`, keep member slots, update `history`.
+    LeaderHousekeeping,
+    /// Fatal: stop the agent with this message and exit code (PostgreSQL left as is).
+    Exit {
+        /// message logged at CRITICAL
+        message: String,
+    },
+}
+
+/// A finished decision: what to do and why, in one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Actions in execution order.
+    pub actions: Vec<Action>,
+    /// One-line human reason, logged once per cycle.
+    pub reason: String,
+}
+
+/// The result of [`decide`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Answer this and call [`decide`] again.
+    Ask(Question),
+    /// Perform these actions.
+    Act(Decision),
+}
+
+/// Everything a decision depends on.
+#[derive(Clone, Debug)]
+pub struct HaInput<'a> {
+    /// My member name.
+    pub me: &'a str,
+    /// The cluster read from the DCS this cycle; `None` = the DCS was unreachable.
+    pub cluster: Option<&'a Cluster>,
+    /// Local PostgreSQL.
+    pub pg: &'a LocalPg,
+    /// Settings.
+    pub settings: &'a HaSettings,
+    /// Memory from earlier cycles.
+    pub memory: &'a NodeMemory,
+    /// Answers to questions asked earlier in this cycle.
+    pub answers: &'a Answers,
+    /// Monotonic now (ms).
+    pub now_ms: u64,
+}
+
+fn act(actions: Vec<Action>, reason: impl Into<String>) -> Step {
+    Step::Act(Decision {
+        actions,
+        reason: reason.into(),
+    })
+}
+
+/// The HA decision for one cycle. Pure: same input, same output.
+pub fn decide(input: &HaInput<'_>) -> Step {
+    let step = decide_inner(input);
+    match step {
+        Step::Act(mut d) if input.settings.paused => {
+            d.reason = format!("PAUSE: {}", d.reason);
+            Step::Act(d)
+        }
+        s => s,
+    }
+}
+
+fn decide_inner(i: &HaInput<'_>) -> Step {
+    let Some(cluster) = i.cluster else {
+        return dcs_unreachable(i);
+    };
+    let me = i.me;
+    let i_hold_lock = cluster.leader_name() == Some(me);
+
+    // L9: the data directory.
+    let sysid = match &i.pg.data_dir {
+        DataDir::Empty => return empty_data_dir(i, cluster, i_hold_lock),
+        DataDir::Invalid(why) => {
+            return act(
+                vec![],
+                format!("data dir for the cluster is not empty, but system ID is invalid; consider doing reinitialize ({why})"),
+            )
+        }
+        DataDir::Valid { sysid } => sysid,
+    };
+    let mut pre = Vec::new();
+    match cluster.initialized_sysid() {
+        Some(theirs) if theirs != sysid => {
+            if i.settings.paused {
+                // Paused: only warn; a lock holder steps aside.
+                let mut a = vec![];
+                if i_hold_lock {
+                    a.push(Action::ReleaseLeader);
+                }
+                return act(a, format!("system ID mismatch, node {me} belongs to a different cluster: {theirs} != {sysid}"));
+            }
+            return act(
+                vec![Action::Exit {
+                    message: format!(
+                        "system ID mismatch, node {me} belongs to a different cluster: {theirs} != {sysid}"
+                    ),
+                }],
+                "system ID mismatch",
+            );
+        }
+        Some(_) => {}
+        None => {
+            if cluster.is_unlocked() && !i.settings.paused && i.memory.first_cycle {
+                if i.pg.running && !i.pg.is_primary {
+                    return act(
+                        vec![Action::Exit {
+                            message: "No initialize key in DCS and PostgreSQL is running as replica, aborting start".into(),
+                        }],
+                        "No initialize key in DCS and PostgreSQL is running as replica, aborting start",
+                    );
+                }
+                pre.push(Action::WriteInitialize {
+                    sysid: sysid.clone(),
+                });
+            } else if i_hold_lock {
+                // L4: the lock holder repairs a missing/invalid initialize key.
+                pre.push(Action::WriteInitialize {
+                    sysid: sysid.clone(),
+                });
+            }
+        }
+    }
+
+    let step = if !i.pg.running {
+        pg_not_running(i, cluster, i_hold_lock)
+    } else if cluster.is_unlocked() {
+        unlocked(i, cluster)
+    } else if i_hold_lock {
+        locked_by_me(i, cluster)
+    } else {
+        locked_by_other(i, cluster)
+    };
+    match step {
+        Step::Act(mut d) if !pre.is_empty() => {
+            pre.append(&mut d.actions);
+            d.actions = pre;
+            Step::Act(d)
+        }
+        s => s,
+    }
+}
+
+/// D1: the DCS is unreachable.
+fn dcs_unreachable(i: &HaInput<'_>) -> Step {
+    if !i.settings.paused && i.pg.running && i.pg.is_primary {
+        return act(
+            vec![Action::Demote {
+                mode: DemoteMode::Offline,
+            }],
+            "demoted self because DCS is not accessible and I was a leader",
+        );
+    }
+    act(vec![], "DCS is not accessible")
+}
+
+/// L9 (empty data dir) and B1–B3.
+fn empty_data_dir(i: &HaInput<'_>, cluster: &Cluster, i_hold_lock: bool) -> Step {
+    if i_hold_lock {
+        return act(
+            vec![Action::ReleaseLeader],
+            "released leader key voluntarily as data dir empty and currently leader",
+        );
+    }
+    if i.settings.paused {
+        return act(vec![], "running with empty data directory");
+    }
+    if cluster.is_unlocked() {
+        if cluster.initialize.is_none() && !i.settings.nofailover && i.settings.can_bootstrap {
+            return match i.answers.initialize_race {
+                None => Step::Ask(Question::RaceInitialize),
+                Some(true) => act(vec![Action::Bootstrap], "trying to bootstrap a new cluster"),
+                Some(false) => act(vec![], "failed to acquire initialize lock"),
+            };
+        }
+        return act(vec![], "waiting for leader to bootstrap");
+    }
+    let leader = cluster.leader_name().unwrap_or_default().to_string();
+    // B2: prefer a running member tagged clonefrom (not me, not the leader).
+    let source = cluster
+        .members
+        .iter()
+        .find(|m| {
+            m.name != i.me
+                && m.name != leader
+                && m.data.clonefrom()
+                && m.data.state.as_deref() == Some("running")
+                && m.data.conn_url.is_some()
+        })
+        .map(|m| m.name.clone());
+    let follow = node_to_follow(i, cluster).unwrap_or_else(|| leader.clone());
+    match source {
+        Some(src) => act(
+            vec![Action::CloneFrom {
+                source: src.clone(),
+                follow,
+            }],
+            format!("bootstrap from replica '{src}'"),
+        ),
+        None => act(
+            vec![Action::CloneFrom {
+                source: leader.clone(),
+                follow,
+            }],
+            format!("bootstrap from leader '{leader}'"),
+        ),
+    }
+}
+
+/// FW1.1: whom a replica streams from.
+fn node_to_follow(i: &HaInput<'_>, cluster: &Cluster) -> Option<String> {
+    if i.settings.nostream {
+        return None;
+    }
+    let leader = cluster.leader_name()?;
+    if leader == i.me {
+        return None;
+    }
+    if let Some(up) = &i.settings.replicatefrom {
+        if up != i.me && cluster.member(up).is_some() {
+            return Some(up.clone());
+        }
+    }
+    Some(leader.to_string())
+}
+
+/// L10 + R1–R6: PostgreSQL is not running.
+fn pg_not_running(i: &HaInput<'_>, cluster: &Cluster, i_hold_lock: bool) -> Step {
+    if i.settings.paused {
+        if i_hold_lock {
+            return act(
+                vec![Action::ReleaseLeader],
+                "removed leader lock because postgres is not running",
+            );
+        }
+        return act(vec![], "postgres is not running");
+    }
+    if i_hold_lock {
+        match i.answers.update {
+            None => return Step::Ask(Question::UpdateLeader),
+            Some(LockUpdate::DcsError) => return dcs_unreachable(i),
+            Some(LockUpdate::Lost) => {}
+            Some(LockUpdate::Renewed) => {
+                if i.pg.was_primary {
+                    return act(vec![Action::StartPrimary], "starting primary after failure");
+                }
+                // R5: a replica holding the lock starts read-only; next cycle promotes (H2).
+                return act(
+                    vec![Action::StartReplica { upstream: None }],
+                    "starting as readonly because i had the session lock",
+                );
+            }
+        }
+    }
+    let Some(leader) = cluster.leader_name().filter(|l| *l != i.me) else {
+        // No one to follow: start read-only; the next cycle races for the lock.
+        return act(
+            vec![Action::StartReplica { upstream: None }],
+            "starting as a secondary",
+        );
+    };
+    let follow = node_to_follow(i, cluster);
+    // R6: a node that may hold WAL the leader never saw must be checked first.
+    let leader_tl = cluster
+        .member(leader)
+        .and_then(|m| m.data.timeline)
+        .unwrap_or(0);
+    let may_diverge = i.pg.was_primary || i.pg.timeline.is_some_and(|t| t < leader_tl);
+    if may_diverge {
+        match i.answers.divergence {
+            None => {
+                return Step::Ask(Question::CheckDivergence {
+                    leader: leader.to_string(),
+                })
+            }
+            Some(Divergence::Diverged) => return rewind_or_reinit(i, leader, follow),
+            Some(_) => {}
+        }
+    }
+    act(
+        vec![Action::StartReplica { upstream: follow }],
+        if i.memory.was_running {
+            "restarting after failure"
+        } else {
+            "starting as a secondary"
+        },
+    )
+}
+
+/// RW1: rewind when possible, else re-clone when allowed, else start anyway.
+fn rewind_or_reinit(i: &HaInput<'_>, leader: &str, follow: Option<String>) -> Step {
+    if i.settings.can_rewind {
+        act(
+            vec![
+                Action::Rewind {
+                    source: leader.to_string(),
+                },
+                Action::StartReplica { upstream: follow },
+            ],
+            format!("running pg_rewind from {leader}"),
+        )
+    } else if i.settings.reinit_on_divergence {
+        act(
+            vec![Action::RemoveDataDir],
+            "reinitializing due to diverged timelines",
+        )
+    } else {
+        act(
+            vec![Action::StartReplica { upstream: follow }],
+            format!("my timeline diverged from {leader}'s and pg_rewind is not possible; starting as a secondary anyway"),
+        )
+    }
+}
+
+/// U1–U3: nobody holds the lock.
+fn unlocked(i: &HaInput<'_>, cluster: &Cluster) -> Step {
+    let healthy = match healthiest(i, cluster) {
+        Ok(h) => h,
+        Err(step) => return step,
+    };
+    if let Err(why) = healthy {
+        let nofailover = i.settings.nofailover && !i.settings.paused;
+        if i.pg.is_primary && !i.settings.paused {
+            return act(
+                vec![Action::Demote {
+                    mode: DemoteMode::ImmediateNoLock,
+                }],
+                if nofailover {
+                    "demoting self because I am not allowed to become primary".to_string()
+                } else {
+                    format!("demoting self because i am not the healthiest node ({why})")
+                },
+            );
+        }
+        return act(
+            vec![],
+            if nofailover {
+                "following a different leader because I am not allowed to promote".to_string()
+            } else if i.settings.paused {
+                format!("no action. I am ({}), cluster is unlocked", i.me)
+            } else {
+                format!("following a different leader because i am not the healthiest node ({why})")
+            },
+        );
+    }
+    match i.answers.acquire {
+        None => Step::Ask(Question::AcquireLeader),
+        Some(true) if i.pg.is_primary => act(
+            vec![Action::LeaderHousekeeping],
+            "acquired session lock as a leader",
+        ),
+        Some(true) => {
+            let n = cluster.members.iter().filter(|m| m.name != i.me).count() + 1;
+            act(
+                vec![Action::Promote, Action::LeaderHousekeeping],
+                format!("promoted self to leader by acquiring session lock (I am the healthiest of {n} members)"),
+            )
+        }
+        Some(false) if i.pg.is_primary => act(
+            vec![Action::Demote {
+                mode: DemoteMode::ImmediateNoLock,
+            }],
+            "demoted self after trying and failing to obtain lock",
+        ),
+        Some(false) => act(
+            vec![],
+            "following new leader after trying and failing to obtain lock",
+        ),
+    }
+}
+
+/// C1/C2: am I the healthiest node? `Err(step)` when a probe is needed first; the inner
+/// result says yes or why not.
+#[allow(clippy::result_large_err)]
+fn healthiest(i: &HaInput<'_>, cluster: &Cluster) -> Result<Result<(), String>, Step> {
+    let s = i.settings;
+    if i.pg.is_primary {
+        // C1.4
+        if s.paused {
+            // A sysid mismatch was refused earlier (L9), so a paused primary may lock.
+            return Ok(Ok(()));
+        }
+        let cluster_tl = cluster.timeline();
+        if i.pg.timeline.is_some_and(|t| t < cluster_tl) {
+            return Ok(Err(format!(
+                "my timeline {} is behind the cluster timeline {cluster_tl}",
+                i.pg.timeline.unwrap_or(0)
+            )));
+        }
+        return Ok(Ok(()));
+    }
+    if s.paused {
+        return Ok(Err("paused".into()));
+    }
+    if s.nofailover {
+        return Ok(Err("nofailover".into()));
+    }
+    // C2.2: lag against the last known leader position.
+    if let Some(optime) = cluster.status.optime {
+        let lag = optime.saturating_sub(i.pg.wal_position);
+        if lag > s.maximum_lag_on_failover {
+            return Ok(Err(format!(
+                "My wal position exceeds maximum replication lag: {lag} bytes > {}",
+                s.maximum_lag_on_failover
+            )));
+        }
+    }
+    // C2.3
+    if s.check_timeline {
+        match i.pg.timeline {
+            None => return Ok(Err("my timeline is unknown".into())),
+            Some(t) if t < cluster.timeline() => {
+                return Ok(Err(format!(
+                    "my timeline {t} is behind the cluster timeline"
+                )))
+            }
+            _ => {}
+        }
+    }
+    // C2.5: probe every other member that publishes an API URL.
+    let others: Vec<&Member> = cluster
+        .members
+        .iter()
+        .filter(|m| m.name != i.me && m.data.api_url.is_some())
+        .collect();
+    if others.is_empty() {
+        return Ok(Ok(()));
+    }
+    let Some(probes) = &i.answers.probes else {
+        return Err(Step::Ask(Question::ProbeMembers(
+            others.iter().map(|m| m.name.clone()).collect(),
+        )));
+    };
+    let mine = i.pg.wal_position;
+    for p in probes.iter().filter(|p| p.reachable && p.name != i.me) {
+        if p.nofailover || p.watchdog_failed {
+            continue;
+        }
+        if p.is_primary {
+            return Ok(Err(format!("Primary ({}) is still alive", p.name)));
+        }
+        if p.wal_position > mine {
+            return Ok(Err(format!(
+                "Wal position of {} is ahead of my wal position",
+                p.name
+            )));
+        }
+        if p.wal_position == mine && mine > 0 && p.failover_priority > s.failover_priority {
+            return Ok(Err(format!(
+                "{} has equally tolerable WAL position and priority {}, while this node has priority {}",
+                p.name, p.failover_priority, s.failover_priority
+            )));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// H1/H2: I hold the lock.
+fn locked_by_me(i: &HaInput<'_>, _cluster: &Cluster) -> Step {
+    if i.settings.paused && !i.pg.is_primary {
+        return act(
+            vec![Action::ReleaseLeader],
+            "removed leader lock because postgres is not running as primary",
+        );
+    }
+    match i.answers.update {
+        None => Step::Ask(Question::UpdateLeader),
+        Some(LockUpdate::DcsError) => dcs_unreachable(i),
+        Some(LockUpdate::Renewed) if i.pg.is_primary => act(
+            vec![Action::LeaderHousekeeping],
+            format!("no action. I am ({}), the leader with the lock", i.me),
+        ),
+        Some(LockUpdate::Renewed) => act(
+            vec![Action::Promote, Action::LeaderHousekeeping],
+            "promoted self to leader because I had the session lock",
+        ),
+        Some(LockUpdate::Lost) if i.pg.is_primary => {
+            if i.settings.paused {
+                act(
+                    vec![],
+                    "continue to run as primary after failing to update leader lock in DCS",
+                )
+            } else {
+                act(
+                    vec![Action::Demote {
+                        mode: DemoteMode::ImmediateNoLock,
+                    }],
+                    "demoted self because failed to update leader lock in DCS",
+                )
+            }
+        }
+        Some(LockUpdate::Lost) => act(
+            vec![],
+            "not promoting because failed to update leader lock in DCS",
+        ),
+    }
+}
+
+/// H3 + FW1: someone else holds the lock.
+fn locked_by_other(i: &HaInput<'_>, cluster: &Cluster) -> Step {
+    let leader = cluster.leader_name().unwrap_or_default();
+    if i.pg.is_primary {
+        if i.settings.paused {
+            return act(vec![], "continue to run as primary without lock");
+        }
+        return act(
+            vec![Action::Demote {
+                mode: DemoteMode::ImmediateNoLock,
+            }],
+            "demoting self because I do not have the lock and I was a leader",
+        );
+    }
+    let follow = node_to_follow(i, cluster);
+    // FW1.8: a replica left behind on an older timeline that does not stream may have
+    // diverged (e.g. it replayed WAL past the fork point): check and rewind.
+    let leader_tl = cluster
+        .leader_member()
+        .and_then(|m| m.data.timeline)
+        .unwrap_or(0);
+    if !i.settings.paused && !i.pg.streaming && i.pg.timeline.is_some_and(|t| t < leader_tl) {
+        match i.answers.divergence {
+            None => {
+                return Step::Ask(Question::CheckDivergence {
+                    leader: leader.to_string(),
+                })
+            }
+            Some(Divergence::Diverged) => return rewind_or_reinit(i, leader, follow),
+            Some(_) => {}
+        }
+    }
+    let msg = format!(
+        "no action. I am ({}), a secondary, and following a leader ({leader})",
+        i.me
+    );
+    match follow {
+        Some(up) if i.pg.following.as_deref() != Some(up.as_str()) => {
+            act(vec![Action::Follow { upstream: up }], msg)
+        }
+        _ => act(vec![], msg),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -22,7 +22,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for (n, s) in [(0x4000060u64, "0/4000060"), (0, "0/0"), (0x1_0000_00FF, "1/FF")] {
+        for (n, s) in [
+            (0x4000060u64, "0/4000060"),
+            (0, "0/0"),
+            (0x1_0000_00FF, "1/FF"),
+        ] {
             assert_eq!(format_lsn(n), s);
             assert_eq!(parse_lsn(s), Some(n));
         }

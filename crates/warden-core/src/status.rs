@@ -142,7 +142,10 @@ impl NodeStatus {
         }
         if let Some(c) = self.valid_cluster(now_ms) {
             if let Some(s) = &c.sync {
-                if s.sync_standby.iter().any(|n| n.eq_ignore_ascii_case(&self.name)) {
+                if s.sync_standby
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(&self.name))
+                {
                     m.insert("sync_standby".into(), Value::Bool(true));
                 }
             }
@@ -167,7 +170,10 @@ impl NodeStatus {
             m.insert("tags".into(), Value::Object(self.tags.clone()));
         }
         if let Some(s) = &self.sysid {
-            m.insert("database_system_identifier".into(), Value::String(s.clone()));
+            m.insert(
+                "database_system_identifier".into(),
+                Value::String(s.clone()),
+            );
         }
         if self.pending_restart {
             m.insert("pending_restart".into(), Value::Bool(true));

@@ -1,0 +1,468 @@
+//! Table-driven tests of the HA decisions. Each case is a cluster, a local PostgreSQL
+//! state and canned answers; the expected result is the questions asked, the actions and
+//! (a distinctive part of) the reason.
+
+use super::*;
+use crate::cluster::{Cluster, KeyValue};
+
+const SYSID: &str = "7268616322854375442";
+
+fn member_json(role: &str, port: u16, xlog: u64, tl: u32, extra: &str) -> String {
+    format!(
+        r#"{{"conn_url":"postgres://127.0.0.1:{port}/postgres","api_url":"http://127.0.0.1:{}/patroni","state":"running","role":"{role}","version":"4.1.5","xlog_location":{xlog},"timeline":{tl}{extra}}}"#,
+        port + 1000
+    )
+}
+
+/// Builds a cluster: `leader` (if any), members pg1..pg3 where pg1 is the primary.
+fn cluster(leader: Option<&str>, initialize: Option<&str>, optime: Option<u64>) -> Cluster {
+    let mut kvs = vec![
+        KeyValue {
+            key: "members/pg1".into(),
+            value: member_json("primary", 5001, 100, 1, ""),
+            mod_revision: 1,
+            lease: 1,
+        },
+        KeyValue {
+            key: "members/pg2".into(),
+            value: member_json("replica", 5002, 100, 1, ""),
+            mod_revision: 1,
+            lease: 2,
+        },
+        KeyValue {
+            key: "members/pg3".into(),
+            value: member_json("replica", 5003, 90, 1, ""),
+            mod_revision: 1,
+            lease: 3,
+        },
+    ];
+    if let Some(l) = leader {
+        kvs.push(KeyValue {
+            key: "leader".into(),
+            value: l.into(),
+            mod_revision: 2,
+            lease: 1,
+        });
+    }
+    if let Some(i) = initialize {
+        kvs.push(KeyValue {
+            key: "initialize".into(),
+            value: i.into(),
+            mod_revision: 1,
+            lease: 0,
+        });
+    }
+    if let Some(o) = optime {
+        kvs.push(KeyValue {
+            key: "status".into(),
+            value: format!(r#"{{"optime":{o}}}"#),
+            mod_revision: 3,
+            lease: 0,
+        });
+    }
+    Cluster::from_kvs(&kvs)
+}
+
+fn empty_cluster() -> Cluster {
+    Cluster::default()
+}
+
+fn replica(wal: u64) -> LocalPg {
+    LocalPg {
+        data_dir: DataDir::Valid {
+            sysid: SYSID.into(),
+        },
+        running: true,
+        is_primary: false,
+        timeline: Some(1),
+        wal_position: wal,
+        was_primary: false,
+        following: Some("pg1".into()),
+        streaming: true,
+    }
+}
+
+fn primary() -> LocalPg {
+    LocalPg {
+        is_primary: true,
+        following: None,
+        streaming: false,
+        ..replica(100)
+    }
+}
+
+fn stopped(was_primary: bool, tl: u32) -> LocalPg {
+    LocalPg {
+        running: false,
+        is_primary: false,
+        timeline: Some(tl),
+        was_primary,
+        following: None,
+        streaming: false,
+        ..replica(100)
+    }
+}
+
+fn peer(name: &str, wal: u64) -> PeerStatus {
+    PeerStatus {
+        name: name.into(),
+        reachable: true,
+        is_primary: false,
+        wal_position: wal,
+        nofailover: false,
+        failover_priority: 1,
+        watchdog_failed: false,
+    }
+}
+
+/// Canned answers an executor would give.
+#[derive(Clone, Default)]
+struct World {
+    initialize_race: bool,
+    acquire: bool,
+    update: Option<LockUpdate>,
+    probes: Vec<PeerStatus>,
+    divergence: Option<Divergence>,
+}
+
+/// Runs the sans-I/O loop like the executor does; returns (questions asked, decision).
+fn run(
+    me: &str,
+    cluster: Option<&Cluster>,
+    pg: &LocalPg,
+    settings: &HaSettings,
+    memory: &NodeMemory,
+    world: &World,
+) -> (Vec<Question>, Decision) {
+    let mut answers = Answers::default();
+    let mut asked = Vec::new();
+    for _ in 0..8 {
+        let input = HaInput {
+            me,
+            cluster,
+            pg,
+            settings,
+            memory,
+            answers: &answers,
+            now_ms: 1_000,
+        };
+        match decide(&input) {
+            Step::Act(d) => return (asked, d),
+            Step::Ask(q) => {
+                assert!(!answers.is_answered(&q), "asked twice: {q:?}");
+                match &q {
+                    Question::RaceInitialize => {
+                        answers.initialize_race = Some(world.initialize_race)
+                    }
+                    Question::AcquireLeader => answers.acquire = Some(world.acquire),
+                    Question::UpdateLeader => {
+                        answers.update = Some(world.update.unwrap_or(LockUpdate::Renewed))
+                    }
+                    Question::ProbeMembers(_) => answers.probes = Some(world.probes.clone()),
+                    Question::CheckDivergence { .. } => {
+                        answers.divergence =
+                            Some(world.divergence.unwrap_or(Divergence::NotDiverged))
+                    }
+                }
+                asked.push(q);
+            }
+        }
+    }
+    panic!("decide did not finish in 8 steps");
+}
+
+struct Case {
+    name: &'static str,
+    me: &'static str,
+    cluster: Option<Cluster>,
+    pg: LocalPg,
+    settings: HaSettings,
+    memory: NodeMemory,
+    world: World,
+    want_actions: Vec<Action>,
+    want_reason: &'static str,
+}
+
+fn case(name: &'static str, me: &'static str, cluster: Option<Cluster>, pg: LocalPg) -> Case {
+    Case {
+        name,
+        me,
+        cluster,
+        pg,
+        settings: HaSettings::default(),
+        memory: NodeMemory::default(),
+        world: World::default(),
+        want_actions: vec![],
+        want_reason: "",
+    }
+}
+
+impl Case {
+    fn expect(mut self, actions: Vec<Action>, reason: &'static str) -> Case {
+        self.want_actions = actions;
+        self.want_reason = reason;
+        self
+    }
+    fn world(mut self, w: World) -> Case {
+        self.world = w;
+        self
+    }
+    fn settings(mut self, f: impl FnOnce(&mut HaSettings)) -> Case {
+        f(&mut self.settings);
+        self
+    }
+    fn memory(mut self, m: NodeMemory) -> Case {
+        self.memory = m;
+        self
+    }
+}
+
+fn demote(mode: DemoteMode) -> Action {
+    Action::Demote { mode }
+}
+
+fn start_replica(up: Option<&str>) -> Action {
+    Action::StartReplica {
+        upstream: up.map(str::to_string),
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let locked_pg1 = || Some(cluster(Some("pg1"), Some(SYSID), Some(100)));
+    let unlocked = || Some(cluster(None, Some(SYSID), Some(100)));
+    let empty_dir = LocalPg::default();
+    vec![
+        // --- bootstrap (B1–B3)
+        case("fresh cluster: race won bootstraps", "pg1", Some(empty_cluster()), empty_dir.clone())
+            .world(World { initialize_race: true, ..World::default() })
+            .expect(vec![Action::Bootstrap], "trying to bootstrap a new cluster"),
+        case("fresh cluster: race lost waits", "pg2", Some(empty_cluster()), empty_dir.clone())
+            .expect(vec![], "failed to acquire initialize lock"),
+        case("nofailover node never bootstraps", "pg2", Some(empty_cluster()), empty_dir.clone())
+            .settings(|s| s.nofailover = true)
+            .expect(vec![], "waiting for leader to bootstrap"),
+        case("no bootstrap section: wait", "pg2", Some(empty_cluster()), empty_dir.clone())
+            .settings(|s| s.can_bootstrap = false)
+            .expect(vec![], "waiting for leader to bootstrap"),
+        case("bootstrap in progress elsewhere: wait", "pg2", Some(cluster(None, Some(""), None)), empty_dir.clone())
+            .expect(vec![], "waiting for leader to bootstrap"),
+        case("empty data dir with a leader: clone from it", "pg3", locked_pg1(), empty_dir.clone())
+            .expect(
+                vec![Action::CloneFrom { source: "pg1".into(), follow: "pg1".into() }],
+                "bootstrap from leader 'pg1'",
+            ),
+        case("empty data dir while holding the lock: release", "pg1", locked_pg1(), empty_dir.clone())
+            .expect(vec![Action::ReleaseLeader], "released leader key voluntarily as data dir empty"),
+        case("invalid data dir: refuse to touch it", "pg2", locked_pg1(), LocalPg { data_dir: DataDir::Invalid("no pg_control".into()), ..LocalPg::default() })
+            .expect(vec![], "system ID is invalid"),
+        // --- L9 sysid checks
+        case("sysid mismatch is fatal", "pg2", Some(cluster(Some("pg1"), Some("1111111111111111111"), None)), replica(100))
+            .expect(
+                vec![Action::Exit { message: format!("system ID mismatch, node pg2 belongs to a different cluster: 1111111111111111111 != {SYSID}") }],
+                "system ID mismatch",
+            ),
+        case("no initialize and running replica: abort start", "pg2", Some(cluster(None, None, None)), replica(100))
+            .memory(NodeMemory { first_cycle: true, ..NodeMemory::default() })
+            .expect(
+                vec![Action::Exit { message: "No initialize key in DCS and PostgreSQL is running as replica, aborting start".into() }],
+                "aborting start",
+            ),
+        case("no initialize and running primary: adopt it", "pg1", Some(cluster(None, None, None)), primary())
+            .memory(NodeMemory { first_cycle: true, ..NodeMemory::default() })
+            .world(World { acquire: true, probes: vec![peer("pg2", 50)], ..World::default() })
+            .expect(
+                vec![Action::WriteInitialize { sysid: SYSID.into() }, Action::LeaderHousekeeping],
+                "acquired session lock as a leader",
+            ),
+        // --- cluster locked (H2, H3)
+        case("leader keeps the lock", "pg1", locked_pg1(), primary())
+            .expect(vec![Action::LeaderHousekeeping], "no action. I am (pg1), the leader with the lock"),
+        case("leader lost the lock (CAS failed): demote", "pg1", locked_pg1(), primary())
+            .world(World { update: Some(LockUpdate::Lost), ..World::default() })
+            .expect(vec![demote(DemoteMode::ImmediateNoLock)], "demoted self because failed to update leader lock in DCS"),
+        case("leader cannot reach the DCS during update: demote offline", "pg1", locked_pg1(), primary())
+            .world(World { update: Some(LockUpdate::DcsError), ..World::default() })
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("lock holder running as replica promotes", "pg1", locked_pg1(), replica(100))
+            .expect(vec![Action::Promote, Action::LeaderHousekeeping], "promoted self to leader because I had the session lock"),
+        case("replica follows the leader", "pg2", locked_pg1(), replica(100))
+            .expect(vec![], "no action. I am (pg2), a secondary, and following a leader (pg1)"),
+        case("replica re-points to a new leader", "pg2", Some(cluster(Some("pg3"), Some(SYSID), None)), replica(100))
+            .expect(vec![Action::Follow { upstream: "pg3".into() }], "following a leader (pg3)"),
+        case("replicatefrom cascades from the named member", "pg3", locked_pg1(), replica(90))
+            .settings(|s| s.replicatefrom = Some("pg2".into()))
+            .expect(vec![Action::Follow { upstream: "pg2".into() }], "following a leader (pg1)"),
+        case("primary without the lock demotes", "pg2", locked_pg1(), primary())
+            .expect(vec![demote(DemoteMode::ImmediateNoLock)], "demoting self because I do not have the lock and I was a leader"),
+        // --- DCS unreachable (D1)
+        case("DCS down: primary demotes", "pg1", None, primary())
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("DCS down: replica waits", "pg2", None, replica(100))
+            .expect(vec![], "DCS is not accessible"),
+        case("DCS down while paused: primary keeps running", "pg1", None, primary())
+            .settings(|s| s.paused = true)
+            .expect(vec![], "PAUSE: DCS is not accessible"),
+        // --- leader race (U2, U3, C1, C2)
+        case("unlocked: healthiest replica promotes", "pg2", unlocked(), replica(100))
+            .world(World { acquire: true, probes: vec![peer("pg3", 90)], ..World::default() })
+            .expect(vec![Action::Promote, Action::LeaderHousekeeping], "promoted self to leader by acquiring session lock (I am the healthiest of 3 members)"),
+        case("unlocked: lost the race follows", "pg2", unlocked(), replica(100))
+            .world(World { acquire: false, probes: vec![peer("pg3", 90)], ..World::default() })
+            .expect(vec![], "following new leader after trying and failing to obtain lock"),
+        case("unlocked: a member ahead wins", "pg3", unlocked(), replica(90))
+            .world(World { probes: vec![peer("pg2", 100)], ..World::default() })
+            .expect(vec![], "Wal position of pg2 is ahead of my wal position"),
+        case("unlocked: unreachable members do not count", "pg3", unlocked(), replica(90))
+            .world(World { acquire: true, probes: vec![PeerStatus { reachable: false, ..peer("pg2", 100) }], ..World::default() })
+            .expect(vec![Action::Promote, Action::LeaderHousekeeping], "promoted self to leader by acquiring session lock"),
+        case("unlocked: nofailover peers ahead do not count", "pg3", unlocked(), replica(90))
+            .world(World { acquire: true, probes: vec![PeerStatus { nofailover: true, ..peer("pg2", 100) }], ..World::default() })
+            .expect(vec![Action::Promote, Action::LeaderHousekeeping], "promoted self"),
+        case("unlocked: old primary still alive", "pg2", unlocked(), replica(100))
+            .world(World { probes: vec![PeerStatus { is_primary: true, ..peer("pg1", 0) }], ..World::default() })
+            .expect(vec![], "Primary (pg1) is still alive"),
+        case("unlocked: higher failover_priority at equal WAL wins", "pg2", unlocked(), replica(100))
+            .world(World { probes: vec![PeerStatus { failover_priority: 2, ..peer("pg3", 100) }], ..World::default() })
+            .expect(vec![], "pg3 has equally tolerable WAL position and priority 2, while this node has priority 1"),
+        case("unlocked: nofailover never races", "pg2", unlocked(), replica(100))
+            .settings(|s| s.nofailover = true)
+            .expect(vec![], "following a different leader because I am not allowed to promote"),
+        case("unlocked: lag beyond maximum_lag_on_failover does not race", "pg3", Some(cluster(None, Some(SYSID), Some(10_000_000))), replica(90))
+            .expect(vec![], "My wal position exceeds maximum replication lag"),
+        case("unlocked: check_timeline refuses an old timeline", "pg3", {
+                let mut c = cluster(None, Some(SYSID), Some(100));
+                c.history = Some(vec![crate::cluster::HistoryLine { timeline: 1, lsn: 50, reason: String::new(), timestamp: None, new_leader: None }]);
+                Some(c)
+            }, replica(90))
+            .settings(|s| s.check_timeline = true)
+            .expect(vec![], "behind the cluster timeline"),
+        case("unlocked: primary re-acquires without promoting", "pg1", unlocked(), primary())
+            .world(World { acquire: true, ..World::default() })
+            .expect(vec![Action::LeaderHousekeeping], "acquired session lock as a leader"),
+        case("unlocked: primary losing the race demotes", "pg1", unlocked(), primary())
+            .world(World { acquire: false, ..World::default() })
+            .expect(vec![demote(DemoteMode::ImmediateNoLock)], "demoted self after trying and failing to obtain lock"),
+        case("unlocked and paused: replicas do not race", "pg2", unlocked(), replica(100))
+            .settings(|s| s.paused = true)
+            .expect(vec![], "PAUSE: no action. I am (pg2), cluster is unlocked"),
+        // --- PostgreSQL not running (R1–R6)
+        case("lock holder crashed: restart as primary", "pg1", locked_pg1(), stopped(true, 1))
+            .expect(vec![Action::StartPrimary], "starting primary after failure"),
+        case("lock holder replica stopped: start read-only", "pg1", locked_pg1(), stopped(false, 1))
+            .expect(vec![start_replica(None)], "starting as readonly because i had the session lock"),
+        case("stopped replica restarts following the leader", "pg2", locked_pg1(), stopped(false, 1))
+            .memory(NodeMemory { was_running: true, ..NodeMemory::default() })
+            .expect(vec![start_replica(Some("pg1"))], "restarting after failure"),
+        case("old primary, diverged, rewinds", "pg2", locked_pg1(), stopped(true, 1))
+            .settings(|s| s.can_rewind = true)
+            .world(World { divergence: Some(Divergence::Diverged), ..World::default() })
+            .expect(vec![Action::Rewind { source: "pg1".into() }, start_replica(Some("pg1"))], "running pg_rewind from pg1"),
+        case("old primary, diverged, no rewind: reinit when allowed", "pg2", locked_pg1(), stopped(true, 1))
+            .settings(|s| s.reinit_on_divergence = true)
+            .world(World { divergence: Some(Divergence::Diverged), ..World::default() })
+            .expect(vec![Action::RemoveDataDir], "reinitializing due to diverged timelines"),
+        case("old primary, not diverged, just follows", "pg2", locked_pg1(), stopped(true, 1))
+            .world(World { divergence: Some(Divergence::NotDiverged), ..World::default() })
+            .expect(vec![start_replica(Some("pg1"))], "starting as a secondary"),
+        case("stopped node in unlocked cluster starts read-only", "pg2", unlocked(), stopped(false, 1))
+            .expect(vec![start_replica(None)], "starting as a secondary"),
+        case("paused: stopped PostgreSQL is left alone", "pg2", locked_pg1(), stopped(false, 1))
+            .settings(|s| s.paused = true)
+            .expect(vec![], "PAUSE: postgres is not running"),
+        case("paused: lock holder with stopped PostgreSQL releases", "pg1", locked_pg1(), stopped(true, 1))
+            .settings(|s| s.paused = true)
+            .expect(vec![Action::ReleaseLeader], "removed leader lock because postgres is not running"),
+    ]
+}
+
+#[test]
+fn decision_table() {
+    let mut failures = Vec::new();
+    for c in cases() {
+        let (_, d) = run(
+            c.me,
+            c.cluster.as_ref(),
+            &c.pg,
+            &c.settings,
+            &c.memory,
+            &c.world,
+        );
+        if d.actions != c.want_actions || !d.reason.contains(c.want_reason) {
+            failures.push(format!(
+                "{}:\n  want {:?} / {:?}\n  got  {:?} / {:?}",
+                c.name, c.want_actions, c.want_reason, d.actions, d.reason
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn questions_are_asked_only_when_needed() {
+    // A follower of a healthy leader asks nothing: no I/O beyond the cluster read.
+    let c = cluster(Some("pg1"), Some(SYSID), Some(100));
+    let (asked, _) = run(
+        "pg2",
+        Some(&c),
+        &replica(100),
+        &HaSettings::default(),
+        &NodeMemory::default(),
+        &World::default(),
+    );
+    assert!(asked.is_empty(), "{asked:?}");
+    // The leader only renews its lock.
+    let (asked, _) = run(
+        "pg1",
+        Some(&c),
+        &primary(),
+        &HaSettings::default(),
+        &NodeMemory::default(),
+        &World::default(),
+    );
+    assert_eq!(asked, vec![Question::UpdateLeader]);
+    // A race probes the others (never itself) before trying to acquire.
+    let u = cluster(None, Some(SYSID), Some(100));
+    let w = World {
+        acquire: true,
+        probes: vec![peer("pg3", 90)],
+        ..World::default()
+    };
+    let (asked, _) = run(
+        "pg2",
+        Some(&u),
+        &replica(100),
+        &HaSettings::default(),
+        &NodeMemory::default(),
+        &w,
+    );
+    assert_eq!(
+        asked,
+        vec![
+            Question::ProbeMembers(vec!["pg1".into(), "pg3".into()]),
+            Question::AcquireLeader
+        ]
+    );
+}
+
+#[test]
+fn decide_is_deterministic() {
+    for c in cases() {
+        let a = run(
+            c.me,
+            c.cluster.as_ref(),
+            &c.pg,
+            &c.settings,
+            &c.memory,
+            &c.world,
+        );
+        let b = run(
+            c.me,
+            c.cluster.as_ref(),
+            &c.pg,
+            &c.settings,
+            &c.memory,
+            &c.world,
+        );
+        assert_eq!(a, b, "{}", c.name);
+    }
+}
