@@ -1,0 +1,7 @@
+//! `wardenctl`: a patronictl-compatible CLI for Warden (and Patroni) clusters.
+//!
+//! The library part holds the pure renderers so they can be tested byte-for-byte
+//! against patronictl's output.
+
+pub mod pyfmt;
+pub mod render;

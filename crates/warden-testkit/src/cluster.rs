@@ -1,0 +1,336 @@
+//! A real Warden cluster for end-to-end tests: one etcd, N `warden` agents (the built
+//! binary) each with its own PostgreSQL, all on loopback, run as the PostgreSQL user.
+//!
+//! Every process is stopped by PID when the [`TestCluster`] is dropped — agents first,
+//! then every postmaster found under the temp dir — and the agents' logs are printed
+//! if the test is failing.
+
+use crate::etcd::Etcd;
+use crate::{free_port, kill_postmaster, stop_all_postgres_under, target_bin_dir, ProcessGuard, TestDir};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// Superuser password used by test clusters.
+pub const SUPERUSER_PASSWORD: &str = "zalando";
+/// Replication password used by test clusters.
+pub const REPLICATION_PASSWORD: &str = "rep-pass";
+
+/// One node of a test cluster.
+pub struct TestNode {
+    /// member name
+    pub name: String,
+    /// PostgreSQL port
+    pub pg_port: u16,
+    /// REST API port
+    pub api_port: u16,
+    /// node directory (config, log, pgpass, socket)
+    pub dir: PathBuf,
+    /// PGDATA
+    pub data_dir: PathBuf,
+    /// the config file
+    pub config: PathBuf,
+    /// agent log file
+    pub log: PathBuf,
+    /// the running agent, if started
+    pub agent: Option<ProcessGuard>,
+}
+
+/// Per-node tweaks for [`TestCluster::start`].
+#[derive(Clone, Default)]
+pub struct NodeOptions {
+    /// extra YAML appended under `tags:` (e.g. `nofailover: true`)
+    pub tags: Vec<String>,
+}
+
+/// etcd + N agents.
+pub struct TestCluster {
+    /// the scope (cluster name)
+    pub scope: String,
+    /// etcd
+    pub etcd: Etcd,
+    /// nodes by index
+    pub nodes: Vec<TestNode>,
+    /// temp dir holding everything (kept alive until drop)
+    pub dir: TestDir,
+}
+
+impl TestCluster {
+    /// Writes configs for `n` nodes (not started). `options[i]` tweaks node i.
+    pub fn new(scope: &str, n: usize, options: &[NodeOptions]) -> TestCluster {
+        let etcd = Etcd::start();
+        let dir = TestDir::new("warden-cluster-");
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let name = format!("pg{i}");
+            let node_dir = dir.subdir(&name, false);
+            let data_dir = node_dir.join("data");
+            let pg_port = free_port();
+            let api_port = free_port();
+            let tags = options
+                .get(i)
+                .map(|o| o.tags.clone())
+                .unwrap_or_default();
+            let yaml = node_config(scope, &name, &etcd, &node_dir, &data_dir, pg_port, api_port, &tags);
+            let config = node_dir.join("warden.yml");
+            std::fs::write(&config, yaml).expect("write config");
+            dir.run_as.chown(&config);
+            nodes.push(TestNode {
+                name,
+                pg_port,
+                api_port,
+                log: node_dir.join("warden.log"),
+                dir: node_dir,
+                data_dir,
+                config,
+                agent: None,
+            });
+        }
+        TestCluster {
+            scope: scope.to_string(),
+            etcd,
+            nodes,
+            dir,
+        }
+    }
+
+    /// Path of a workspace binary (`warden`, `wardenctl`).
+    pub fn bin(name: &str) -> PathBuf {
+        let p = target_bin_dir().join(name);
+        assert!(
+            p.exists(),
+            "{} not built: run `cargo build --workspace` before the tests",
+            p.display()
+        );
+        p
+    }
+
+    /// Starts node `i`'s agent (as the PostgreSQL user), appending to its log.
+    pub fn start_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let mut cmd = Command::new(Self::bin("warden"));
+        cmd.arg(&node.config).current_dir(&node.dir);
+        cmd.env("HOME", &node.dir);
+        self.dir.run_as.apply(&mut cmd);
+        node.agent = Some(ProcessGuard::spawn(&node.name, cmd, &node.log));
+    }
+
+    /// Starts every node.
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start_node(i);
+        }
+    }
+
+    /// SIGKILL node i's agent and its PostgreSQL (whole postmaster process group).
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut a) = self.nodes[i].agent.take() {
+            a.kill();
+        }
+        kill_postmaster(&self.nodes[i].data_dir, nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// SIGTERM node i's agent and wait (bounded) for it to exit; returns its exit status.
+    pub fn stop_node(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut a = self.nodes[i].agent.take()?;
+        a.signal(nix::sys::signal::Signal::SIGTERM);
+        let st = a.wait_exit(timeout);
+        a.kill();
+        st
+    }
+
+    /// Reads a key under the cluster prefix from etcd with `etcdctl` (None if absent).
+    pub fn etcd_get(&self, key: &str) -> Option<String> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.etcd.url(),
+                "--dial-timeout=2s",
+                "--command-timeout=3s",
+                "get",
+                "--print-value-only",
+                &format!("/service/{}/{key}", self.scope),
+            ])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        let s = s.strip_suffix('\n').unwrap_or(&s).to_string();
+        if s.is_empty() {
+            // etcdctl prints nothing for a missing key; an empty value is "" too.
+            let exists = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args([
+                    "--endpoints",
+                    &self.etcd.url(),
+                    "get",
+                    "--count-only",
+                    "--write-out=fields",
+                    &format!("/service/{}/{key}", self.scope),
+                ])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&exists.stdout);
+            if text.contains("\"Count\" : 0") {
+                return None;
+            }
+        }
+        Some(s)
+    }
+
+    /// Writes a raw value under the cluster prefix (for corrupting member data).
+    pub fn etcd_put(&self, key: &str, value: &str) {
+        let st = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.etcd.url(),
+                "put",
+                &format!("/service/{}/{key}", self.scope),
+                value,
+            ])
+            .output()
+            .expect("etcdctl put");
+        assert!(st.status.success(), "etcdctl put failed: {st:?}");
+    }
+
+    /// Name of the current leader-lock holder.
+    pub fn leader(&self) -> Option<String> {
+        self.etcd_get("leader").filter(|s| !s.is_empty())
+    }
+
+    /// Index of the node with this name.
+    pub fn index_of(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node named {name}"))
+    }
+
+    /// libpq connection string for node i as the superuser.
+    pub fn dsn(&self, i: usize) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres password={SUPERUSER_PASSWORD} dbname=postgres connect_timeout=2",
+            self.nodes[i].pg_port
+        )
+    }
+
+    /// The tail of every agent's log (for failure messages).
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let from = all.len().saturating_sub(lines);
+            out.push_str(&format!("----- {} ({}) -----\n", n.name, n.log.display()));
+            for l in &all[from..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs_tail(60));
+        }
+        for n in &mut self.nodes {
+            if let Some(mut a) = n.agent.take() {
+                a.kill();
+            }
+        }
+        stop_all_postgres_under(self.dir.path());
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn node_config(
+    scope: &str,
+    name: &str,
+    etcd: &Etcd,
+    node_dir: &std::path::Path,
+    data_dir: &std::path::Path,
+    pg_port: u16,
+    api_port: u16,
+    tags: &[String],
+) -> String {
+    let bin = crate::pg_bin_dir();
+    let mut tag_lines = String::new();
+    for t in tags {
+        tag_lines.push_str(&format!("  {t}\n"));
+    }
+    if tag_lines.is_empty() {
+        tag_lines.push_str("  nofailover: false\n");
+    }
+    format!(
+        r#"scope: {scope}
+namespace: /service/
+name: {name}
+
+restapi:
+  listen: 127.0.0.1:{api_port}
+  connect_address: 127.0.0.1:{api_port}
+
+etcd3:
+  hosts: {etcd_hosts}
+
+bootstrap:
+  dcs:
+    ttl: 20
+    loop_wait: 2
+    retry_timeout: 5
+    maximum_lag_on_failover: 1048576
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        fsync: off
+        synchronous_commit: local
+        full_page_writes: on
+        wal_writer_delay: 10ms
+        shared_buffers: 16MB
+        max_connections: 30
+  initdb:
+  - encoding: UTF8
+  - data-checksums
+  - no-sync
+  pg_hba:
+  - local all all trust
+  - host all all 127.0.0.1/32 scram-sha-256
+  - host replication replicator 127.0.0.1/32 scram-sha-256
+
+postgresql:
+  listen: 127.0.0.1:{pg_port}
+  connect_address: 127.0.0.1:{pg_port}
+  data_dir: {data_dir}
+  bin_dir: {bin}
+  pgpass: {node_dir}/pgpass
+  authentication:
+    superuser:
+      username: postgres
+      password: {SUPERUSER_PASSWORD}
+    replication:
+      username: replicator
+      password: {REPLICATION_PASSWORD}
+    rewind:
+      username: rewind_user
+      password: rewind-pass
+  parameters:
+    unix_socket_directories: '{node_dir}'
+  basebackup:
+  - checkpoint: fast
+
+tags:
+{tag_lines}"#,
+        etcd_hosts = etcd.host_port(),
+        data_dir = data_dir.display(),
+        node_dir = node_dir.display(),
+        bin = bin.display(),
+    )
+}
