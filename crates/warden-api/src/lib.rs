@@ -1,1 +1,70 @@
-//! placeholder
+//! Warden's REST API, compatible with Patroni's (spec/rest-api.md).
+//!
+//! The agent publishes a [`NodeStatus`] snapshot after each HA cycle through a
+//! [`StatusHandle`]; the API answers health checks and monitoring calls from that
+//! snapshot alone (never from PostgreSQL or the DCS), so a stuck database or DCS can
+//! not stall a load balancer's probe.
+//!
+//! * [`health_code`], [`liveness_code`], [`readiness_code`]: pure decisions (§3).
+//! * [`cluster_json`]: the `GET /cluster` body (§6).
+//! * [`router`] / [`serve`] / [`serve_with`]: the HTTP server (axum 0.8 over hyper 1).
+
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Instant;
+use warden_core::status::NodeStatus;
+
+mod cluster_json;
+mod health;
+mod server;
+
+pub use cluster_json::cluster_json;
+pub use health::{
+    health_code, liveness_code, parse_lag, parse_query, readiness_code, sync_flags, unquote_plus,
+    GlobalFlags,
+};
+pub use server::{
+    router, serve, serve_with, server_header_for_tokens, ApiOptions, BODY_LIMIT,
+    DEFAULT_SERVER_HEADER,
+};
+
+/// Monotonic milliseconds since the first call in this process (a static [`Instant`]).
+/// The agent uses the same clock for the `*_ms` fields of [`NodeStatus`].
+pub fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Shared handle to the latest published status: the agent publishes, the API reads.
+/// Cheap to clone; readers get an `Arc` and never block the publisher for long.
+#[derive(Clone, Debug)]
+pub struct StatusHandle {
+    inner: Arc<RwLock<Arc<NodeStatus>>>,
+}
+
+impl StatusHandle {
+    /// A handle holding `initial`.
+    pub fn new(initial: NodeStatus) -> Self {
+        StatusHandle {
+            inner: Arc::new(RwLock::new(Arc::new(initial))),
+        }
+    }
+
+    /// Replaces the snapshot.
+    pub fn publish(&self, s: NodeStatus) {
+        let s = Arc::new(s);
+        let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        *g = s;
+    }
+
+    /// The current snapshot.
+    pub fn get(&self) -> Arc<NodeStatus> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Default for StatusHandle {
+    fn default() -> Self {
+        StatusHandle::new(NodeStatus::default())
+    }
+}
