@@ -1,1 +1,31 @@
-//! placeholder
+//! PostgreSQL control for Warden (a Patroni-compatible HA agent): data directory state,
+//! postgresql.conf / pg_hba.conf / standby.signal / pgpass files, starting and stopping
+//! the postmaster, the monitoring query, initdb, pg_basebackup, pg_rewind, replication
+//! slots. The contract is `spec/postgres-management.md`.
+//!
+//! The library runs tools as the current user; [`PgSettings::run_as`] switches every
+//! spawned command to another uid/gid (used by tests running as root).
+
+#![warn(missing_docs)]
+
+mod controldata;
+mod error;
+mod postgres;
+mod process;
+mod render;
+mod settings;
+mod status;
+
+pub use controldata::{ControlData, DataDirState};
+pub use error::PgError;
+pub use postgres::{parse_timeline_history, Postgres, ReadyState};
+pub use render::{
+    conf_quote, dsn_escape, format_dsn, format_lsn, parse_lsn, pgpass_content, pgpass_escape,
+    primary_conninfo, quote_ident, quote_literal, render_lines_file, render_postgresql_conf,
+    slot_name_for_member, ConninfoParams, DSN_KEY_ORDER, GENERATED_HEADER,
+};
+pub use settings::{
+    effective_parameters, parse_pg_bool, Credentials, PgSettings, StopMode, Upstream, CMDLINE_GUCS,
+    RECOVERY_GUCS,
+};
+pub use status::{PgStatus, ReplicationRow, SlotInfo};

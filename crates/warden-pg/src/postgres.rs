@@ -1,0 +1,1543 @@
+//! [`Postgres`]: files, process control, queries and the replica tools of one
+//! local PostgreSQL instance.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio_postgres::{Client, NoTls};
+
+use crate::controldata::{ControlData, DataDirState};
+use crate::error::PgError;
+use crate::process::{
+    children_of, describe, filtered_env, kill_all, looks_like_postmaster, pid_alive, read_pid_file,
+    signal, tail, tool_path, wait_gone,
+};
+use crate::render::{
+    format_dsn, parse_lsn, pgpass_content, primary_conninfo, python_timestamp, quote_ident,
+    quote_literal, render_lines_file, render_postgresql_conf, ConninfoParams,
+};
+use crate::settings::{
+    effective_parameters, Credentials, PgSettings, StopMode, Upstream, CMDLINE_GUCS, RECOVERY_GUCS,
+};
+use crate::status::{PgStatus, RawSlot, ReplicationRow, SlotInfo, STATUS_SQL};
+
+/// Config files copied to `<data_dir>/<name>.backup` after each successful start.
+const CONFIG_FILES_TO_SAVE: [&str; 4] = [
+    "postgresql.conf",
+    "postgresql.base.conf",
+    "pg_hba.conf",
+    "pg_ident.conf",
+];
+
+/// How many characters of a tool's output go into error messages.
+const TAIL: usize = 2000;
+
+/// Result of `pg_isready` against the local server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyState {
+    /// exit 0: accepting connections
+    Accepting,
+    /// exit 1: rejecting connections (starting up, shutting down, recovering)
+    Rejecting,
+    /// exit 2: no response
+    NoResponse,
+    /// exit 3 or pg_isready could not run
+    Unknown,
+}
+
+/// Where local connections go.
+#[derive(Clone, Debug)]
+enum LocalTarget {
+    Tcp(String),
+    Socket(PathBuf),
+}
+
+/// One local PostgreSQL instance managed by the agent.
+///
+/// The library never switches users itself except through [`PgSettings::run_as`].
+/// Cloning is cheap-ish (copies the settings); clones manage the same instance.
+#[derive(Clone, Debug)]
+pub struct Postgres {
+    s: PgSettings,
+    binary_version: OnceLock<Option<u32>>,
+}
+
+impl Postgres {
+    /// Wraps the settings. Nothing is touched on disk.
+    pub fn new(s: PgSettings) -> Postgres {
+        Postgres {
+            s,
+            binary_version: OnceLock::new(),
+        }
+    }
+
+    /// The settings this instance was created with.
+    pub fn settings(&self) -> &PgSettings {
+        &self.s
+    }
+
+    // ------------------------------------------------------------------ helpers
+
+    fn tool(&self, name: &str) -> PathBuf {
+        tool_path(&self.s.bin_dir, name)
+    }
+
+    fn config_file(&self) -> PathBuf {
+        self.s.config_dir.join("postgresql.conf")
+    }
+
+    /// Applies environment filtering and `run_as` to a std command.
+    fn prepare_std(&self, cmd: &mut std::process::Command) {
+        cmd.env_clear();
+        cmd.envs(filtered_env());
+        if let Some((uid, gid)) = self.s.run_as {
+            cmd.gid(gid);
+            cmd.uid(uid);
+            // The caller's cwd (e.g. /root) may not be accessible to that user.
+            cmd.current_dir("/");
+        }
+    }
+
+    fn std_cmd(&self, name: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(self.tool(name));
+        self.prepare_std(&mut cmd);
+        cmd
+    }
+
+    fn tokio_cmd(&self, name: &str) -> tokio::process::Command {
+        let mut cmd = self.std_cmd(name);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs a tool to completion; Err when it cannot start, times out or exits non-zero.
+    async fn run(
+        &self,
+        mut cmd: tokio::process::Command,
+        timeout: Option<Duration>,
+    ) -> Result<std::process::Output, PgError> {
+        let std = cmd.as_std();
+        let args: Vec<OsString> = std.get_args().map(|a| a.to_os_string()).collect();
+        let desc = describe(Path::new(std.get_program()), &args);
+        tracing::debug!("running {desc}");
+        let child = cmd.spawn().map_err(|e| PgError::Spawn {
+            cmd: desc.clone(),
+            source: e,
+        })?;
+        let out = match timeout {
+            Some(t) => match tokio::time::timeout(t, child.wait_with_output()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(PgError::CommandTimeout {
+                        cmd: desc,
+                        timeout: t,
+                    })
+                }
+            },
+            None => child.wait_with_output().await,
+        }
+        .map_err(|e| PgError::Spawn {
+            cmd: desc.clone(),
+            source: e,
+        })?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            let output = if out.stderr.iter().any(|b| !b.is_ascii_whitespace()) {
+                tail(&out.stderr, TAIL)
+            } else {
+                tail(&out.stdout, TAIL)
+            };
+            Err(PgError::Command {
+                cmd: desc,
+                status: out.status.to_string(),
+                output,
+            })
+        }
+    }
+
+    fn chown(&self, p: &Path) -> Result<(), PgError> {
+        if let Some((uid, gid)) = self.s.run_as {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                .map_err(|e| PgError::io("chown", p, e))?;
+        }
+        Ok(())
+    }
+
+    /// Mode for files we create: 0640 when the data directory allows group access, else 0600.
+    fn file_mode(&self) -> u32 {
+        match std::fs::metadata(&self.s.data_dir) {
+            Ok(m) if m.permissions().mode() & 0o050 != 0 => 0o640,
+            _ => 0o600,
+        }
+    }
+
+    /// Writes a file atomically (temp file + rename) with `mode`, owned by `run_as`.
+    fn write_file(&self, path: &Path, content: &str, mode: u32) -> Result<(), PgError> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".warden-tmp.{}.{n}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| PgError::io("create", &tmp, e))?;
+        f.write_all(content.as_bytes())
+            .map_err(|e| PgError::io("write", &tmp, e))?;
+        drop(f);
+        let res = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| PgError::io("chmod", &tmp, e))
+            .and_then(|_| self.chown(&tmp))
+            .and_then(|_| {
+                std::fs::rename(&tmp, path).map_err(|e| PgError::io("rename to", path, e))
+            });
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res
+    }
+
+    /// Where the postmaster's stdout/stderr go: `<data_dir>.postmaster.log`, a sibling of
+    /// the data directory (never inside it, so pg_basebackup/pg_rewind do not copy it).
+    /// When that file cannot be opened the output goes to /dev/null.
+    pub fn postmaster_log_path(&self) -> PathBuf {
+        let mut p = self.s.data_dir.as_os_str().to_owned();
+        p.push(".postmaster.log");
+        PathBuf::from(p)
+    }
+
+    /// PostgreSQL major version: `<data_dir>/PG_VERSION`, else `postgres --version`.
+    pub fn major_version(&self) -> Option<u32> {
+        if let Ok(s) = std::fs::read_to_string(self.s.data_dir.join("PG_VERSION")) {
+            if let Ok(v) = s.trim().parse() {
+                return Some(v);
+            }
+        }
+        *self.binary_version.get_or_init(|| {
+            let out = self.std_cmd("postgres").arg("--version").output().ok()?;
+            parse_version_output(&String::from_utf8_lossy(&out.stdout))
+        })
+    }
+
+    fn local_target(&self) -> LocalTarget {
+        if self.s.use_unix_socket {
+            let dir = self
+                .s
+                .parameters
+                .get("unix_socket_directories")
+                .and_then(|v| {
+                    v.split(',')
+                        .map(|d| d.trim().trim_matches('"').trim())
+                        .find(|d| d.starts_with('/'))
+                        .map(PathBuf::from)
+                })
+                .unwrap_or_else(|| {
+                    if Path::new("/var/run/postgresql").is_dir() {
+                        PathBuf::from("/var/run/postgresql")
+                    } else {
+                        PathBuf::from("/tmp")
+                    }
+                });
+            return LocalTarget::Socket(dir);
+        }
+        let addrs: Vec<&str> = self.s.listen_addresses.split(',').map(str::trim).collect();
+        if addrs
+            .iter()
+            .any(|a| matches!(*a, "*" | "0.0.0.0" | "127.0.0.1" | ""))
+        {
+            LocalTarget::Tcp("127.0.0.1".to_string())
+        } else if addrs.contains(&"localhost") {
+            LocalTarget::Tcp("localhost".to_string())
+        } else {
+            LocalTarget::Tcp(addrs.first().copied().unwrap_or("127.0.0.1").to_string())
+        }
+    }
+
+    async fn connect_to(
+        &self,
+        target: LocalTarget,
+        port: u16,
+        creds: &Credentials,
+        app: &str,
+        statement_timeout_ms: Option<u64>,
+    ) -> Result<Client, PgError> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.user(&creds.username)
+            .dbname(&self.s.database)
+            .application_name(app)
+            .port(port)
+            .connect_timeout(Duration::from_secs(3));
+        if let Some(pw) = &creds.password {
+            cfg.password(pw.as_bytes());
+        }
+        if let Some(ms) = statement_timeout_ms {
+            cfg.options(format!(
+                "-c statement_timeout={ms} -c pg_stat_statements.track=none"
+            ));
+        }
+        let where_ = match &target {
+            LocalTarget::Tcp(h) => {
+                cfg.host(h);
+                format!("{h}:{port}")
+            }
+            LocalTarget::Socket(d) => {
+                cfg.host_path(d);
+                format!("{}/.s.PGSQL.{port}", d.display())
+            }
+        };
+        let desc = format!("{where_} as {} db {}", creds.username, self.s.database);
+        let (client, conn) =
+            match tokio::time::timeout(Duration::from_secs(5), cfg.connect(NoTls)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(PgError::connect(desc, e)),
+                Err(_) => return Err(PgError::Timeout(format!("connect to {desc}"))),
+            };
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("postgres connection closed: {e}");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Superuser connection to the local server.
+    async fn connect_local(
+        &self,
+        app: &str,
+        statement_timeout_ms: Option<u64>,
+    ) -> Result<Client, PgError> {
+        self.connect_to(
+            self.local_target(),
+            self.s.port,
+            &self.s.superuser,
+            app,
+            statement_timeout_ms,
+        )
+        .await
+    }
+
+    fn write_pgpass(&self, host: &str, port: u16, creds: &Credentials) -> Result<(), PgError> {
+        let content = pgpass_content(
+            Some(host),
+            Some(&port.to_string()),
+            Some(&creds.username),
+            creds.password.as_deref(),
+        );
+        self.write_file(&self.s.pgpass, &content, 0o600)
+    }
+
+    /// `dbname=… user=… host=… port=…` for tools (never a password: PGPASSFILE is used).
+    fn tool_dsn(&self, from: &Upstream, creds: &Credentials) -> String {
+        let mut m = BTreeMap::new();
+        m.insert("dbname".to_string(), self.s.database.clone());
+        m.insert("user".to_string(), creds.username.clone());
+        m.insert("host".to_string(), from.host.clone());
+        m.insert("port".to_string(), from.port.to_string());
+        format_dsn(&m)
+    }
+
+    // ------------------------------------------------------------------ state
+
+    /// Data directory state: `Empty` when missing or empty; `Invalid` when non-empty
+    /// without `global/pg_control` or when pg_controldata fails; else `Initialized`.
+    pub fn data_dir_state(&self) -> DataDirState {
+        let dd = &self.s.data_dir;
+        match std::fs::read_dir(dd) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return DataDirState::Empty,
+            Err(e) => return DataDirState::Invalid(format!("cannot read {}: {e}", dd.display())),
+            Ok(mut rd) => {
+                if rd.next().is_none() {
+                    return DataDirState::Empty;
+                }
+            }
+        }
+        if !dd.join("global").join("pg_control").exists() {
+            return DataDirState::Invalid(format!(
+                "{} is not empty but has no global/pg_control",
+                dd.display()
+            ));
+        }
+        match self.controldata_sync() {
+            Ok(cd) => match cd.sysid() {
+                Some(s) => DataDirState::Initialized {
+                    sysid: s.to_string(),
+                },
+                None => DataDirState::Invalid(format!(
+                    "pg_controldata {} printed no system identifier",
+                    dd.display()
+                )),
+            },
+            Err(e) => DataDirState::Invalid(e.to_string()),
+        }
+    }
+
+    fn controldata_cmd_std(&self) -> std::process::Command {
+        let mut cmd = self.std_cmd("pg_controldata");
+        cmd.arg(&self.s.data_dir)
+            .env("LANG", "C")
+            .env("LC_ALL", "C");
+        cmd
+    }
+
+    /// Synchronous `pg_controldata` (used by sync helpers).
+    pub fn controldata_sync(&self) -> Result<ControlData, PgError> {
+        let mut cmd = self.controldata_cmd_std();
+        let desc = format!("pg_controldata {}", self.s.data_dir.display());
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| PgError::Spawn {
+                cmd: desc.clone(),
+                source: e,
+            })?;
+        if !out.status.success() {
+            return Err(PgError::Command {
+                cmd: desc,
+                status: out.status.to_string(),
+                output: tail(&out.stderr, TAIL),
+            });
+        }
+        Ok(ControlData::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// `pg_controldata <data_dir>` (with `LANG=C`), parsed.
+    pub async fn controldata(&self) -> Result<ControlData, PgError> {
+        let mut cmd = self.tokio_cmd("pg_controldata");
+        cmd.arg(&self.s.data_dir)
+            .env("LANG", "C")
+            .env("LC_ALL", "C");
+        let out = self.run(cmd, Some(Duration::from_secs(30))).await?;
+        Ok(ControlData::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// PID of the running postmaster: `postmaster.pid` exists, the PID is alive and the
+    /// process looks like postgres running in this data directory (else the file is stale).
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let pid = read_pid_file(&self.s.data_dir)?;
+        (pid_alive(pid) && looks_like_postmaster(pid, &self.s.data_dir)).then_some(pid)
+    }
+
+    /// True when [`Postgres::postmaster_pid`] finds a live postmaster.
+    pub fn is_running(&self) -> bool {
+        self.postmaster_pid().is_some()
+    }
+
+    /// `pg_isready` against the local server.
+    pub async fn ready_state(&self) -> ReadyState {
+        let mut cmd = self.tokio_cmd("pg_isready");
+        cmd.arg("-p").arg(self.s.port.to_string());
+        cmd.arg("-d").arg(&self.s.database);
+        cmd.arg("-U").arg(&self.s.superuser.username);
+        cmd.arg("-t").arg("2");
+        match self.local_target() {
+            LocalTarget::Tcp(h) => cmd.arg("-h").arg(h),
+            LocalTarget::Socket(d) => cmd.arg("-h").arg(d),
+        };
+        let out = match tokio::time::timeout(Duration::from_secs(5), cmd.output()).await {
+            Ok(Ok(o)) => o,
+            _ => return ReadyState::Unknown,
+        };
+        match out.status.code() {
+            Some(0) => ReadyState::Accepting,
+            Some(1) => ReadyState::Rejecting,
+            Some(2) => ReadyState::NoResponse,
+            _ => ReadyState::Unknown,
+        }
+    }
+
+    // ------------------------------------------------------------------ bootstrap
+
+    fn ensure_data_dir(&self) -> Result<(), PgError> {
+        let dd = &self.s.data_dir;
+        if !dd.exists() {
+            std::fs::create_dir_all(dd).map_err(|e| PgError::io("create directory", dd, e))?;
+            std::fs::set_permissions(dd, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| PgError::io("chmod", dd, e))?;
+            self.chown(dd)?;
+        }
+        Ok(())
+    }
+
+    /// `initdb <options> --username=<superuser> [--pwfile=<tmp>] --pgdata=<data_dir>`.
+    ///
+    /// The temporary password file lives in the system temp dir and is removed afterwards.
+    /// postgresql.conf → postgresql.base.conf happens in [`Postgres::write_config`].
+    pub async fn initdb(&self, options: &[String]) -> Result<(), PgError> {
+        self.ensure_data_dir()?;
+        let mut cmd = self.tokio_cmd("initdb");
+        cmd.args(options);
+        cmd.arg(format!("--username={}", self.s.superuser.username));
+        let mut pwfile = None;
+        if let Some(pw) = &self.s.superuser.password {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let p = std::env::temp_dir()
+                .join(format!("warden-initdb-pw.{}.{nanos}", std::process::id()));
+            self.write_file(&p, &format!("{pw}\n"), 0o600)?;
+            cmd.arg(format!("--pwfile={}", p.display()));
+            pwfile = Some(p);
+        }
+        cmd.arg(format!("--pgdata={}", self.s.data_dir.display()));
+        let res = self.run(cmd, Some(Duration::from_secs(600))).await;
+        if let Some(p) = pwfile {
+            let _ = std::fs::remove_file(p);
+        }
+        res.map(|_| ())
+    }
+
+    /// Appends `bootstrap.pg_hba` lines to the pg_hba.conf created by initdb.
+    pub fn append_pg_hba(&self, lines: &[String]) -> Result<(), PgError> {
+        let p = self.s.config_dir.join("pg_hba.conf");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(self.file_mode())
+            .open(&p)
+            .map_err(|e| PgError::io("open", &p, e))?;
+        let text = format!("\n{}\n", lines.join("\n"));
+        f.write_all(text.as_bytes())
+            .map_err(|e| PgError::io("append to", &p, e))?;
+        drop(f);
+        self.chown(&p)
+    }
+
+    // ------------------------------------------------------------------ config files
+
+    /// Renames the original postgresql.conf to postgresql.base.conf if the base file does
+    /// not exist yet (an empty base file is created when neither exists).
+    fn ensure_base_conf(&self) -> Result<(), PgError> {
+        let base = self.s.config_dir.join("postgresql.base.conf");
+        if base.exists() {
+            return Ok(());
+        }
+        let conf = self.config_file();
+        if conf.exists() {
+            std::fs::rename(&conf, &base)
+                .map_err(|e| PgError::io("rename postgresql.conf to", &base, e))
+        } else {
+            self.write_file(&base, "", self.file_mode())
+        }
+    }
+
+    /// The recovery parameters (`# recovery.conf` block) for following `upstream`
+    /// (spec §4); writes the pgpass file when the replication user has a password.
+    fn recovery_params(
+        &self,
+        upstream: Option<&Upstream>,
+    ) -> Result<BTreeMap<String, String>, PgError> {
+        let mut r = BTreeMap::new();
+        for k in [
+            "recovery_target",
+            "recovery_target_lsn",
+            "recovery_target_name",
+            "recovery_target_time",
+            "recovery_target_xid",
+        ] {
+            r.insert(k.to_string(), String::new());
+        }
+        r.insert("recovery_target_timeline".to_string(), "latest".to_string());
+        if let Some(up) = upstream {
+            let passfile = if self.s.replication.password.is_some() {
+                self.write_pgpass(&up.host, up.port, &self.s.replication)?;
+                Some(self.s.pgpass.display().to_string())
+            } else {
+                None
+            };
+            let ci = primary_conninfo(&ConninfoParams {
+                host: &up.host,
+                port: up.port,
+                dbname: &self.s.database,
+                user: &self.s.replication.username,
+                passfile: passfile.as_deref(),
+                application_name: &self.s.name,
+                major_version: self.major_version().unwrap_or(13),
+            });
+            r.insert("primary_conninfo".to_string(), ci);
+            if let Some(slot) = &up.slot {
+                r.insert("primary_slot_name".to_string(), slot.clone());
+            }
+        }
+        Ok(r)
+    }
+
+    /// Effective GUCs; on a standby raised to pg_controldata's values where needed.
+    fn parameters_for(&self, standby: bool) -> BTreeMap<String, String> {
+        let cd = if standby {
+            self.controldata_sync().ok()
+        } else {
+            None
+        };
+        effective_parameters(&self.s, cd.as_ref())
+    }
+
+    /// Writes postgresql.conf (spec §2), creates/removes `standby.signal`, writes the pgpass
+    /// file when `primary_conninfo` needs it, and rewrites pg_hba.conf when
+    /// [`PgSettings::pg_hba`] is set. The first call renames the initdb postgresql.conf to
+    /// postgresql.base.conf. `upstream` is only used when `standby`.
+    pub fn write_config(&self, upstream: Option<&Upstream>, standby: bool) -> Result<(), PgError> {
+        self.ensure_base_conf()?;
+        let mut params = self.parameters_for(standby);
+        let cfg = &self.s.config_dir;
+        let mut extra = Vec::new();
+        for (guc, file) in [("hba_file", "pg_hba.conf"), ("ident_file", "pg_ident.conf")] {
+            match params.get_mut(guc) {
+                Some(v) => {
+                    if !Path::new(v.as_str()).is_absolute() {
+                        *v = cfg.join(v.as_str()).display().to_string();
+                    }
+                    extra.push(None);
+                }
+                None => extra.push(Some(cfg.join(file).display().to_string())),
+            }
+        }
+        let recovery = if standby {
+            Some(self.recovery_params(upstream)?)
+        } else {
+            None
+        };
+        let text = render_postgresql_conf(
+            "postgresql.base.conf",
+            &params,
+            extra[0].as_deref(),
+            extra[1].as_deref(),
+            recovery.as_ref(),
+        );
+        let mode = self.file_mode();
+        self.write_file(&self.config_file(), &text, mode)?;
+        let signal_file = self.s.data_dir.join("standby.signal");
+        if standby {
+            if !signal_file.exists() {
+                self.write_file(&signal_file, "", mode)?;
+            }
+        } else if signal_file.exists() {
+            std::fs::remove_file(&signal_file)
+                .map_err(|e| PgError::io("remove", &signal_file, e))?;
+        }
+        self.write_pg_hba()
+    }
+
+    fn write_pg_hba(&self) -> Result<(), PgError> {
+        if let Some(lines) = &self.s.pg_hba {
+            if !self.s.parameters.contains_key("hba_file") {
+                let p = self.s.config_dir.join("pg_hba.conf");
+                self.write_file(&p, &render_lines_file(lines), self.file_mode())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes recovery parameters from postgresql.auto.conf (PG 12+ would otherwise let
+    /// them override ours).
+    fn sanitize_auto_conf(&self) -> Result<(), PgError> {
+        let p = self.s.data_dir.join("postgresql.auto.conf");
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            return Ok(());
+        };
+        let mut changed = false;
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                let key = l
+                    .split(['=', ' ', '\t'])
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                let drop = RECOVERY_GUCS.contains(&key.as_str());
+                changed |= drop;
+                !drop
+            })
+            .collect();
+        if changed {
+            let mut out = kept.join("\n");
+            out.push('\n');
+            self.write_file(&p, &out, self.file_mode())?;
+        }
+        Ok(())
+    }
+
+    /// Copies postgresql.conf, postgresql.base.conf, pg_hba.conf and pg_ident.conf from
+    /// config_dir to `<data_dir>/<name>.backup` (done after every successful start).
+    pub fn save_configuration_files(&self) -> Result<(), PgError> {
+        for f in CONFIG_FILES_TO_SAVE {
+            let src = self.s.config_dir.join(f);
+            if src.is_file() {
+                let dst = self.s.data_dir.join(format!("{f}.backup"));
+                let text = std::fs::read(&src).map_err(|e| PgError::io("read", &src, e))?;
+                self.write_file(&dst, &String::from_utf8_lossy(&text), self.file_mode())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores config files missing from config_dir from their `.backup` copies (after a
+    /// basebackup/restore); a missing pg_ident.conf without backup is created empty.
+    pub fn restore_configuration_files(&self) -> Result<(), PgError> {
+        for f in CONFIG_FILES_TO_SAVE {
+            let dst = self.s.config_dir.join(f);
+            if dst.is_file() {
+                continue;
+            }
+            let src = self.s.data_dir.join(format!("{f}.backup"));
+            if src.is_file() {
+                let text = std::fs::read(&src).map_err(|e| PgError::io("read", &src, e))?;
+                self.write_file(&dst, &String::from_utf8_lossy(&text), self.file_mode())?;
+            } else if f == "pg_ident.conf" {
+                self.write_file(&dst, "", self.file_mode())?;
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ process control
+
+    /// The postmaster command line (spec §3): `-D`, `--config-file`, protected GUCs.
+    fn postmaster_args(&self, params: &BTreeMap<String, String>) -> Vec<String> {
+        let mut args = vec![
+            "-D".to_string(),
+            self.s.data_dir.display().to_string(),
+            format!("--config-file={}", self.config_file().display()),
+        ];
+        for g in CMDLINE_GUCS {
+            if let Some(v) = params.get(g) {
+                args.push(format!("--{g}={v}"));
+            }
+        }
+        args
+    }
+
+    /// Starts the postmaster directly (not via pg_ctl) in a new session, detached: it
+    /// outlives the caller. pg_hba.conf is rewritten first when configured, recovery
+    /// settings are removed from postgresql.auto.conf, and protected GUCs go on the command
+    /// line (raised to pg_controldata's on a standby). stdout/stderr are appended to
+    /// [`Postgres::postmaster_log_path`]. Waits (up to `pg_ctl_timeout`) until
+    /// `pg_isready` reports accepting connections; `StartFailed` when the postmaster
+    /// exits, `StillStarting` when it is alive but not ready in time. Already running → Ok.
+    pub async fn start(&self) -> Result<(), PgError> {
+        if self.is_running() {
+            tracing::info!("postgres is already running");
+            return Ok(());
+        }
+        if !self.s.data_dir.join("PG_VERSION").exists() {
+            return Err(PgError::Invalid(format!(
+                "cannot start postgres: {} is not a data directory",
+                self.s.data_dir.display()
+            )));
+        }
+        self.write_pg_hba()?;
+        self.sanitize_auto_conf()?;
+        let standby = self.s.data_dir.join("standby.signal").exists();
+        let params = self.parameters_for(standby);
+        let args = self.postmaster_args(&params);
+
+        let mut cmd = self.std_cmd("postgres");
+        cmd.args(&args);
+        if let Some(stale) = read_pid_file(&self.s.data_dir) {
+            if pid_alive(stale) && !looks_like_postmaster(stale, &self.s.data_dir) {
+                cmd.env("PG_GRANDPARENT_PID", stale.to_string());
+            }
+        }
+        cmd.stdin(Stdio::null());
+        let log = self.postmaster_log_path();
+        let logf = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log);
+        match logf.and_then(|f| f.try_clone().map(|g| (f, g))) {
+            Ok((out, err)) => {
+                let _ = self.chown(&log);
+                cmd.stdout(out).stderr(err);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot open {}: {e}; postmaster output discarded",
+                    log.display()
+                );
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        // SAFETY: setsid() is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let desc = describe(
+            &self.tool("postgres"),
+            &args.iter().map(OsString::from).collect::<Vec<_>>(),
+        );
+        tracing::info!("starting {desc}");
+        let mut child = cmd.spawn().map_err(|e| PgError::Spawn {
+            cmd: desc.clone(),
+            source: e,
+        })?;
+        let child_pid = child.id() as i32;
+        let exited: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let exited2 = exited.clone();
+        // Reap the postmaster when it exits (no zombie) without tying its life to ours.
+        let spawned = std::thread::Builder::new()
+            .name(format!("postmaster-{child_pid}"))
+            .spawn(move || {
+                let st = match child.wait() {
+                    Ok(s) => s.to_string(),
+                    Err(e) => format!("wait failed: {e}"),
+                };
+                if let Ok(mut g) = exited2.lock() {
+                    *g = Some(st);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot spawn postmaster reaper thread: {e}");
+        }
+
+        let timeout = self.s.pg_ctl_timeout;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let gone = exited.lock().map(|g| g.clone()).unwrap_or(None);
+            if let Some(st) = gone {
+                return Err(PgError::StartFailed(format!(
+                    "postmaster exited ({st}); {}: {}",
+                    log.display(),
+                    log_tail(&log)
+                )));
+            }
+            if !pid_alive(child_pid) {
+                return Err(PgError::StartFailed(format!(
+                    "postmaster {child_pid} is gone; {}: {}",
+                    log.display(),
+                    log_tail(&log)
+                )));
+            }
+            if self.ready_state().await == ReadyState::Accepting {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(PgError::StillStarting(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Err(e) = self.save_configuration_files() {
+            tracing::warn!("cannot back up configuration files: {e}");
+        }
+        Ok(())
+    }
+
+    /// Stops the postmaster: `Smart`→SIGTERM, `Fast`→SIGINT, `Immediate`→SIGQUIT; waits up
+    /// to `timeout`, then SIGQUIT (5 s), then SIGKILL of the postmaster and its children.
+    /// Ok when it is not running. No CHECKPOINT is issued here (call
+    /// [`Postgres::checkpoint`] first if wanted).
+    pub async fn stop(&self, mode: StopMode, timeout: Duration) -> Result<(), PgError> {
+        let Some(pid) = self.postmaster_pid() else {
+            return Ok(());
+        };
+        let sig = match mode {
+            StopMode::Smart => Signal::SIGTERM,
+            StopMode::Fast => Signal::SIGINT,
+            StopMode::Immediate => Signal::SIGQUIT,
+        };
+        tracing::info!("stopping postmaster {pid} with {sig}");
+        if !signal(pid, sig)? || wait_gone(pid, timeout).await {
+            return Ok(());
+        }
+        if mode != StopMode::Immediate {
+            tracing::warn!("postmaster {pid} did not stop within {timeout:?}; sending SIGQUIT");
+            if !signal(pid, Signal::SIGQUIT)? || wait_gone(pid, Duration::from_secs(5)).await {
+                return Ok(());
+            }
+        }
+        tracing::warn!("postmaster {pid} still alive; sending SIGKILL to it and its children");
+        kill_all(pid);
+        if wait_gone(pid, Duration::from_secs(10)).await {
+            // children may linger for a moment
+            for c in children_of(pid) {
+                let _ = signal(c, Signal::SIGKILL);
+            }
+            Ok(())
+        } else {
+            Err(PgError::StopFailed(format!(
+                "postmaster {pid} survived SIGKILL"
+            )))
+        }
+    }
+
+    /// Fast stop (bounded by `pg_ctl_timeout`) followed by [`Postgres::start`].
+    pub async fn restart(&self) -> Result<(), PgError> {
+        self.stop(StopMode::Fast, self.s.pg_ctl_timeout).await?;
+        self.start().await
+    }
+
+    /// `pg_ctl reload -D <data_dir>`.
+    pub async fn reload(&self) -> Result<(), PgError> {
+        let mut cmd = self.tokio_cmd("pg_ctl");
+        cmd.arg("reload").arg("-D").arg(&self.s.data_dir);
+        self.run(cmd, Some(Duration::from_secs(30)))
+            .await
+            .map(|_| ())
+    }
+
+    /// `pg_ctl promote -w -t <pg_ctl_timeout> -D <data_dir>`: returns when PostgreSQL left
+    /// recovery (pg_ctl waits), so the node is primary afterwards.
+    pub async fn promote(&self) -> Result<(), PgError> {
+        let mut cmd = self.tokio_cmd("pg_ctl");
+        cmd.arg("promote")
+            .arg("-w")
+            .arg("-t")
+            .arg(self.s.pg_ctl_timeout.as_secs().max(1).to_string())
+            .arg("-D")
+            .arg(&self.s.data_dir);
+        self.run(cmd, Some(self.s.pg_ctl_timeout + Duration::from_secs(10)))
+            .await
+            .map(|_| ())
+    }
+
+    // ------------------------------------------------------------------ queries
+
+    /// The monitoring query over one fresh superuser connection (`application_name =
+    /// 'Patroni heartbeat'`, connect_timeout 3 s, statement_timeout 2 s).
+    pub async fn query_status(&self) -> Result<PgStatus, PgError> {
+        let client = self.connect_local("Patroni heartbeat", Some(2000)).await?;
+        let fut = client.query_one(STATUS_SQL, &[]);
+        let row = match tokio::time::timeout(Duration::from_secs(5), fut).await {
+            Ok(r) => r.map_err(|e| PgError::query("status", e))?,
+            Err(_) => return Err(PgError::Timeout("status query".into())),
+        };
+        let get_err = |e: tokio_postgres::Error| PgError::query("status (decode)", e);
+        let in_recovery: bool = row.try_get(0).map_err(get_err)?;
+        let primary_tli: Option<i64> = row.try_get(1).map_err(get_err)?;
+        let flush: Option<String> = row.try_get(2).map_err(get_err)?;
+        let receive: Option<String> = row.try_get(3).map_err(get_err)?;
+        let replay: Option<String> = row.try_get(4).map_err(get_err)?;
+        let paused: bool = row.try_get(5).map_err(get_err)?;
+        let replay_ts: Option<String> = row.try_get(6).map_err(get_err)?;
+        let version: i32 = row.try_get(7).map_err(get_err)?;
+        let start_time: Option<String> = row.try_get(8).map_err(get_err)?;
+        let restore_command: Option<String> = row.try_get(9).map_err(get_err)?;
+        let checkpoint_tli: Option<i64> = row.try_get(10).map_err(get_err)?;
+        let wr_status: Option<String> = row.try_get(11).map_err(get_err)?;
+        let received_tli: Option<i64> = row.try_get(12).map_err(get_err)?;
+        let sender_host: Option<String> = row.try_get(13).map_err(get_err)?;
+        let sender_port: Option<i32> = row.try_get(14).map_err(get_err)?;
+        let repl_json: Option<String> = row.try_get(15).map_err(get_err)?;
+        let slots_json: Option<String> = row.try_get(16).map_err(get_err)?;
+
+        let receive_lsn = receive.as_deref().and_then(parse_lsn);
+        let replay_lsn = replay.as_deref().and_then(parse_lsn);
+        let (timeline, wal_position, replication_state) = if in_recovery {
+            let tl = received_tli
+                .or(checkpoint_tli)
+                .and_then(|t| u32::try_from(t).ok());
+            let pos = receive_lsn.unwrap_or(0).max(replay_lsn.unwrap_or(0));
+            let state = if wr_status.as_deref() == Some("streaming") {
+                Some("streaming".to_string())
+            } else if restore_command.as_deref().is_some_and(|c| !c.is_empty()) {
+                Some("in archive recovery".to_string())
+            } else {
+                None
+            };
+            (tl, pos, state)
+        } else {
+            (
+                primary_tli.and_then(|t| u32::try_from(t).ok()),
+                flush.as_deref().and_then(parse_lsn).unwrap_or(0),
+                None,
+            )
+        };
+        let replication: Vec<ReplicationRow> = match repl_json {
+            Some(j) => serde_json::from_str(&j).map_err(|e| PgError::Parse {
+                what: "pg_stat_replication json".into(),
+                detail: e.to_string(),
+            })?,
+            None => Vec::new(),
+        };
+        let raw_slots: Vec<RawSlot> = match slots_json {
+            Some(j) => serde_json::from_str(&j).map_err(|e| PgError::Parse {
+                what: "pg_replication_slots json".into(),
+                detail: e.to_string(),
+            })?,
+            None => Vec::new(),
+        };
+        let slots = raw_slots
+            .into_iter()
+            .map(|r| SlotInfo {
+                name: r.name,
+                slot_type: r.slot_type,
+                active: r.active,
+                restart_lsn: r.restart_lsn.as_deref().and_then(parse_lsn),
+                plugin: r.plugin,
+                database: r.database,
+            })
+            .collect();
+        let primary_conninfo_host_port = match (sender_host, sender_port) {
+            (Some(h), Some(p)) => u16::try_from(p).ok().map(|p| (h, p)),
+            _ => None,
+        };
+        Ok(PgStatus {
+            in_recovery,
+            timeline,
+            wal_position,
+            receive_lsn,
+            replay_lsn,
+            replication_state,
+            server_version: u32::try_from(version).unwrap_or(0),
+            postmaster_start_time: start_time.map(python_timestamp).unwrap_or_default(),
+            replication,
+            replayed_timestamp: replay_ts.map(python_timestamp),
+            replay_paused: in_recovery && paused,
+            primary_conninfo_host_port,
+            slots,
+        })
+    }
+
+    /// Runs `sql` (may contain several statements) as the superuser via the simple query
+    /// protocol; no statement timeout.
+    pub async fn execute(&self, sql: &str) -> Result<(), PgError> {
+        let client = self.connect_local("Patroni", None).await?;
+        client
+            .simple_query(sql)
+            .await
+            .map(|_| ())
+            .map_err(|e| PgError::query(&first_words(sql), e))
+    }
+
+    /// `CHECKPOINT` (no statement timeout).
+    pub async fn checkpoint(&self) -> Result<(), PgError> {
+        self.execute("CHECKPOINT").await
+    }
+
+    /// Creates or updates the bootstrap roles (spec §5, ha-loop.md B4): superuser password,
+    /// replication user `WITH LOGIN REPLICATION PASSWORD …`, and a distinct rewind user with
+    /// EXECUTE on the four pg_rewind functions. Each statement runs in a `DO` block with
+    /// `synchronous_commit = local`; statement logging is disabled for the session.
+    pub async fn post_bootstrap(&self) -> Result<(), PgError> {
+        let client = self.connect_local("Patroni", None).await?;
+        client
+            .batch_execute(
+                "SET log_statement TO none; SET log_min_duration_statement TO -1; \
+                 SET log_min_error_statement TO 'log'",
+            )
+            .await
+            .map_err(|e| PgError::query("SET log_statement", e))?;
+        if let Err(e) = client
+            .batch_execute("SET pg_stat_statements.track_utility TO off")
+            .await
+        {
+            tracing::debug!("cannot disable pg_stat_statements.track_utility: {e}");
+        }
+        let su = &self.s.superuser;
+        if su.password.is_some() {
+            create_or_update_role(&client, su, &["SUPERUSER"]).await?;
+        }
+        create_or_update_role(&client, &self.s.replication, &["REPLICATION"]).await?;
+        if let Some(rw) = &self.s.rewind {
+            if rw.username != su.username {
+                create_or_update_role(&client, rw, &[]).await?;
+                for f in [
+                    "pg_ls_dir(text, boolean, boolean)",
+                    "pg_stat_file(text, boolean)",
+                    "pg_read_binary_file(text)",
+                    "pg_read_binary_file(text, bigint, bigint, boolean)",
+                ] {
+                    let body = format!(
+                        "\nBEGIN\n    SET local synchronous_commit = 'local';\n    GRANT EXECUTE ON function pg_catalog.{f} TO {};\nEND;",
+                        quote_ident(&rw.username)
+                    );
+                    client
+                        .batch_execute(&do_block(&body))
+                        .await
+                        .map_err(|e| PgError::query(&format!("GRANT EXECUTE ON {f}"), e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates missing physical slots in `wanted` (`pg_create_physical_replication_slot(name,
+    /// true)`) and drops inactive physical slots not in `wanted`. Logical slots are never
+    /// touched; a slot that cannot be dropped (became active) is logged and skipped.
+    pub async fn ensure_slots(&self, wanted: &BTreeSet<String>) -> Result<(), PgError> {
+        let client = self.connect_local("Patroni", Some(10_000)).await?;
+        let rows = client
+            .query(
+                "SELECT slot_name::text, slot_type, active FROM pg_catalog.pg_replication_slots",
+                &[],
+            )
+            .await
+            .map_err(|e| PgError::query("pg_replication_slots", e))?;
+        let mut existing: BTreeMap<String, (String, bool)> = BTreeMap::new();
+        for r in rows {
+            let name: String = r
+                .try_get(0)
+                .map_err(|e| PgError::query("pg_replication_slots", e))?;
+            let ty: String = r
+                .try_get(1)
+                .map_err(|e| PgError::query("pg_replication_slots", e))?;
+            let active: bool = r
+                .try_get(2)
+                .map_err(|e| PgError::query("pg_replication_slots", e))?;
+            existing.insert(name, (ty, active));
+        }
+        for (name, (ty, active)) in &existing {
+            if ty == "physical" && !active && !wanted.contains(name) {
+                tracing::info!("dropping physical replication slot {name}");
+                let r = client
+                    .execute(
+                        "SELECT pg_catalog.pg_drop_replication_slot($1) WHERE EXISTS (SELECT 1 FROM \
+                         pg_catalog.pg_replication_slots WHERE slot_type = 'physical' AND slot_name = $1 \
+                         AND NOT active)",
+                        &[name],
+                    )
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(
+                        "cannot drop replication slot {name}: {}",
+                        PgError::query("drop slot", e)
+                    );
+                }
+            }
+        }
+        for name in wanted {
+            match existing.get(name) {
+                Some((ty, _)) if ty == "physical" => continue,
+                Some((ty, _)) => {
+                    tracing::warn!(
+                        "cannot create physical slot {name}: a {ty} slot with that name exists"
+                    );
+                    continue;
+                }
+                None => {}
+            }
+            tracing::info!("creating physical replication slot {name}");
+            client
+                .execute(
+                    "SELECT pg_catalog.pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS \
+                     (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical' AND slot_name = $1)",
+                    &[name],
+                )
+                .await
+                .map_err(|e| PgError::query(&format!("create slot {name}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Reads `pg_wal/<TL>.history` of `from` with `pg_read_binary_file` over a normal
+    /// superuser connection and returns `(parent timeline, switch LSN)` per line.
+    pub async fn timeline_history(
+        &self,
+        from: &Upstream,
+        timeline: u32,
+    ) -> Result<Vec<(u32, u64)>, PgError> {
+        let client = self
+            .connect_to(
+                LocalTarget::Tcp(from.host.clone()),
+                from.port,
+                &self.s.superuser,
+                "Patroni",
+                Some(10_000),
+            )
+            .await?;
+        let path = format!("pg_wal/{timeline:08X}.history");
+        let row = client
+            .query_one(
+                "SELECT pg_catalog.convert_from(pg_catalog.pg_read_binary_file($1), 'UTF8')",
+                &[&path],
+            )
+            .await
+            .map_err(|e| PgError::query(&format!("read {path}"), e))?;
+        let text: String = row
+            .try_get(0)
+            .map_err(|e| PgError::query(&format!("read {path}"), e))?;
+        parse_timeline_history(&text)
+    }
+
+    // ------------------------------------------------------------------ replica tools
+
+    /// Removes everything inside the data directory, keeping the directory itself (mode
+    /// 0700, owned by `run_as`); a symlinked pg_wal's target is emptied too. A missing data
+    /// directory is created.
+    pub async fn remove_data_dir(&self) -> Result<(), PgError> {
+        let dd = self.s.data_dir.clone();
+        let run_as = self.s.run_as;
+        tokio::task::spawn_blocking(move || wipe_dir(&dd, run_as))
+            .await
+            .map_err(|e| PgError::Invalid(format!("wipe task failed: {e}")))?
+    }
+
+    /// Clones the data directory from `from` (spec §5): pgpass with the replication
+    /// credentials, `PGPASSFILE`, `pg_basebackup --pgdata=<data_dir> -X stream
+    /// --dbname=<dsn without password> <basebackup_options>`; 2 attempts 5 s apart, the
+    /// data directory wiped before each attempt and after the final failure.
+    pub async fn basebackup(&self, from: &Upstream) -> Result<(), PgError> {
+        let dsn = self.tool_dsn(from, &self.s.replication);
+        let mut last = None;
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            self.remove_data_dir().await?;
+            self.write_pgpass(&from.host, from.port, &self.s.replication)?;
+            let mut cmd = self.tokio_cmd("pg_basebackup");
+            cmd.arg(format!("--pgdata={}", self.s.data_dir.display()))
+                .arg("-X")
+                .arg("stream")
+                .arg(format!("--dbname={dsn}"))
+                .args(&self.s.basebackup_options)
+                .env("PGPASSFILE", &self.s.pgpass);
+            match self.run(cmd, None).await {
+                Ok(_) => {
+                    let dd = &self.s.data_dir;
+                    std::fs::set_permissions(dd, std::fs::Permissions::from_mode(0o700))
+                        .map_err(|e| PgError::io("chmod", dd, e))?;
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::error!("pg_basebackup attempt {} failed: {e}", attempt + 1);
+                    last = Some(e);
+                }
+            }
+        }
+        if let Err(e) = self.remove_data_dir().await {
+            tracing::warn!("cannot clean data directory after failed basebackup: {e}");
+        }
+        Err(last.unwrap_or_else(|| PgError::Invalid("pg_basebackup failed".into())))
+    }
+
+    /// Single-user crash recovery: `postgres --single -D <data_dir> -c archive_mode=on -c
+    /// archive_command=false template1 < /dev/null`, after removing standby.signal and
+    /// recovery.signal (standby mode is impossible in single-user mode). Skipped when
+    /// backup_label exists (PG ≥ 15).
+    pub async fn crash_recovery(&self) -> Result<(), PgError> {
+        let dd = &self.s.data_dir;
+        if self.major_version().unwrap_or(15) >= 15 && dd.join("backup_label").exists() {
+            return Ok(());
+        }
+        for f in ["standby.signal", "recovery.signal"] {
+            let p = dd.join(f);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| PgError::io("remove", &p, e))?;
+            }
+        }
+        let mut cmd = self.tokio_cmd("postgres");
+        cmd.arg("--single").arg("-D").arg(dd);
+        if self.s.config_dir != self.s.data_dir {
+            cmd.arg(format!("--config-file={}", self.config_file().display()));
+        }
+        cmd.args([
+            "-c",
+            "archive_mode=on",
+            "-c",
+            "archive_command=false",
+            "template1",
+        ]);
+        self.run(
+            cmd,
+            Some(self.s.pg_ctl_timeout.max(Duration::from_secs(600))),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Rewinds the (stopped) data directory to `from` (spec §6 step 4). A running
+    /// postmaster is stopped (fast) first; when pg_controldata's state is not `shut down`
+    /// / `shut down in recovery`, single-user crash recovery runs first. Then
+    /// `pg_rewind [--config-file=…] -D <data_dir> --source-server '<dsn>'` with the rewind
+    /// (or superuser) credentials in pgpass, `PGPASSFILE`, `LANG=C`, `LC_ALL=C`,
+    /// `PGOPTIONS=-c statement_timeout=0`.
+    pub async fn rewind(&self, from: &Upstream) -> Result<(), PgError> {
+        if self.is_running() {
+            self.stop(StopMode::Fast, self.s.pg_ctl_timeout).await?;
+        }
+        let cd = self.controldata().await?;
+        if !matches!(
+            cd.state(),
+            Some("shut down") | Some("shut down in recovery")
+        ) {
+            tracing::info!(
+                "data directory state is {:?}: running crash recovery in single-user mode",
+                cd.state()
+            );
+            self.crash_recovery().await?;
+        }
+        let creds = self
+            .s
+            .rewind
+            .clone()
+            .unwrap_or_else(|| self.s.superuser.clone());
+        self.write_pgpass(&from.host, from.port, &creds)?;
+        let dsn = self.tool_dsn(from, &creds);
+        let mut cmd = self.tokio_cmd("pg_rewind");
+        if self.s.config_dir != self.s.data_dir && self.major_version().unwrap_or(15) >= 15 {
+            cmd.arg(format!("--config-file={}", self.config_file().display()));
+        }
+        cmd.arg("-D")
+            .arg(&self.s.data_dir)
+            .arg("--source-server")
+            .arg(dsn)
+            .env("PGPASSFILE", &self.s.pgpass)
+            .env("LANG", "C")
+            .env("LC_ALL", "C")
+            .env("PGOPTIONS", "-c statement_timeout=0");
+        self.run(cmd, None).await.map(|_| ())
+    }
+
+    /// `use_pg_rewind` and `pg_rewind --help` works and pg_controldata shows
+    /// `wal_log_hints` on or data checksums enabled.
+    pub fn can_rewind(&self, use_pg_rewind: bool) -> bool {
+        if !use_pg_rewind {
+            return false;
+        }
+        let ok = self
+            .std_cmd("pg_rewind")
+            .arg("--help")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            return false;
+        }
+        match self.controldata_sync() {
+            Ok(cd) => cd.wal_log_hints_on() || cd.data_checksums_on(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Parses a timeline history file: `parentTLI<TAB>switchpoint<TAB>reason` lines.
+pub fn parse_timeline_history(text: &str) -> Result<Vec<(u32, u64)>, PgError> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut it = line.split_whitespace();
+        let (Some(tli), Some(lsn)) = (it.next(), it.next()) else {
+            return Err(PgError::Parse {
+                what: "timeline history".into(),
+                detail: format!("bad line {line:?}"),
+            });
+        };
+        match (tli.parse::<u32>().ok(), parse_lsn(lsn)) {
+            (Some(t), Some(l)) => out.push((t, l)),
+            _ => {
+                return Err(PgError::Parse {
+                    what: "timeline history".into(),
+                    detail: format!("bad line {line:?}"),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_version_output(s: &str) -> Option<u32> {
+    let rest = s.split("(PostgreSQL)").nth(1)?.trim_start();
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn log_tail(p: &Path) -> String {
+    match std::fs::read(p) {
+        Ok(b) => tail(&b, TAIL),
+        Err(e) => format!("(cannot read: {e})"),
+    }
+}
+
+/// `DO <tag>…<tag>` with a dollar-quote tag not present in the body.
+fn do_block(body: &str) -> String {
+    let mut tag = "$$".to_string();
+    let mut n = 0;
+    while body.contains(&tag) {
+        n += 1;
+        tag = format!("$warden{n}$");
+    }
+    format!("DO {tag}{body}{tag}")
+}
+
+async fn create_or_update_role(
+    client: &Client,
+    creds: &Credentials,
+    options: &[&str],
+) -> Result<(), PgError> {
+    let mut opts: Vec<String> = options.iter().map(|o| o.to_uppercase()).collect();
+    if !opts.iter().any(|o| o == "LOGIN" || o == "NOLOGIN") {
+        opts.push("LOGIN".to_string());
+    }
+    if let Some(pw) = &creds.password {
+        opts.push("PASSWORD".to_string());
+        opts.push(quote_literal(pw));
+    }
+    let opts = opts.join(" ");
+    let ident = quote_ident(&creds.username);
+    let body = format!(
+        "\nBEGIN\n    SET local synchronous_commit = 'local';\n    PERFORM * FROM pg_catalog.pg_authid WHERE rolname = {};\n    IF FOUND THEN\n        ALTER ROLE {ident} WITH {opts};\n    ELSE\n        CREATE ROLE {ident} WITH {opts};\n    END IF;\nEND;",
+        quote_literal(&creds.username)
+    );
+    client
+        .batch_execute(&do_block(&body))
+        .await
+        .map_err(|e| PgError::query(&format!("create or update role {}", creds.username), e))
+}
+
+fn wipe_dir(dd: &Path, run_as: Option<(u32, u32)>) -> Result<(), PgError> {
+    match std::fs::read_dir(dd) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dd).map_err(|e| PgError::io("create directory", dd, e))?;
+        }
+        Err(e) => return Err(PgError::io("read directory", dd, e)),
+        Ok(rd) => {
+            for entry in rd {
+                let entry = entry.map_err(|e| PgError::io("read directory", dd, e))?;
+                let p = entry.path();
+                let ft = entry.file_type().map_err(|e| PgError::io("stat", &p, e))?;
+                if ft.is_symlink() {
+                    if entry.file_name() == "pg_wal" {
+                        if let Ok(target) = std::fs::read_link(&p) {
+                            let target = if target.is_absolute() {
+                                target
+                            } else {
+                                dd.join(target)
+                            };
+                            if target.is_dir() {
+                                wipe_contents(&target)?;
+                            }
+                        }
+                    }
+                    std::fs::remove_file(&p).map_err(|e| PgError::io("remove", &p, e))?;
+                } else if ft.is_dir() {
+                    std::fs::remove_dir_all(&p).map_err(|e| PgError::io("remove", &p, e))?;
+                } else {
+                    std::fs::remove_file(&p).map_err(|e| PgError::io("remove", &p, e))?;
+                }
+            }
+        }
+    }
+    std::fs::set_permissions(dd, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| PgError::io("chmod", dd, e))?;
+    if let Some((uid, gid)) = run_as {
+        std::os::unix::fs::chown(dd, Some(uid), Some(gid))
+            .map_err(|e| PgError::io("chown", dd, e))?;
+    }
+    Ok(())
+}
+
+fn wipe_contents(dir: &Path) -> Result<(), PgError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| PgError::io("read directory", dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| PgError::io("read directory", dir, e))?;
+        let p = entry.path();
+        let ft = entry.file_type().map_err(|e| PgError::io("stat", &p, e))?;
+        if ft.is_dir() {
+            std::fs::remove_dir_all(&p).map_err(|e| PgError::io("remove", &p, e))?;
+        } else {
+            std::fs::remove_file(&p).map_err(|e| PgError::io("remove", &p, e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent spawns these futures on a multi-threaded runtime.
+    #[allow(dead_code, clippy::let_underscore_future)]
+    fn futures_are_send(pg: &Postgres, up: &Upstream, wanted: &BTreeSet<String>) {
+        fn send<T: Send>(_: T) {}
+        send(pg.start());
+        send(pg.stop(StopMode::Fast, Duration::from_secs(1)));
+        send(pg.restart());
+        send(pg.query_status());
+        send(pg.basebackup(up));
+        send(pg.rewind(up));
+        send(pg.ensure_slots(wanted));
+        send(pg.post_bootstrap());
+        send(pg.timeline_history(up, 2));
+        send(pg.initdb(&[]));
+        send(pg.promote());
+        send(pg.remove_data_dir());
+    }
+
+    #[test]
+    fn history_parse() {
+        let text = "1\t0/3000148\tno recovery target specified\n\n2\t0/5000000\tno recovery target specified\n";
+        assert_eq!(
+            parse_timeline_history(text).unwrap(),
+            vec![(1, 0x300_0148), (2, 0x500_0000)]
+        );
+        assert!(parse_timeline_history("x y").is_err());
+    }
+
+    #[test]
+    fn version_parse() {
+        assert_eq!(
+            parse_version_output("postgres (PostgreSQL) 15.4 (Debian 15.4-1)\n"),
+            Some(15)
+        );
+        assert_eq!(
+            parse_version_output("postgres (PostgreSQL) 17beta1"),
+            Some(17)
+        );
+        assert_eq!(parse_version_output("nope"), None);
+    }
+
+    #[test]
+    fn do_blocks() {
+        assert_eq!(do_block("x"), "DO $$x$$");
+        assert_eq!(do_block("a$$b"), "DO $warden1$a$$b$warden1$");
+    }
+
+    #[test]
+    fn local_target_rules() {
+        let mk = |l: &str| {
+            Postgres::new(PgSettings {
+                listen_addresses: l.to_string(),
+                ..PgSettings::default()
+            })
+        };
+        assert!(matches!(mk("0.0.0.0").local_target(), LocalTarget::Tcp(h) if h == "127.0.0.1"));
+        assert!(matches!(mk("10.0.0.1,*").local_target(), LocalTarget::Tcp(h) if h == "127.0.0.1"));
+        assert!(matches!(mk("localhost").local_target(), LocalTarget::Tcp(h) if h == "localhost"));
+        assert!(
+            matches!(mk("10.0.0.1, 10.0.0.2").local_target(), LocalTarget::Tcp(h) if h == "10.0.0.1")
+        );
+        let mut s = PgSettings {
+            use_unix_socket: true,
+            ..PgSettings::default()
+        };
+        s.parameters
+            .insert("unix_socket_directories".into(), "@abstract, /run/x".into());
+        assert!(
+            matches!(Postgres::new(s).local_target(), LocalTarget::Socket(d) if d == Path::new("/run/x"))
+        );
+    }
+}

@@ -1,0 +1,371 @@
+//! Settings the agent hands to [`crate::Postgres`] and the effective-parameter rules
+//! (protected GUCs, config.md §6.2).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::controldata::ControlData;
+
+/// A user name and optional password (from `postgresql.authentication.*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// role name
+    pub username: String,
+    /// password (None = no password: trust/peer/cert auth)
+    pub password: Option<String>,
+}
+
+/// Everything the library needs to know about the local PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PgSettings {
+    /// Member name: `application_name` of the standby and basis of its slot name.
+    pub name: String,
+    /// Cluster scope, used as `cluster_name`.
+    pub scope: String,
+    /// PGDATA.
+    pub data_dir: PathBuf,
+    /// Where postgresql.conf, pg_hba.conf and pg_ident.conf live (usually = data_dir).
+    pub config_dir: PathBuf,
+    /// Directory of the PostgreSQL binaries; empty = look them up in `PATH`.
+    pub bin_dir: PathBuf,
+    /// `listen_addresses` (comma separated).
+    pub listen_addresses: String,
+    /// `port`.
+    pub port: u16,
+    /// Host other nodes use to reach this one (from `connect_address`).
+    pub connect_host: String,
+    /// The pgpass file the library writes (mode 0600).
+    pub pgpass: PathBuf,
+    /// Superuser credentials (local connections, initdb, post_bootstrap).
+    pub superuser: Credentials,
+    /// Replication credentials (standbys, pg_basebackup).
+    pub replication: Credentials,
+    /// Dedicated pg_rewind user; None = superuser.
+    pub rewind: Option<Credentials>,
+    /// Database for local connections and conninfo (`postgres`).
+    pub database: String,
+    /// Effective GUCs from the configuration (already merged). Protected parameters
+    /// missing here get their defaults (see [`effective_parameters`]).
+    pub parameters: BTreeMap<String, String>,
+    /// When `Some`, pg_hba.conf is rewritten (header + lines) by `write_config` and
+    /// before each start.
+    pub pg_hba: Option<Vec<String>>,
+    /// Local superuser connections go through the unix socket (first absolute dir of
+    /// `unix_socket_directories`) instead of TCP.
+    pub use_unix_socket: bool,
+    /// How long to wait for start/stop/promote (default 60 s).
+    pub pg_ctl_timeout: Duration,
+    /// Extra pg_basebackup options, already rendered (`--checkpoint=fast`).
+    pub basebackup_options: Vec<String>,
+    /// `(uid, gid)` every spawned command switches to (tests running as root); None =
+    /// run as the current user.
+    pub run_as: Option<(u32, u32)>,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        PgSettings {
+            name: String::new(),
+            scope: String::new(),
+            data_dir: PathBuf::new(),
+            config_dir: PathBuf::new(),
+            bin_dir: PathBuf::new(),
+            listen_addresses: "127.0.0.1".to_string(),
+            port: 5432,
+            connect_host: "127.0.0.1".to_string(),
+            pgpass: PathBuf::new(),
+            superuser: Credentials {
+                username: "postgres".to_string(),
+                password: None,
+            },
+            replication: Credentials {
+                username: "replicator".to_string(),
+                password: None,
+            },
+            rewind: None,
+            database: "postgres".to_string(),
+            parameters: BTreeMap::new(),
+            pg_hba: None,
+            use_unix_socket: false,
+            pg_ctl_timeout: Duration::from_secs(60),
+            basebackup_options: Vec::new(),
+            run_as: None,
+        }
+    }
+}
+
+/// How to stop the postmaster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// SIGTERM: wait for clients to disconnect.
+    Smart,
+    /// SIGINT: abort transactions, checkpoint, exit (the default).
+    Fast,
+    /// SIGQUIT: exit without checkpoint (crash recovery on next start).
+    Immediate,
+}
+
+/// The member a replica streams from (or a rewind/basebackup source).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// host (from its conn_url)
+    pub host: String,
+    /// port
+    pub port: u16,
+    /// `primary_slot_name` to use (already converted by [`crate::slot_name_for_member`]).
+    pub slot: Option<String>,
+}
+
+/// GUCs passed on the postmaster command line, in this order (spec §3).
+pub const CMDLINE_GUCS: [&str; 13] = [
+    "listen_addresses",
+    "port",
+    "cluster_name",
+    "wal_level",
+    "hot_standby",
+    "max_connections",
+    "max_wal_senders",
+    "max_prepared_transactions",
+    "max_locks_per_transaction",
+    "track_commit_timestamp",
+    "max_replication_slots",
+    "max_worker_processes",
+    "wal_log_hints",
+];
+
+/// Recovery parameters (PG 12+ GUCs) that must not live in postgresql.auto.conf and
+/// that the `# recovery.conf` block owns.
+pub const RECOVERY_GUCS: [&str; 17] = [
+    "archive_cleanup_command",
+    "pause_at_recovery_target",
+    "primary_conninfo",
+    "primary_slot_name",
+    "promote_trigger_file",
+    "recovery_end_command",
+    "recovery_min_apply_delay",
+    "recovery_target",
+    "recovery_target_action",
+    "recovery_target_inclusive",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_timeline",
+    "recovery_target_xid",
+    "restore_command",
+    "standby_mode",
+];
+
+/// Parses a PostgreSQL boolean (`on`, `off`, `true`, `yes`, `1`, unambiguous prefixes).
+pub fn parse_pg_bool(v: &str) -> Option<bool> {
+    let v = v.trim().to_ascii_lowercase();
+    if v.is_empty() {
+        return None;
+    }
+    match v.as_str() {
+        "on" | "1" => return Some(true),
+        "off" | "0" => return Some(false),
+        "of" | "o" => return None,
+        _ => {}
+    }
+    if "true".starts_with(&v) || "yes".starts_with(&v) {
+        Some(true)
+    } else if "false".starts_with(&v) || "no".starts_with(&v) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Parses a size GUC given in MB by default (`128MB`, `1GB`, `2048kB`, `256`) into MB.
+fn parse_size_mb(v: &str) -> Option<f64> {
+    let v = v.trim();
+    let idx = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(idx);
+    let n: f64 = num.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "MB" => 1.0,
+        "kB" => 1.0 / 1024.0,
+        "GB" => 1024.0,
+        "TB" => 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(n * factor)
+}
+
+fn int_at_least(v: Option<&String>, min: i64) -> Option<String> {
+    let n: i64 = v?.trim().parse().ok()?;
+    (n >= min).then(|| n.to_string())
+}
+
+/// Computes the effective GUCs written to postgresql.conf and passed on the command line.
+///
+/// * `listen_addresses`, `port`, `cluster_name` always come from the settings;
+/// * protected parameters get their defaults when missing or invalid (config.md §6.2;
+///   an invalid value is replaced by the default with a warning);
+/// * `wal_level = hot_standby` is written as `replica`;
+/// * `wal_keep_segments` is translated to `wal_keep_size` (×16MB) and removed — the
+///   crate targets PostgreSQL 13+;
+/// * on a standby (`controldata` given) `max_connections`, `max_prepared_transactions`,
+///   `max_locks_per_transaction`, `max_worker_processes` and `max_wal_senders` are raised
+///   to the values recorded in pg_control when those are higher.
+pub fn effective_parameters(
+    s: &PgSettings,
+    controldata: Option<&ControlData>,
+) -> BTreeMap<String, String> {
+    let mut p = s.parameters.clone();
+
+    if let Some(segs) = p.remove("wal_keep_segments") {
+        if !p.contains_key("wal_keep_size") {
+            if let Ok(n) = segs.trim().parse::<u64>() {
+                p.insert("wal_keep_size".to_string(), format!("{}MB", n * 16));
+            }
+        }
+    }
+
+    let set =
+        |p: &mut BTreeMap<String, String>, name: &str, valid: Option<String>, default: &str| {
+            let v = match valid {
+                Some(v) => v,
+                None => {
+                    if let Some(bad) = p.get(name) {
+                        tracing::warn!(
+                            "invalid value {bad:?} for parameter {name}; using default {default}"
+                        );
+                    }
+                    default.to_string()
+                }
+            };
+            p.insert(name.to_string(), v);
+        };
+
+    let wal_level = p
+        .get("wal_level")
+        .and_then(|v| match v.trim().to_ascii_lowercase().as_str() {
+            "hot_standby" | "replica" => Some("replica".to_string()),
+            "logical" => Some("logical".to_string()),
+            _ => None,
+        });
+    set(&mut p, "wal_level", wal_level, "replica");
+    let hs = p
+        .get("hot_standby")
+        .and_then(|v| parse_pg_bool(v))
+        .and_then(|b| b.then(|| "on".to_string()));
+    set(&mut p, "hot_standby", hs, "on");
+    for (name, min, default) in [
+        ("max_connections", 25, "100"),
+        ("max_wal_senders", 3, "10"),
+        ("max_prepared_transactions", 0, "0"),
+        ("max_locks_per_transaction", 32, "64"),
+        ("max_replication_slots", 4, "10"),
+        ("max_worker_processes", 2, "8"),
+    ] {
+        let v = int_at_least(p.get(name), min);
+        set(&mut p, name, v, default);
+    }
+    for (name, default) in [("track_commit_timestamp", "off"), ("wal_log_hints", "on")] {
+        let v = p
+            .get(name)
+            .and_then(|v| parse_pg_bool(v))
+            .map(|b| if b { "on" } else { "off" }.to_string());
+        set(&mut p, name, v, default);
+    }
+    let wks = p
+        .get("wal_keep_size")
+        .and_then(|v| parse_size_mb(v).and_then(|mb| (mb >= 16.0).then(|| v.trim().to_string())));
+    set(&mut p, "wal_keep_size", wks, "128MB");
+
+    p.insert("listen_addresses".to_string(), s.listen_addresses.clone());
+    p.insert("port".to_string(), s.port.to_string());
+    p.insert("cluster_name".to_string(), s.scope.clone());
+
+    if let Some(cd) = controldata {
+        for (guc, key) in [
+            ("max_connections", "max_connections setting"),
+            ("max_prepared_transactions", "max_prepared_xacts setting"),
+            ("max_locks_per_transaction", "max_locks_per_xact setting"),
+            ("max_worker_processes", "max_worker_processes setting"),
+            ("max_wal_senders", "max_wal_senders setting"),
+        ] {
+            let Some(cv) = cd.get(key).and_then(|v| v.trim().parse::<i64>().ok()) else {
+                continue;
+            };
+            let cur = p
+                .get(guc)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(0);
+            if cv > cur {
+                p.insert(guc.to_string(), cv.to_string());
+            }
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_defaults_and_translation() {
+        let mut s = PgSettings {
+            scope: "batman".into(),
+            port: 5433,
+            ..PgSettings::default()
+        };
+        s.parameters
+            .insert("wal_level".into(), "hot_standby".into());
+        s.parameters.insert("wal_keep_segments".into(), "10".into());
+        s.parameters.insert("max_connections".into(), "5".into());
+        s.parameters.insert("port".into(), "1".into());
+        s.parameters
+            .insert("track_commit_timestamp".into(), "true".into());
+        s.parameters.insert("work_mem".into(), "8MB".into());
+        let p = effective_parameters(&s, None);
+        assert_eq!(p["wal_level"], "replica");
+        assert_eq!(p["wal_keep_size"], "160MB");
+        assert!(!p.contains_key("wal_keep_segments"));
+        assert_eq!(p["max_connections"], "100");
+        assert_eq!(p["port"], "5433");
+        assert_eq!(p["cluster_name"], "batman");
+        assert_eq!(p["track_commit_timestamp"], "on");
+        assert_eq!(p["wal_log_hints"], "on");
+        assert_eq!(p["hot_standby"], "on");
+        assert_eq!(p["max_wal_senders"], "10");
+        assert_eq!(p["max_replication_slots"], "10");
+        assert_eq!(p["max_worker_processes"], "8");
+        assert_eq!(p["max_locks_per_transaction"], "64");
+        assert_eq!(p["max_prepared_transactions"], "0");
+        assert_eq!(p["work_mem"], "8MB");
+
+        let mut cd = BTreeMap::new();
+        cd.insert("max_connections setting".to_string(), "200".to_string());
+        cd.insert("max_wal_senders setting".to_string(), "5".to_string());
+        let p = effective_parameters(&s, Some(&ControlData(cd)));
+        assert_eq!(p["max_connections"], "200");
+        assert_eq!(p["max_wal_senders"], "10");
+    }
+
+    #[test]
+    fn wal_keep_size_validation() {
+        let mut s = PgSettings::default();
+        s.parameters.insert("wal_keep_size".into(), "8MB".into());
+        assert_eq!(effective_parameters(&s, None)["wal_keep_size"], "128MB");
+        s.parameters.insert("wal_keep_size".into(), "1GB".into());
+        assert_eq!(effective_parameters(&s, None)["wal_keep_size"], "1GB");
+        s.parameters.insert("wal_keep_size".into(), "64".into());
+        assert_eq!(effective_parameters(&s, None)["wal_keep_size"], "64");
+    }
+
+    #[test]
+    fn bools() {
+        assert_eq!(parse_pg_bool("on"), Some(true));
+        assert_eq!(parse_pg_bool("Off"), Some(false));
+        assert_eq!(parse_pg_bool("t"), Some(true));
+        assert_eq!(parse_pg_bool("n"), Some(false));
+        assert_eq!(parse_pg_bool("o"), None);
+        assert_eq!(parse_pg_bool("maybe"), None);
+    }
+}

@@ -1,0 +1,108 @@
+//! The per-cycle monitoring query (spec §3, "one round trip").
+
+use serde::{Deserialize, Serialize};
+
+/// One row of `pg_stat_replication`, serialised with Patroni's field names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationRow {
+    /// role of the walsender
+    pub usename: Option<String>,
+    /// standby's application_name (its member name)
+    pub application_name: Option<String>,
+    /// client address (`host(client_addr)`, None for unix socket)
+    pub client_addr: Option<String>,
+    /// `streaming`, `catchup`, `startup`, `backup`, `stopping`
+    pub state: Option<String>,
+    /// `async`, `potential`, `sync`, `quorum`
+    pub sync_state: Option<String>,
+    /// priority in synchronous_standby_names
+    pub sync_priority: Option<i32>,
+}
+
+/// One row of `pg_replication_slots`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotInfo {
+    /// slot name
+    pub name: String,
+    /// `physical` or `logical`
+    #[serde(rename = "type")]
+    pub slot_type: String,
+    /// a walsender/decoder is using it
+    pub active: bool,
+    /// oldest WAL the slot retains (None until reserved)
+    pub restart_lsn: Option<u64>,
+    /// logical: output plugin
+    pub plugin: Option<String>,
+    /// logical: database
+    pub database: Option<String>,
+}
+
+/// Result of [`crate::Postgres::query_status`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PgStatus {
+    /// `pg_is_in_recovery()`
+    pub in_recovery: bool,
+    /// primary: from `pg_walfile_name(pg_current_wal_lsn())`; replica: `received_tli`
+    /// of the WAL receiver, else `pg_control_checkpoint().timeline_id`
+    pub timeline: Option<u32>,
+    /// primary: `pg_current_wal_flush_lsn()`; replica: max(receive, replay)
+    pub wal_position: u64,
+    /// `pg_last_wal_receive_lsn()`
+    pub receive_lsn: Option<u64>,
+    /// `pg_last_wal_replay_lsn()`
+    pub replay_lsn: Option<u64>,
+    /// replica: `streaming` when the WAL receiver streams, else `in archive recovery`
+    /// when a `restore_command` is set, else None
+    pub replication_state: Option<String>,
+    /// `server_version_num` (e.g. 150004)
+    pub server_version: u32,
+    /// `pg_postmaster_start_time()` as Python's `str(datetime)`
+    pub postmaster_start_time: String,
+    /// `pg_stat_replication`
+    pub replication: Vec<ReplicationRow>,
+    /// `pg_last_xact_replay_timestamp()` as Python's `str(datetime)`
+    pub replayed_timestamp: Option<String>,
+    /// `pg_is_wal_replay_paused()` (false on a primary)
+    pub replay_paused: bool,
+    /// `sender_host`/`sender_port` of the WAL receiver
+    pub primary_conninfo_host_port: Option<(String, u16)>,
+    /// `pg_replication_slots`
+    pub slots: Vec<SlotInfo>,
+}
+
+/// The monitoring query (PostgreSQL 13+).
+pub(crate) const STATUS_SQL: &str = "\
+SELECT pg_catalog.pg_is_in_recovery(),
+  CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL
+       ELSE ('x' || pg_catalog.left(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 8))::bit(32)::int8 END,
+  CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE pg_catalog.pg_current_wal_flush_lsn()::text END,
+  pg_catalog.pg_last_wal_receive_lsn()::text,
+  pg_catalog.pg_last_wal_replay_lsn()::text,
+  CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END,
+  pg_catalog.to_char(pg_catalog.pg_last_xact_replay_timestamp(), 'YYYY-MM-DD HH24:MI:SS.USTZH:TZM'),
+  pg_catalog.current_setting('server_version_num')::int4,
+  pg_catalog.to_char(pg_catalog.pg_postmaster_start_time(), 'YYYY-MM-DD HH24:MI:SS.USTZH:TZM'),
+  pg_catalog.current_setting('restore_command'),
+  (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())::int8,
+  w.status, w.received_tli::int8, w.sender_host, w.sender_port,
+  (SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_object(
+      'usename', r.usename, 'application_name', r.application_name,
+      'client_addr', pg_catalog.host(r.client_addr), 'state', r.state,
+      'sync_state', r.sync_state, 'sync_priority', r.sync_priority) ORDER BY r.application_name), '[]')::text
+     FROM pg_catalog.pg_stat_replication r),
+  (SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_object(
+      'name', s.slot_name, 'type', s.slot_type, 'active', s.active,
+      'restart_lsn', s.restart_lsn::text, 'plugin', s.plugin, 'database', s.database) ORDER BY s.slot_name), '[]')::text
+     FROM pg_catalog.pg_replication_slots s)
+FROM (SELECT 1) AS dummy LEFT JOIN pg_catalog.pg_stat_wal_receiver AS w ON true";
+
+#[derive(Deserialize)]
+pub(crate) struct RawSlot {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub slot_type: String,
+    pub active: bool,
+    pub restart_lsn: Option<String>,
+    pub plugin: Option<String>,
+    pub database: Option<String>,
+}
