@@ -1,1 +1,228 @@
-fn main() {}
+//! `warden`: the HA agent. Reads a Patroni-style `patroni.yml`, keeps the local
+//! PostgreSQL in the right role using etcd, and serves Patroni's REST API.
+
+mod logging;
+mod node;
+mod probe;
+mod settings;
+mod supervisor;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing::{error, info, warn};
+use warden_api::StatusHandle;
+use warden_config::{Config, DynamicConfig};
+use warden_core::status::NodeStatus;
+use warden_dcs::{Dcs, DcsSettings, EtcdDcs};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "warden",
+    version,
+    about = "High availability for PostgreSQL: a drop-in replacement for Patroni"
+)]
+struct Cli {
+    /// Patroni-style YAML configuration file (or a directory of *.yml files).
+    config: Option<PathBuf>,
+    /// Check the configuration file, print every problem and exit.
+    #[arg(long)]
+    validate_config: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if cli.validate_config {
+        std::process::exit(validate(cli.config.as_deref()));
+    }
+    let cfg = match warden_config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "{} CRITICAL: invalid configuration: {e}",
+                logging::asctime()
+            );
+            std::process::exit(1);
+        }
+    };
+    logging::init(&cfg.log.level);
+    for w in &cfg.warnings {
+        warn!("{w}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            logging::critical(&format!("cannot start the runtime: {e}"));
+            std::process::exit(1);
+        }
+    };
+    let code = match rt.block_on(run(cfg)) {
+        Ok(code) => code,
+        Err(e) => {
+            logging::critical(&format!("{e:#}"));
+            1
+        }
+    };
+    rt.shutdown_timeout(Duration::from_secs(2));
+    std::process::exit(code);
+}
+
+fn validate(path: Option<&std::path::Path>) -> i32 {
+    let Some(path) = path else {
+        eprintln!("--validate-config needs a configuration file");
+        return 2;
+    };
+    let problems = warden_config::validate_file(path);
+    if problems.is_empty() {
+        println!("{}: configuration is valid", path.display());
+        0
+    } else {
+        for p in &problems {
+            println!("{p}");
+        }
+        1
+    }
+}
+
+async fn run(cfg: Config) -> Result<i32> {
+    if cfg.bootstrap.as_ref().is_some_and(|b| b.users_present) {
+        error!("bootstrap.users is not supported since Patroni 4.0 and is ignored");
+    }
+    settings::check_data_dir(&cfg)?;
+    // Dynamic config until the DCS has one (S5): bootstrap.dcs, else defaults.
+    let bootstrap_dcs = cfg
+        .bootstrap
+        .as_ref()
+        .map(|b| b.dcs.clone())
+        .unwrap_or_else(|| serde_json::json!({}));
+    let (dynamic, warnings) = DynamicConfig::from_value(&bootstrap_dcs);
+    for w in warnings {
+        warn!("{w}");
+    }
+
+    let mut dcs_settings = DcsSettings::new(cfg.etcd3.hosts.clone(), &cfg.namespace, &cfg.scope);
+    dcs_settings.ttl = dynamic.ttl;
+    dcs_settings.retry_timeout = Duration::from_secs(dynamic.retry_timeout);
+    dcs_settings.username = cfg.etcd3.username.clone();
+    dcs_settings.password = cfg.etcd3.password.clone();
+    let dcs = EtcdDcs::connect(dcs_settings)
+        .await
+        .context("etcd3: cannot set up the etcd client")?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    spawn_signal_handlers(stop_tx);
+
+    // S2: wait for the DCS (every 5 s), logging why it is not usable.
+    let first = loop {
+        match dcs.get_cluster().await {
+            Ok(c) => break c,
+            Err(e) => {
+                error!("waiting for etcd at {}: {e}", cfg.etcd3.hosts.join(","));
+                let mut rx = stop_rx.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = rx.changed() => { return Ok(0); }
+                }
+            }
+        }
+    };
+    // S3: refuse to run twice under one name.
+    if let Some(m) = first.member(&cfg.name) {
+        if let Some(base) = m.data.api_base() {
+            if probe::http_get(&base, "/liveness", Duration::from_secs(3))
+                .await
+                .is_ok()
+            {
+                anyhow::bail!(
+                    "Can't start; there is already a node named '{}' running",
+                    cfg.name
+                );
+            }
+        }
+    }
+
+    let api = StatusHandle::new(NodeStatus {
+        name: cfg.name.clone(),
+        scope: cfg.scope.clone(),
+        state: "starting".into(),
+        role: "uninitialized".into(),
+        version: warden_core::PATRONI_COMPAT_VERSION.into(),
+        ttl: dynamic.ttl,
+        ..NodeStatus::default()
+    });
+    let listener = tokio::net::TcpListener::bind(listen_addr(&cfg.restapi.listen)?)
+        .await
+        .with_context(|| format!("restapi.listen: cannot listen on {}", cfg.restapi.listen))?;
+    {
+        let api = api.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = warden_api::serve(listener, api, shutdown).await {
+                error!("REST API stopped: {e}");
+            }
+        });
+    }
+
+    let pg_settings = settings::pg_settings(&cfg, &dynamic)?;
+    let fence = supervisor::Fence::new(warden_pg::Postgres::new(pg_settings));
+    tokio::spawn(fence.clone().guard());
+
+    info!(
+        "Warden {} (Patroni-compatible {}) starting: node {} of cluster {}",
+        env!("CARGO_PKG_VERSION"),
+        warden_core::PATRONI_COMPAT_VERSION,
+        cfg.name,
+        cfg.scope
+    );
+    let mut node = node::Node::new(cfg, dynamic, dcs, api, fence)?;
+    match node.run(stop_rx).await {
+        node::Exit::Shutdown => {
+            info!("shutting down");
+            node.shutdown().await;
+            Ok(0)
+        }
+        node::Exit::Fatal => Ok(1),
+    }
+}
+
+/// Patroni's `restapi.listen` forms (`host:port`, `*:port`, `:port`) as a bind address.
+fn listen_addr(listen: &str) -> Result<String> {
+    let (host, port) = settings::split_listen(listen, "restapi.listen")?;
+    let host = host.split(',').next().unwrap_or("0.0.0.0");
+    Ok(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+fn spawn_signal_handlers(stop: tokio::sync::watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { let _ = stop.send(true); }
+                _ = int.recv() => { let _ = stop.send(true); }
+                _ = hup.recv() => {
+                    warn!("SIGHUP received: reloading the configuration is not implemented yet; ignoring");
+                }
+            }
+        }
+    });
+}

@@ -1,7 +1,7 @@
 //! `wardenctl`: the patronictl-compatible command line (spec/ctl.md).
 //!
-//! Only `list` and `topology` exist so far. Reading the cluster from the DCS is left to
-//! [`load_cluster`], to be wired to warden-config + warden-dcs.
+//! Only `list` and `topology` exist so far. [`load_cluster`] reads the cluster from etcd
+//! through warden-config and warden-dcs.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -143,26 +143,151 @@ fn config_path(opt: Option<&Path>) -> ConfigPath {
     }
 }
 
-/// Reads the cluster `cluster_name` from the DCS described by the configuration file
-/// and/or `--dcs-url`.
-///
-/// TODO(lead): wire to warden-config (load + PATRONI_* env, `-d` override of the DCS
-/// section) and warden-dcs (linearizable read of the cluster prefix, no lease).
+/// What `wardenctl` needs from the configuration: where the DCS is and the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CtlConfig {
+    /// `scope`, the default cluster name.
+    pub scope: Option<String>,
+    /// `namespace` (default `/service`).
+    pub namespace: String,
+    /// etcd endpoints (`host:port`).
+    pub endpoints: Vec<String>,
+}
+
+/// Reads the configuration leniently, as patronictl does: a `patronictl.yaml` holding
+/// only a DCS section is fine, and PATRONI_* variables apply on top.
+fn read_ctl_config(cfg: &ConfigPath) -> anyhow::Result<CtlConfig> {
+    let env = warden_config::env_snapshot();
+    let exists = cfg.path.exists();
+    if cfg.explicit && !exists {
+        anyhow::bail!(
+            "Provided config file {} not existing or no read rights. Check the -c/--config-file parameter",
+            cfg.path.display()
+        );
+    }
+    // A complete agent configuration: use the real loader (env overrides included).
+    let path = exists.then_some(cfg.path.as_path());
+    if let Ok(full) = warden_config::load_with_env(path, &env) {
+        return Ok(CtlConfig {
+            scope: Some(full.scope.clone()).filter(|s| !s.is_empty()),
+            namespace: full.namespace.clone(),
+            endpoints: full.etcd3.hosts.clone(),
+        });
+    }
+    let raw = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+            warden_config::parse_yaml_str(&text, &p.display().to_string())?
+        }
+        None => serde_json::Value::Object(Default::default()),
+    };
+    let get = |k: &str| raw.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let scope = env.get("PATRONI_SCOPE").cloned().or_else(|| get("scope"));
+    let namespace = env
+        .get("PATRONI_NAMESPACE")
+        .cloned()
+        .or_else(|| get("namespace"))
+        .unwrap_or_else(|| "/service".to_string());
+    let mut endpoints = Vec::new();
+    if let Some(v) = env
+        .get("PATRONI_ETCD3_HOSTS")
+        .or(env.get("PATRONI_ETCD3_HOST"))
+    {
+        endpoints.extend(split_hosts(v));
+    } else if let Some(e) = raw.get("etcd3") {
+        for k in ["hosts", "host"] {
+            match e.get(k) {
+                Some(serde_json::Value::String(s)) => endpoints.extend(split_hosts(s)),
+                Some(serde_json::Value::Array(a)) => {
+                    endpoints.extend(a.iter().filter_map(|h| h.as_str().map(str::to_string)))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(CtlConfig {
+        scope,
+        namespace,
+        endpoints,
+    })
+}
+
+fn split_hosts(s: &str) -> Vec<String> {
+    s.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|h| h.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
+        .filter(|h| !h.is_empty())
+        .collect()
+}
+
+/// Parses `--dcs-url` (`etcd3://host:port/namespace`): endpoints and namespace.
+pub fn parse_dcs_url(url: &str) -> anyhow::Result<(Vec<String>, Option<String>)> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (s.to_string(), r),
+        None => {
+            let port = url
+                .split('/')
+                .next()
+                .and_then(|h| h.rsplit_once(':'))
+                .map(|(_, p)| p);
+            let guessed = match port {
+                Some("8500") => "consul",
+                Some("2181") => "zookeeper",
+                Some("8181") => "exhibitor",
+                _ => "etcd",
+            };
+            (guessed.to_string(), url)
+        }
+    };
+    match scheme.as_str() {
+        "etcd" | "etcd3" => {}
+        "consul" | "zookeeper" | "exhibitor" => {
+            anyhow::bail!("Unsupported dcs scheme: {scheme}: Warden supports etcd3 only")
+        }
+        other => anyhow::bail!("Unknown dcs scheme: {other}"),
+    }
+    let (hostport, path) = match rest.split_once('/') {
+        Some((h, p)) => (h, Some(format!("/{p}"))),
+        None => (rest, None),
+    };
+    let hostport = if hostport.is_empty() {
+        "localhost:2379".to_string()
+    } else if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:2379")
+    };
+    Ok((vec![hostport], path.filter(|p| p != "/")))
+}
+
+/// Reads the cluster `cluster_name` from etcd (fresh read, no lease).
 async fn load_cluster(
     cfg: &ConfigPath,
     dcs_url: Option<&str>,
     cluster_name: &str,
 ) -> anyhow::Result<Cluster> {
-    let _ = (cfg, dcs_url, cluster_name);
-    anyhow::bail!("not wired yet")
+    let mut ctl = read_ctl_config(cfg)?;
+    if let Some(url) = dcs_url {
+        let (endpoints, ns) = parse_dcs_url(url)?;
+        ctl.endpoints = endpoints;
+        if let Some(ns) = ns {
+            ctl.namespace = ns;
+        }
+    }
+    if ctl.endpoints.is_empty() {
+        anyhow::bail!("Can not find suitable configuration of distributed configuration store\nAvailable implementations: etcd3");
+    }
+    let settings =
+        warden_dcs::DcsSettings::new(ctl.endpoints.clone(), &ctl.namespace, cluster_name);
+    let dcs = warden_dcs::EtcdDcs::connect(settings).await?;
+    use warden_dcs::Dcs;
+    Ok(dcs.get_cluster().await?)
 }
 
 /// The `scope` of the configuration, used when no cluster name is given.
-///
-/// TODO(lead): wire to warden-config.
 fn config_scope(cfg: &ConfigPath) -> anyhow::Result<Option<String>> {
-    let _ = cfg;
-    Ok(None)
+    Ok(read_ctl_config(cfg)?.scope)
 }
 
 /// Python logging's default `asctime` (`YYYY-MM-DD HH:MM:SS,mmm`).
@@ -360,14 +485,33 @@ mod tests {
     }
 
     #[test]
-    fn load_cluster_is_not_wired() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let err = rt
-            .block_on(load_cluster(&config_path(None), None, "batman"))
-            .unwrap_err();
-        assert_eq!(err.to_string(), "not wired yet");
+    fn dcs_urls() {
+        let (e, ns) = parse_dcs_url("etcd3://10.0.0.1:2379/service").unwrap();
+        assert_eq!(e, vec!["10.0.0.1:2379".to_string()]);
+        assert_eq!(ns.as_deref(), Some("/service"));
+        let (e, ns) = parse_dcs_url("localhost:2379").unwrap();
+        assert_eq!((e[0].as_str(), ns), ("localhost:2379", None));
+        assert!(parse_dcs_url("consul://x:8500").is_err());
+        assert_eq!(
+            parse_dcs_url("foo://x").unwrap_err().to_string(),
+            "Unknown dcs scheme: foo"
+        );
+        assert_eq!(
+            split_hosts("'h1:2379','h2:2379'"),
+            vec!["h1:2379", "h2:2379"]
+        );
+    }
+
+    #[test]
+    fn missing_explicit_config_is_an_error() {
+        let err = read_ctl_config(&ConfigPath {
+            path: "/nonexistent/x.yml".into(),
+            explicit: true,
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("not existing or no read rights"),
+            "{err}"
+        );
     }
 }

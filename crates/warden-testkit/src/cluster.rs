@@ -6,7 +6,9 @@
 //! if the test is failing.
 
 use crate::etcd::Etcd;
-use crate::{free_port, kill_postmaster, stop_all_postgres_under, target_bin_dir, ProcessGuard, TestDir};
+use crate::{
+    free_port, kill_postmaster, stop_all_postgres_under, target_bin_dir, ProcessGuard, TestDir,
+};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -67,11 +69,10 @@ impl TestCluster {
             let data_dir = node_dir.join("data");
             let pg_port = free_port();
             let api_port = free_port();
-            let tags = options
-                .get(i)
-                .map(|o| o.tags.clone())
-                .unwrap_or_default();
-            let yaml = node_config(scope, &name, &etcd, &node_dir, &data_dir, pg_port, api_port, &tags);
+            let tags = options.get(i).map(|o| o.tags.clone()).unwrap_or_default();
+            let yaml = node_config(
+                scope, &name, &etcd, &node_dir, &data_dir, pg_port, api_port, &tags,
+            );
             let config = node_dir.join("warden.yml");
             std::fs::write(&config, yaml).expect("write config");
             dir.run_as.chown(&config);

@@ -85,7 +85,12 @@ impl Etcd {
     }
 }
 
-fn spawn_etcd(data_dir: &std::path::Path, log: &std::path::Path, client: u16, peer: u16) -> ProcessGuard {
+fn spawn_etcd(
+    data_dir: &std::path::Path,
+    log: &std::path::Path,
+    client: u16,
+    peer: u16,
+) -> ProcessGuard {
     let mut cmd = Command::new("etcd");
     cmd.arg("--name")
         .arg("warden-test")

@@ -5,7 +5,9 @@
 //! PostgreSQL. Every process is held by a [`ProcessGuard`] that kills it by PID on drop,
 //! so a failing test never leaves anything behind.
 
+pub mod cluster;
 pub mod etcd;
+pub mod pg;
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -70,7 +72,9 @@ impl RunAs {
             let user = nix::unistd::User::from_name("postgres")
                 .ok()
                 .flatten()
-                .expect("running as root but there is no `postgres` system user; install postgresql-15");
+                .expect(
+                    "running as root but there is no `postgres` system user; install postgresql-15",
+                );
             RunAs {
                 uid: Some(user.uid.as_raw()),
                 gid: Some(user.gid.as_raw()),
@@ -165,9 +169,7 @@ impl ProcessGuard {
         let err = out.try_clone().expect("dup log fd");
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         cmd.process_group(0);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         ProcessGuard {
             child: Some(child),
             name: name.to_string(),
@@ -288,7 +290,12 @@ pub fn wait_for<T>(
 }
 
 /// Async variant of [`wait_for`].
-pub async fn wait_for_async<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut f: F) -> T
+pub async fn wait_for_async<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut f: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

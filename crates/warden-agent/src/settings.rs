@@ -1,0 +1,176 @@
+//! Maps the configuration (local file + dynamic config from the DCS) to the settings
+//! each part of the agent takes.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+use warden_config::{Config, DynamicConfig};
+use warden_core::ha::HaSettings;
+use warden_pg::{Credentials, PgSettings};
+
+/// Splits Patroni's `host[,host2]:port` into (hosts, port).
+pub fn split_listen(listen: &str, key: &str) -> Result<(String, u16)> {
+    let (hosts, port) = listen
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("{key}: expected host:port, got '{listen}'"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow!("{key}: invalid port in '{listen}'"))?;
+    let hosts = hosts.trim_matches(|c| c == '[' || c == ']');
+    let hosts = if hosts.is_empty() || hosts == "*" {
+        "0.0.0.0"
+    } else {
+        hosts
+    };
+    Ok((hosts.to_string(), port))
+}
+
+/// The member's `conn_url` (`postgres://<connect_address>/<database>`).
+pub fn conn_url(cfg: &Config) -> String {
+    format!(
+        "postgres://{}/{}",
+        cfg.postgresql.connect_address, cfg.postgresql.database
+    )
+}
+
+/// The member's `api_url` (`http://<restapi.connect_address>/patroni`).
+pub fn api_url(cfg: &Config) -> String {
+    let scheme = if cfg.restapi.certfile.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{}/patroni", cfg.restapi.connect_address)
+}
+
+/// Settings for PostgreSQL control from the local config and the dynamic config.
+pub fn pg_settings(cfg: &Config, dynamic: &DynamicConfig) -> Result<PgSettings> {
+    let pg = &cfg.postgresql;
+    let (listen_addresses, port) = split_listen(&pg.listen, "postgresql.listen")?;
+    let (connect_host, _) = split_listen(&pg.connect_address, "postgresql.connect_address")?;
+    let cred = |u: &warden_config::PgUser| Credentials {
+        username: u.username.clone(),
+        password: u.password.clone(),
+    };
+    let parameters = warden_config::effective_postgresql_parameters(dynamic, pg);
+    let pg_hba = pg.pg_hba.clone().or_else(|| dynamic.pg_hba.clone());
+    Ok(PgSettings {
+        name: cfg.name.clone(),
+        scope: cfg.scope.clone(),
+        data_dir: pg.data_dir.clone(),
+        config_dir: pg.config_dir.clone().unwrap_or_else(|| pg.data_dir.clone()),
+        bin_dir: pg.bin_dir.clone(),
+        listen_addresses,
+        port,
+        connect_host,
+        pgpass: pg.pgpass.clone(),
+        superuser: cred(&pg.authentication.superuser),
+        replication: cred(&pg.authentication.replication),
+        rewind: pg.authentication.rewind.as_ref().map(cred),
+        database: pg.database.clone(),
+        parameters,
+        pg_hba,
+        use_unix_socket: pg.use_unix_socket,
+        pg_ctl_timeout: Duration::from_secs(pg.pg_ctl_timeout.max(1)),
+        basebackup_options: pg.basebackup.clone(),
+        run_as: None,
+    })
+}
+
+/// Settings for the HA decisions.
+pub fn ha_settings(cfg: &Config, dynamic: &DynamicConfig, can_rewind: bool) -> HaSettings {
+    HaSettings {
+        ttl: dynamic.ttl,
+        loop_wait: dynamic.loop_wait,
+        maximum_lag_on_failover: dynamic.maximum_lag_on_failover,
+        check_timeline: dynamic.check_timeline,
+        paused: dynamic.pause,
+        can_bootstrap: cfg.bootstrap.is_some(),
+        nofailover: cfg.tags.effective_nofailover(),
+        failover_priority: if cfg.tags.effective_nofailover() {
+            0
+        } else {
+            cfg.tags.failover_priority.unwrap_or(1)
+        },
+        can_rewind,
+        reinit_on_divergence: cfg.postgresql.remove_data_directory_on_diverged_timelines,
+        replicatefrom: cfg.tags.replicatefrom.clone(),
+        nostream: cfg.tags.nostream,
+    }
+}
+
+/// `use_pg_rewind`: local value wins over the dynamic one.
+pub fn use_pg_rewind(cfg: &Config, dynamic: &DynamicConfig) -> bool {
+    cfg.postgresql
+        .use_pg_rewind
+        .unwrap_or(dynamic.use_pg_rewind)
+}
+
+/// Checks the things that make a node unusable before anything is started: the data
+/// directory's parent must exist and the data directory (if present) must be ours.
+pub fn check_data_dir(cfg: &Config) -> Result<()> {
+    let dir: &PathBuf = &cfg.postgresql.data_dir;
+    if dir.as_os_str().is_empty() {
+        bail!("postgresql.data_dir: must not be empty");
+    }
+    match std::fs::metadata(dir) {
+        Ok(md) => {
+            use std::os::unix::fs::MetadataExt;
+            let me = nix::unistd::geteuid().as_raw();
+            if md.uid() != me {
+                bail!(
+                    "postgresql.data_dir: {} is owned by uid {} but warden runs as uid {me}; PostgreSQL would refuse it — fix the ownership (nothing was changed)",
+                    dir.display(),
+                    md.uid()
+                );
+            }
+            if !md.is_dir() {
+                bail!("postgresql.data_dir: {} is not a directory", dir.display());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = dir.parent().unwrap_or(dir);
+            std::fs::metadata(parent).with_context(|| {
+                format!(
+                    "postgresql.data_dir: parent directory {} is not accessible",
+                    parent.display()
+                )
+            })?;
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("postgresql.data_dir: cannot access {}", dir.display()))
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(
+            split_listen("127.0.0.1:5432", "k").unwrap(),
+            ("127.0.0.1".into(), 5432)
+        );
+        assert_eq!(
+            split_listen("*:8008", "k").unwrap(),
+            ("0.0.0.0".into(), 8008)
+        );
+        assert_eq!(
+            split_listen(":8008", "k").unwrap(),
+            ("0.0.0.0".into(), 8008)
+        );
+        assert_eq!(
+            split_listen("127.0.0.1,10.0.0.1:5433", "k").unwrap(),
+            ("127.0.0.1,10.0.0.1".into(), 5433)
+        );
+        let e = split_listen("nope", "postgresql.listen")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("postgresql.listen"), "{e}");
+        assert!(split_listen("h:99999", "k").is_err());
+    }
+}

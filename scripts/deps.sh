@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Shared by demo.sh and test.sh: make sure the system packages Warden needs are present.
+# As root, install what is missing; otherwise print exactly what to install and fail.
+
+PG_BIN_DIR="${WARDEN_PG_BIN_DIR:-/usr/lib/postgresql/15/bin}"
+
+warden_missing_packages() {
+    local missing=()
+    command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+    command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+    command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+    [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
+    [ -x "$PG_BIN_DIR/postgres" ] || missing+=(postgresql-15)
+    command -v cc >/dev/null 2>&1 || missing+=(gcc)
+    echo "${missing[@]}"
+}
+
+# ensure_deps [with-patroni]
+ensure_deps() {
+    local missing
+    missing=$(warden_missing_packages)
+    if [ -n "$missing" ]; then
+        if [ "$(id -u)" = 0 ]; then
+            echo "Installing missing packages: $missing"
+            apt-get update -qq
+            # shellcheck disable=SC2086
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+        else
+            echo "Missing packages: $missing" >&2
+            echo "Install them with: sudo apt-get install -y $missing" >&2
+            exit 1
+        fi
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+        exit 1
+    fi
+    if [ "${1:-}" = with-patroni ] && ! command -v patronictl >/dev/null 2>&1; then
+        # The real patronictl is the reference the compatibility tests compare against.
+        if [ "$(id -u)" = 0 ] || [ -n "${VIRTUAL_ENV:-}" ]; then
+            echo "Installing patroni[etcd3] (reference patronictl for compatibility tests)"
+            python3 -m pip install -q 'patroni[etcd3]' psycopg2-binary >/dev/null 2>&1 ||
+                python3 -m pip install -q --break-system-packages 'patroni[etcd3]' psycopg2-binary
+        else
+            echo "patronictl not found: install it with: pip install 'patroni[etcd3]' psycopg2-binary" >&2
+            exit 1
+        fi
+    fi
+    if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+        echo "Running as root but there is no 'postgres' user (PostgreSQL refuses to run as root)." >&2
+        echo "Install postgresql-15 (it creates the user) or: useradd --system postgres" >&2
+        exit 1
+    fi
+}
