@@ -50,6 +50,7 @@ etcd --name demo --data-dir "$TMP/etcd" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
     --initial-cluster "demo=http://127.0.0.1:$ETCD_PEER" >"$TMP/etcd.log" 2>&1 &
 ETCD_PID=$!
+disown "$ETCD_PID"
 
 for i in 0 1 2; do
     dir="$TMP/pg$i"; mkdir -p "$dir"
@@ -99,6 +100,7 @@ done
 for i in 0 1 2; do
     (cd "$TMP/pg$i" && exec "${AS[@]}" env HOME="$TMP/pg$i" "$WARDEN" "$TMP/pg$i/warden.yml" >>"$TMP/pg$i/warden.log" 2>&1) &
     PIDS+=($!)
+    disown "$!"
 done
 
 echo "Waiting for the cluster (leader elected, two replicas streaming)..."

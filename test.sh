@@ -9,4 +9,11 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # The e2e tests start the built `warden`/`wardenctl` binaries, so build them first.
 cargo build --workspace --bins --quiet
 # Test binaries run one after another; inside one, at most two clusters run at once.
-cargo test --workspace --no-fail-fast -- --test-threads=2 "$@"
+log=$(mktemp /tmp/warden-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --no-fail-fast -- --test-threads=2 "$@" 2>&1 | tee "$log" || status=$?
+# One summary line for the whole workspace (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -240,17 +240,43 @@ pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
     s.lines().next()?.trim().parse().ok()
 }
 
-/// Kills the postmaster of `data_dir` (if running) with `sig` and, for SIGKILL, its
-/// children (the whole session).
+/// PIDs of the direct children of `pid` (from /proc).
+pub fn child_pids(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|st| {
+                    // pid (comm) state ppid ...: comm may contain spaces, so split after ')'.
+                    let rest = st.rsplit_once(')')?.1;
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Kills the postmaster of `data_dir` (if running) with `sig`. For SIGKILL its children
+/// are killed too: PostgreSQL backends are session leaders of their own, so a process
+/// group kill does not reach them, and a stopped (SIGSTOP) backend would never notice
+/// the postmaster's death.
 pub fn kill_postmaster(data_dir: &Path, sig: nix::sys::signal::Signal) {
     if let Some(pid) = postmaster_pid(data_dir) {
         let p = nix::unistd::Pid::from_raw(pid);
-        if sig == nix::sys::signal::Signal::SIGKILL {
-            // postmaster runs in its own session/group: kill the group so no orphaned
-            // backend keeps the shared memory.
-            let _ = nix::sys::signal::killpg(p, sig);
-        }
+        let children = if sig == nix::sys::signal::Signal::SIGKILL {
+            child_pids(pid)
+        } else {
+            Vec::new()
+        };
         let _ = nix::sys::signal::kill(p, sig);
+        for c in children {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c), sig);
+        }
     }
 }
 
