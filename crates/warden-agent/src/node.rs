@@ -907,6 +907,7 @@ impl<D: Dcs> Node<D> {
             next_cycle_due_ms: self.next_cycle_due_ms,
             last_decision: self.last_decision.clone(),
             version: warden_core::PATRONI_COMPAT_VERSION.into(),
+            ..NodeStatus::default()
         });
     }
 

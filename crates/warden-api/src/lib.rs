@@ -15,6 +15,7 @@ use warden_core::status::NodeStatus;
 
 mod cluster_json;
 mod health;
+pub mod management;
 mod server;
 
 pub use cluster_json::cluster_json;

@@ -80,6 +80,20 @@ pub struct NodeStatus {
     pub last_decision: String,
     /// Agent version (Patroni-compatible).
     pub version: String,
+    /// `{"<guc>": {"old_value": …, "new_value": …}}` when a restart is pending.
+    pub pending_restart_reason: Map<String, Value>,
+    /// A scheduled restart (`{"schedule": …, filters…}`), as `GET /patroni` shows it.
+    pub scheduled_restart: Option<Value>,
+    /// Failsafe mode is keeping this node's role without the DCS.
+    pub failsafe_active: bool,
+    /// WAL receiver's `latest_end_lsn` (replica), for `leader_optime`.
+    pub latest_end_lsn: Option<u64>,
+    /// Duration of the last HA cycle (ms), for `warden_` metrics.
+    pub last_cycle_ms: u64,
+    /// Round trip of the last DCS read (ms), for `warden_` metrics.
+    pub dcs_round_trip_ms: u64,
+    /// HA cycles run since the agent started.
+    pub cycles: u64,
 }
 
 impl NodeStatus {
@@ -165,6 +179,9 @@ impl NodeStatus {
         if self.valid_cluster(now_ms).is_none_or(|c| c.is_unlocked()) {
             m.insert("cluster_unlocked".into(), Value::Bool(true));
         }
+        if self.failsafe_active {
+            m.insert("failsafe_mode_is_active".into(), Value::Bool(true));
+        }
         m.insert("dcs_last_seen".into(), Value::from(self.dcs_last_seen));
         if !self.tags.is_empty() {
             m.insert("tags".into(), Value::Object(self.tags.clone()));
@@ -177,11 +194,22 @@ impl NodeStatus {
         }
         if self.pending_restart {
             m.insert("pending_restart".into(), Value::Bool(true));
+            if !self.pending_restart_reason.is_empty() {
+                m.insert(
+                    "pending_restart_reason".into(),
+                    Value::Object(self.pending_restart_reason.clone()),
+                );
+            }
         }
         m.insert(
             "patroni".into(),
             serde_json::json!({"version": self.version, "scope": self.scope, "name": self.name}),
         );
+        if let Some(Value::Object(r)) = &self.scheduled_restart {
+            let mut r = r.clone();
+            r.remove("postmaster_start_time");
+            m.insert("scheduled_restart".into(), Value::Object(r));
+        }
         Value::Object(m)
     }
 }
