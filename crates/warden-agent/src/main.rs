@@ -2,6 +2,7 @@
 //! PostgreSQL in the right role using etcd, and serves Patroni's REST API.
 
 mod logging;
+mod management;
 mod node;
 mod probe;
 mod settings;
@@ -36,7 +37,9 @@ fn main() {
     if cli.validate_config {
         std::process::exit(validate(cli.config.as_deref()));
     }
-    let cfg = match warden_config::load(cli.config.as_deref()) {
+    // PATRONI_* values are captured once; reloads re-read the files, not the environment.
+    let env = warden_config::env_snapshot();
+    let cfg = match warden_config::load_with_env(cli.config.as_deref(), &env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
@@ -61,7 +64,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match rt.block_on(run(cfg)) {
+    let code = match rt.block_on(run(cfg, cli.config.clone(), env)) {
         Ok(code) => code,
         Err(e) => {
             logging::critical(&format!("{e:#}"));
@@ -89,7 +92,11 @@ fn validate(path: Option<&std::path::Path>) -> i32 {
     }
 }
 
-async fn run(cfg: Config) -> Result<i32> {
+async fn run(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    env: std::collections::BTreeMap<String, String>,
+) -> Result<i32> {
     if cfg.bootstrap.as_ref().is_some_and(|b| b.users_present) {
         error!("bootstrap.users is not supported since Patroni 4.0 and is ignored");
     }
@@ -115,7 +122,8 @@ async fn run(cfg: Config) -> Result<i32> {
         .context("etcd3: cannot set up the etcd client")?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    spawn_signal_handlers(stop_tx);
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(16);
+    spawn_signal_handlers(stop_tx, cmd_tx.clone());
 
     // S2: wait for the DCS (every 5 s), logging why it is not usable.
     let first = loop {
@@ -158,6 +166,10 @@ async fn run(cfg: Config) -> Result<i32> {
     let listener = tokio::net::TcpListener::bind(listen_addr(&cfg.restapi.listen)?)
         .await
         .with_context(|| format!("restapi.listen: cannot listen on {}", cfg.restapi.listen))?;
+    let opts = api_options(
+        &cfg,
+        management::AgentManagement::new(dcs.clone(), cmd_tx.clone(), api.clone()),
+    )?;
     {
         let api = api.clone();
         let mut rx = stop_rx.clone();
@@ -165,7 +177,7 @@ async fn run(cfg: Config) -> Result<i32> {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = warden_api::serve(listener, api, shutdown).await {
+            if let Err(e) = warden_api::serve_with(listener, api, opts, shutdown).await {
                 error!("REST API stopped: {e}");
             }
         });
@@ -182,7 +194,15 @@ async fn run(cfg: Config) -> Result<i32> {
         cfg.name,
         cfg.scope
     );
-    let mut node = node::Node::new(cfg, dynamic, dcs, api, fence)?;
+    let io = node::NodeIo {
+        dcs,
+        api,
+        fence,
+        commands: cmd_rx,
+        config_path,
+        env,
+    };
+    let mut node = node::Node::new(cfg, dynamic, io)?;
     match node.run(stop_rx).await {
         node::Exit::Shutdown => {
             info!("shutting down");
@@ -204,7 +224,55 @@ fn listen_addr(listen: &str) -> Result<String> {
     })
 }
 
-fn spawn_signal_handlers(stop: tokio::sync::watch::Sender<bool>) {
+/// REST API options from `restapi.*`.
+fn api_options(
+    cfg: &Config,
+    management: std::sync::Arc<dyn warden_api::management::Management>,
+) -> Result<warden_api::ApiOptions> {
+    let r = &cfg.restapi;
+    let tls = match &r.certfile {
+        Some(cert) => Some(warden_api::TlsOptions {
+            certfile: cert.into(),
+            keyfile: r.keyfile.as_ref().map(PathBuf::from),
+            keyfile_password: r.keyfile_password.clone(),
+            cafile: r.cafile.as_ref().map(PathBuf::from),
+            verify_client: r
+                .verify_client
+                .as_deref()
+                .unwrap_or("none")
+                .parse()
+                .map_err(|_| {
+                    anyhow::anyhow!("restapi.verify_client: expected none, optional or required")
+                })?,
+        }),
+        None => None,
+    };
+    let mut extra: Vec<(String, String)> = r.http_extra_headers.clone().into_iter().collect();
+    if tls.is_some() {
+        extra.extend(r.https_extra_headers.clone());
+    }
+    Ok(warden_api::ApiOptions {
+        server_header: warden_api::server_header_for_tokens(
+            Some(r.server_tokens.as_str()).filter(|t| !t.is_empty()),
+            warden_core::PATRONI_COMPAT_VERSION,
+        ),
+        extra_headers: extra,
+        auth: r
+            .authentication
+            .as_ref()
+            .map(|a| (a.username.clone(), a.password.clone())),
+        allowlist: r.allowlist.clone(),
+        allowlist_include_members: r.allowlist_include_members,
+        tls,
+        management,
+        ..warden_api::ApiOptions::default()
+    })
+}
+
+fn spawn_signal_handlers(
+    stop: tokio::sync::watch::Sender<bool>,
+    commands: tokio::sync::mpsc::Sender<management::Command>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
         let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -220,7 +288,8 @@ fn spawn_signal_handlers(stop: tokio::sync::watch::Sender<bool>) {
                 _ = term.recv() => { let _ = stop.send(true); }
                 _ = int.recv() => { let _ = stop.send(true); }
                 _ = hup.recv() => {
-                    warn!("SIGHUP received: reloading the configuration is not implemented yet; ignoring");
+                    info!("SIGHUP received: reloading the configuration");
+                    let _ = commands.try_send(management::Command::Reload);
                 }
             }
         }

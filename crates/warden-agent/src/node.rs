@@ -3,14 +3,19 @@
 //! (answering its questions with real I/O), performs the actions, then publishes the
 //! member key and the REST status.
 
+use crate::management::Command;
 use crate::probe;
 use crate::settings::{self, api_url, conn_url};
-use crate::supervisor::Fence;
+use crate::supervisor::{Callbacks, Fence};
 use anyhow::{anyhow, Context, Result};
-use serde_json::Value;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
+use warden_api::management::{MgmtResponse, RestartRequest};
 use warden_api::{monotonic_ms, StatusHandle};
 use warden_config::{Config, DynamicConfig};
 use warden_core::cluster::{Cluster, HistoryLine, MemberData, Status};
@@ -52,6 +57,52 @@ pub struct Node<D: Dcs> {
     dcs_last_seen: u64,
     last_decision: String,
     next_cycle_due_ms: u64,
+    commands: mpsc::Receiver<Command>,
+    /// Where the local config came from and the PATRONI_* values captured at start, for
+    /// reloads (the environment itself is not re-read, as in Patroni).
+    config_path: Option<PathBuf>,
+    env: BTreeMap<String, String>,
+    callbacks: Callbacks,
+    /// Role at the last callback (None = on_start not fired yet for this PostgreSQL run).
+    callback_role: Option<String>,
+    scheduled_restart: Option<ScheduledRestart>,
+    pending_restart_reason: Map<String, Value>,
+    /// Dynamic config changed PostgreSQL settings: rewrite the files and reload.
+    pg_config_changed: bool,
+    cycles: u64,
+    last_cycle_ms: u64,
+    dcs_round_trip_ms: u64,
+}
+
+/// A restart waiting for its time (M2).
+struct ScheduledRestart {
+    req: RestartRequest,
+    at_epoch_ms: i64,
+    /// Postmaster start time when it was scheduled: a restart in between cancels it.
+    postmaster_start_time: Option<String>,
+}
+
+/// Where the wiring of a node comes from (everything but the config itself).
+pub struct NodeIo<D> {
+    /// the DCS
+    pub dcs: D,
+    /// REST status snapshot
+    pub api: StatusHandle,
+    /// fence guard
+    pub fence: Arc<Fence>,
+    /// management commands from the REST API
+    pub commands: mpsc::Receiver<Command>,
+    /// config file (for reloads)
+    pub config_path: Option<PathBuf>,
+    /// PATRONI_* values captured at start
+    pub env: BTreeMap<String, String>,
+}
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn epoch_secs() -> u64 {
@@ -63,21 +114,16 @@ fn epoch_secs() -> u64 {
 
 impl<D: Dcs> Node<D> {
     /// Creates the node; nothing is started.
-    pub fn new(
-        cfg: Config,
-        dynamic: DynamicConfig,
-        dcs: D,
-        api: StatusHandle,
-        fence: Arc<Fence>,
-    ) -> Result<Self> {
+    pub fn new(cfg: Config, dynamic: DynamicConfig, io: NodeIo<D>) -> Result<Self> {
         let pg = Postgres::new(settings::pg_settings(&cfg, &dynamic)?);
+        let callbacks = Callbacks::new(cfg.postgresql.callbacks.clone(), &cfg.scope);
         Ok(Node {
             cfg,
             dynamic,
-            dcs,
+            dcs: io.dcs,
             pg,
-            api,
-            fence,
+            api: io.api,
+            fence: io.fence,
             memory: NodeMemory {
                 first_cycle: true,
                 ..NodeMemory::default()
@@ -92,6 +138,17 @@ impl<D: Dcs> Node<D> {
             dcs_last_seen: 0,
             last_decision: String::new(),
             next_cycle_due_ms: 0,
+            commands: io.commands,
+            config_path: io.config_path,
+            env: io.env,
+            callbacks,
+            callback_role: None,
+            scheduled_restart: None,
+            pending_restart_reason: Map::new(),
+            pg_config_changed: false,
+            cycles: 0,
+            last_cycle_ms: 0,
+            dcs_round_trip_ms: 0,
         })
     }
 
@@ -111,6 +168,8 @@ impl<D: Dcs> Node<D> {
             if let Some(exit) = self.cycle().await {
                 return exit;
             }
+            self.cycles += 1;
+            self.last_cycle_ms = monotonic_ms().saturating_sub(started);
             let leader = self.i_am_leader();
             // Non-leaders sleep half a second longer so the leader runs first (§5).
             let sleep_ms = self.dynamic.loop_wait * 1000 + if leader { 0 } else { 500 };
@@ -127,6 +186,11 @@ impl<D: Dcs> Node<D> {
                 _ = tokio::time::sleep(Duration::from_millis(due - now)) => {}
                 _ = wake.changed() => {}
                 _ = shutdown.changed() => {}
+                cmd = self.commands.recv() => {
+                    if let Some(cmd) = cmd {
+                        self.handle_command(cmd).await;
+                    }
+                }
             }
             if *shutdown.borrow() {
                 return Exit::Shutdown;
@@ -142,6 +206,7 @@ impl<D: Dcs> Node<D> {
 
     /// One HA cycle; `Some(exit)` ends the loop.
     async fn cycle(&mut self) -> Option<Exit> {
+        let t0 = monotonic_ms();
         let cluster = match tokio::time::timeout(self.retry_timeout(), self.dcs.get_cluster()).await
         {
             Ok(Ok(c)) => Some(c),
@@ -154,6 +219,7 @@ impl<D: Dcs> Node<D> {
                 None
             }
         };
+        self.dcs_round_trip_ms = monotonic_ms().saturating_sub(t0);
         if let Some(c) = &cluster {
             for w in &c.warnings {
                 warn!("{w}");
@@ -171,6 +237,11 @@ impl<D: Dcs> Node<D> {
             self.cluster = Some(Arc::new(c.clone()));
         }
         let local = self.observe(cluster.as_ref()).await;
+        if self.pg_config_changed && local.running {
+            self.pg_config_changed = false;
+            self.rewrite_config_and_reload(cluster.as_ref(), "dynamic configuration changed")
+                .await;
+        }
         let can_rewind =
             settings::use_pg_rewind(&self.cfg, &self.dynamic) && self.pg.can_rewind(true);
         let ha_settings = settings::ha_settings(&self.cfg, &self.dynamic, can_rewind);
@@ -186,6 +257,7 @@ impl<D: Dcs> Node<D> {
                 memory: &self.memory,
                 answers: &answers,
                 now_ms: monotonic_ms(),
+                now_epoch_ms: epoch_ms(),
             };
             match ha::decide(&input) {
                 Step::Act(d) => break d,
@@ -203,6 +275,7 @@ impl<D: Dcs> Node<D> {
         self.last_decision = decision.reason.clone();
 
         let cluster_ref = cluster.clone().unwrap_or_default();
+        let acted = !decision.actions.is_empty();
         for action in decision.actions {
             if let Action::Exit { message } = &action {
                 crate::logging::critical(message);
@@ -215,14 +288,117 @@ impl<D: Dcs> Node<D> {
             }
         }
 
+        // M5: a scheduled restart whose time has come (locked cluster, not paused).
+        if !ha_settings.paused && cluster.as_ref().is_some_and(|c| !c.is_unlocked()) {
+            self.run_scheduled_restart(&cluster_ref).await;
+        }
+
         // Publish what we are now.
         let after = self.observe(cluster.as_ref()).await;
+        if after.running {
+            self.check_pending_restart().await;
+        }
+        self.fire_state_callbacks(after.running);
         self.memory.was_running = after.running;
         self.memory.first_cycle = false;
         if cluster.is_some() {
             self.touch_member().await;
         }
+        let _ = acted;
         None
+    }
+
+    /// on_start the first time PostgreSQL is seen running, on_role_change when the role
+    /// it runs in differs from the one at the previous callback.
+    fn fire_state_callbacks(&mut self, running: bool) {
+        if !running {
+            return;
+        }
+        let Some(st) = &self.last_pg else {
+            return;
+        };
+        let role = if st.in_recovery { "replica" } else { "primary" }.to_string();
+        match self.callback_role.as_deref() {
+            None => self.callbacks.fire("on_start", &role),
+            Some(prev) if prev != role => self.callbacks.fire("on_role_change", &role),
+            _ => return,
+        }
+        self.callback_role = Some(role);
+    }
+
+    /// Rewrites postgresql.conf/pg_hba.conf for the current role and reloads PostgreSQL.
+    async fn rewrite_config_and_reload(&mut self, cluster: Option<&Cluster>, why: &str) {
+        let (up, standby) = match &self.last_pg {
+            Some(st) if st.in_recovery => (
+                self.following
+                    .clone()
+                    .and_then(|f| self.upstream_of(cluster?, &f, true).ok()),
+                true,
+            ),
+            Some(_) => (None, false),
+            None => return,
+        };
+        if let Err(e) = self.pg.write_config(up.as_ref(), standby) {
+            error!("cannot rewrite the PostgreSQL configuration: {e}");
+            return;
+        }
+        match self.pg.reload().await {
+            Ok(()) => {
+                info!("reloaded PostgreSQL: {why}");
+                let role = if standby { "replica" } else { "primary" };
+                self.callbacks.fire("on_reload", role);
+            }
+            Err(e) => error!("pg_ctl reload failed: {e}"),
+        }
+    }
+
+    /// Which settings wait for a restart (`pending_restart` and its reason).
+    async fn check_pending_restart(&mut self) {
+        let sql = "SELECT name, setting, COALESCE(unit, ''), pending_restart::text FROM pg_catalog.pg_settings \
+                   WHERE pending_restart OR context = 'postmaster'";
+        let rows = match self.pg.query_rows(sql).await {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        let cd = self.pg.controldata().await.ok();
+        let desired = warden_pg::effective_parameters(self.pg.settings(), cd.as_ref());
+        let mut reason = Map::new();
+        for r in rows {
+            let (Some(name), Some(setting)) =
+                (r.first().cloned().flatten(), r.get(1).cloned().flatten())
+            else {
+                continue;
+            };
+            let pending = r.get(3).cloned().flatten().as_deref() == Some("true");
+            // Protected parameters are on the command line, so PostgreSQL never marks
+            // them pending: compare with what we would start it with.
+            let want = warden_pg::CMDLINE_GUCS
+                .contains(&name.as_str())
+                .then(|| desired.get(&name))
+                .flatten();
+            let differs = want.is_some_and(|w| !same_guc_value(w, &setting));
+            if pending || differs {
+                let new_value = want
+                    .cloned()
+                    .or_else(|| desired.get(&name).cloned())
+                    .unwrap_or_default();
+                reason.insert(
+                    name,
+                    serde_json::json!({"old_value": setting, "new_value": new_value}),
+                );
+            }
+        }
+        if reason != self.pending_restart_reason {
+            if reason.is_empty() {
+                info!("no restart is pending any more");
+            } else {
+                info!(
+                    "pending restart: {}",
+                    reason.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+            self.pending_restart_reason = reason;
+        }
     }
 
     /// Dynamic config from the DCS (or, before the cluster has one, `bootstrap.dcs`).
@@ -247,13 +423,280 @@ impl<D: Dcs> Node<D> {
             self.dcs.set_ttl(dynamic.ttl);
         }
         self.dynamic = dynamic;
+        self.rebuild_pg_settings();
+    }
+
+    /// New PostgreSQL settings from the current local + dynamic config; a change in
+    /// parameters or pg_hba is applied at the next cycle (rewrite + reload).
+    fn rebuild_pg_settings(&mut self) {
         match settings::pg_settings(&self.cfg, &self.dynamic) {
             Ok(s) => {
-                let run_as = self.pg.settings().run_as;
+                let old = self.pg.settings();
+                if old.parameters != s.parameters || old.pg_hba != s.pg_hba {
+                    self.pg_config_changed = true;
+                }
+                let run_as = old.run_as;
                 self.pg = Postgres::new(warden_pg::PgSettings { run_as, ..s });
                 self.fence.set_postgres(self.pg.clone());
             }
             Err(e) => error!("{e:#}"),
+        }
+    }
+
+    /// Handles a management command between cycles.
+    async fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Wake => {}
+            Command::Reload => self.reload_local_config().await,
+            Command::Restart { req, reply } => {
+                let r = self.restart_command(req).await;
+                let _ = reply.send(r);
+            }
+            Command::DeleteRestart { reply } => {
+                let r = if self.scheduled_restart.take().is_some() {
+                    MgmtResponse::text(200, "scheduled restart deleted")
+                } else {
+                    MgmtResponse::text(404, "no restarts are scheduled")
+                };
+                self.publish();
+                let _ = reply.send(r);
+            }
+            Command::Reinit {
+                force,
+                from_leader,
+                reply,
+            } => {
+                info!("reinitialize requested (force={force}, from_leader={from_leader})");
+                let cluster = match self.dcs.get_cluster().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = reply.send(MgmtResponse::text(
+                            503,
+                            format!("DCS is not accessible: {e}"),
+                        ));
+                        return;
+                    }
+                };
+                let Some(leader) = cluster.leader_name().map(str::to_string) else {
+                    let _ = reply.send(MgmtResponse::text(
+                        503,
+                        "Cluster has no leader, can not reinitialize",
+                    ));
+                    return;
+                };
+                if leader == self.cfg.name {
+                    let _ = reply.send(MgmtResponse::text(
+                        503,
+                        "I am the leader, can not reinitialize",
+                    ));
+                    return;
+                }
+                let _ = reply.send(MgmtResponse::text(200, "reinitialize started"));
+                if let Err(e) = self.reinitialize(&cluster, &leader, from_leader).await {
+                    error!("reinitialize failed: {e:#}");
+                }
+            }
+        }
+    }
+
+    /// `POST /restart`: schedule it, or check the filters and restart now (M1, M2).
+    async fn restart_command(&mut self, req: RestartRequest) -> MgmtResponse {
+        if let Some(at) = &req.schedule {
+            if self.scheduled_restart.is_some() {
+                return MgmtResponse::text(409, "Another restart is already scheduled");
+            }
+            let Some(at_ms) = parse_iso_ms(at) else {
+                return MgmtResponse::text(400, "Unable to parse scheduled timestamp");
+            };
+            self.scheduled_restart = Some(ScheduledRestart {
+                req: req.clone(),
+                at_epoch_ms: at_ms,
+                postmaster_start_time: self
+                    .last_pg
+                    .as_ref()
+                    .map(|s| s.postmaster_start_time.clone()),
+            });
+            info!("restart scheduled at {at}");
+            self.publish();
+            self.touch_member().await;
+            return MgmtResponse::text(202, "Restart scheduled");
+        }
+        if let Some(why) = self.restart_refusal(&req) {
+            return MgmtResponse::text(503, why);
+        }
+        match self.restart_postgres().await {
+            Ok(()) => MgmtResponse::text(200, "restarted successfully"),
+            Err(e) => {
+                error!("restart failed: {e:#}");
+                MgmtResponse::text(503, "restart failed")
+            }
+        }
+    }
+
+    /// M1 filters: None when the restart may go ahead.
+    fn restart_refusal(&self, req: &RestartRequest) -> Option<String> {
+        let st = self.last_pg.as_ref();
+        let my_role = st
+            .map(|s| if s.in_recovery { "replica" } else { "primary" })
+            .unwrap_or(self.role.as_str());
+        let ok = restart_conditions_met(
+            req,
+            my_role,
+            st.map(|s| s.server_version),
+            !self.pending_restart_reason.is_empty(),
+        );
+        (!ok).then(|| "restart conditions are not satisfied".to_string())
+    }
+
+    /// Restarts PostgreSQL in its current role (fast stop, start), firing on_restart.
+    async fn restart_postgres(&mut self) -> Result<()> {
+        let cluster = self
+            .cluster
+            .clone()
+            .map(|c| (*c).clone())
+            .unwrap_or_default();
+        let standby = self.last_pg.as_ref().map(|s| s.in_recovery).unwrap_or(true);
+        let up = if standby {
+            self.following
+                .clone()
+                .and_then(|f| self.upstream_of(&cluster, &f, true).ok())
+        } else {
+            None
+        };
+        self.state = "restarting".into();
+        self.publish();
+        let timeout = self.pg.settings().pg_ctl_timeout;
+        self.pg.stop(StopMode::Fast, timeout).await?;
+        self.pg.write_config(up.as_ref(), standby)?;
+        if let Err(e) = self.pg.start().await {
+            self.state = "restart failed".into();
+            return Err(e.into());
+        }
+        self.state = "running".into();
+        let _ = self.observe(Some(&cluster)).await;
+        self.check_pending_restart().await;
+        let role = if standby { "replica" } else { "primary" };
+        self.callbacks.fire("on_restart", role);
+        info!("restarted PostgreSQL");
+        self.touch_member().await;
+        Ok(())
+    }
+
+    /// M5: run a scheduled restart whose time has come.
+    async fn run_scheduled_restart(&mut self, _cluster: &Cluster) {
+        let Some(sr) = &self.scheduled_restart else {
+            return;
+        };
+        if epoch_ms() < sr.at_epoch_ms {
+            return;
+        }
+        let Some(sr) = self.scheduled_restart.take() else {
+            return;
+        };
+        let now_start = self
+            .last_pg
+            .as_ref()
+            .map(|s| s.postmaster_start_time.clone());
+        if sr.postmaster_start_time.is_some() && now_start != sr.postmaster_start_time {
+            info!("Cancelling scheduled restart: postgres restart has already happened");
+            return;
+        }
+        if let Some(why) = self.restart_refusal(&sr.req) {
+            info!("Skipping the scheduled restart: {why}");
+            return;
+        }
+        info!(
+            "running the restart scheduled at {}",
+            sr.req.schedule.as_deref().unwrap_or("?")
+        );
+        if let Err(e) = self.restart_postgres().await {
+            error!("scheduled restart failed: {e:#}");
+        }
+    }
+
+    /// M3: wipe the data directory and clone again, then follow the leader.
+    async fn reinitialize(
+        &mut self,
+        cluster: &Cluster,
+        leader: &str,
+        from_leader: bool,
+    ) -> Result<()> {
+        let source = if from_leader {
+            leader.to_string()
+        } else {
+            cluster
+                .members
+                .iter()
+                .find(|m| {
+                    m.name != self.cfg.name
+                        && m.name != leader
+                        && m.data.clonefrom()
+                        && m.data.state.as_deref() == Some("running")
+                })
+                .map(|m| m.name.clone())
+                .unwrap_or_else(|| leader.to_string())
+        };
+        info!("reinitializing: cloning again from {source}");
+        self.state = "creating replica".into();
+        self.publish();
+        self.touch_member().await;
+        if self.pg.is_running() {
+            let role_before = self.role.clone();
+            self.pg
+                .stop(StopMode::Immediate, self.pg.settings().pg_ctl_timeout)
+                .await?;
+            self.callbacks.fire("on_stop", &role_before);
+        }
+        self.last_pg = None;
+        self.callback_role = None;
+        self.pg.remove_data_dir().await?;
+        let src = self.upstream_of(cluster, &source, false)?;
+        if let Err(e) = self.pg.basebackup(&src).await {
+            self.state = "stopped".into();
+            return Err(e).context(format!("clone from {source}"));
+        }
+        let follow = self
+            .cfg
+            .tags
+            .replicatefrom
+            .clone()
+            .filter(|r| cluster.member(r).is_some());
+        self.start_replica(cluster, Some(follow.as_deref().unwrap_or(leader)))
+            .await?;
+        info!("reinitialize finished");
+        Ok(())
+    }
+
+    /// `POST /reload` / SIGHUP: re-read the local config; rewrite PostgreSQL's files and
+    /// always run `pg_ctl reload` (as Patroni).
+    async fn reload_local_config(&mut self) {
+        match warden_config::load_with_env(self.config_path.as_deref(), &self.env) {
+            Ok(new) => {
+                if new.name != self.cfg.name || new.scope != self.cfg.scope {
+                    warn!(
+                        "reload: name and scope cannot change at run time; keeping {}/{}",
+                        self.cfg.scope, self.cfg.name
+                    );
+                }
+                let (name, scope) = (self.cfg.name.clone(), self.cfg.scope.clone());
+                self.cfg = new;
+                self.cfg.name = name;
+                self.cfg.scope = scope;
+                for w in &self.cfg.warnings {
+                    warn!("{w}");
+                }
+                self.callbacks
+                    .set_commands(self.cfg.postgresql.callbacks.clone());
+                self.rebuild_pg_settings();
+                self.pg_config_changed = false;
+                let cluster = self.cluster.clone();
+                self.rewrite_config_and_reload(cluster.as_deref(), "configuration file reloaded")
+                    .await;
+                info!("reloaded the configuration file");
+                self.touch_member().await;
+                self.publish();
+            }
+            Err(e) => error!("reload failed, keeping the previous configuration: {e}"),
         }
     }
 
@@ -507,6 +950,17 @@ impl<D: Dcs> Node<D> {
         let timeout = self.pg.settings().pg_ctl_timeout;
         match action {
             Action::Exit { .. } => Ok(()),
+            Action::ClearFailover { version } => {
+                if !self.dcs.set_failover("{}", Some(version)).await? {
+                    warn!("the failover key changed meanwhile; not clearing it");
+                }
+                Ok(())
+            }
+            Action::WaitUntil { epoch_ms: at } => {
+                let wait = (at - epoch_ms()).clamp(0, (self.dynamic.loop_wait as i64 + 1) * 1000);
+                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                Ok(())
+            }
             Action::WriteInitialize { sysid } => {
                 self.dcs.set_initialize(&sysid).await?;
                 Ok(())
@@ -546,28 +1000,53 @@ impl<D: Dcs> Node<D> {
                 self.pg.promote().await?;
                 self.following = None;
                 self.role = "primary".into();
-                info!("cleared rewind state after becoming the leader");
+                self.callback_role = Some("primary".into());
+                self.callbacks.fire("on_role_change", "primary");
                 Ok(())
             }
             Action::Demote { mode } => {
                 let stop = match mode {
-                    DemoteMode::Offline => StopMode::Fast,
+                    DemoteMode::Offline | DemoteMode::Graceful => StopMode::Fast,
                     DemoteMode::Immediate | DemoteMode::ImmediateNoLock => StopMode::Immediate,
                 };
+                if mode == DemoteMode::Graceful {
+                    // A checkpoint now makes the shutdown checkpoint (and the write gap) short.
+                    if let Err(e) = self.pg.checkpoint().await {
+                        warn!("CHECKPOINT before demotion failed: {e}");
+                    }
+                }
                 self.fence.set_primary_running(false);
                 self.state = "stopping".into();
+                self.publish();
+                let role_before = self.role.clone();
                 self.pg.stop(stop, timeout).await?;
+                self.callbacks.fire("on_stop", &role_before);
                 self.state = "stopped".into();
                 self.role = "demoted".into();
                 self.following = None;
-                if mode == DemoteMode::Immediate {
+                self.last_pg = None;
+                if mode == DemoteMode::Graceful {
+                    // The replicas have the shutdown checkpoint now: publish where the WAL
+                    // ends and hand the lock over at once.
+                    if let Ok(cd) = self.pg.controldata().await {
+                        if let Some(lsn) = cd.checkpoint_lsn() {
+                            let st = Status {
+                                optime: Some(lsn),
+                                ..Status::default()
+                            };
+                            let _ = self.dcs.set_status(&st.to_json()).await;
+                        }
+                    }
+                }
+                if matches!(mode, DemoteMode::Immediate | DemoteMode::Graceful) {
                     self.dcs.delete_leader(&self.cfg.name).await?;
+                    info!("released the leader key");
                 }
                 if mode != DemoteMode::Offline {
                     self.set_leader_until(None);
                 }
-                if mode == DemoteMode::Offline {
-                    // Read-only with no upstream until the DCS is back.
+                if matches!(mode, DemoteMode::Offline | DemoteMode::Graceful) {
+                    // Read-only with no upstream; the next cycle follows the new leader.
                     self.start_replica(cluster, None).await?;
                 }
                 Ok(())
@@ -815,6 +1294,31 @@ impl<D: Dcs> Node<D> {
         Ok(())
     }
 
+    /// `scheduled_restart` as published: schedule, filters and postmaster start time.
+    fn scheduled_restart_json(&self) -> Option<Value> {
+        let sr = self.scheduled_restart.as_ref()?;
+        let mut m = Map::new();
+        if let Some(at) = &sr.req.schedule {
+            m.insert("schedule".into(), Value::String(at.clone()));
+        }
+        if let Some(pst) = &sr.postmaster_start_time {
+            m.insert("postmaster_start_time".into(), Value::String(pst.clone()));
+        }
+        if let Some(r) = &sr.req.role {
+            m.insert("role".into(), Value::String(r.clone()));
+        }
+        if let Some(v) = &sr.req.postgres_version {
+            m.insert("postgres_version".into(), Value::String(v.clone()));
+        }
+        if let Some(t) = sr.req.timeout {
+            m.insert("timeout".into(), Value::from(t));
+        }
+        if let Some(p) = sr.req.restart_pending {
+            m.insert("restart_pending".into(), Value::Bool(p));
+        }
+        Some(Value::Object(m))
+    }
+
     /// The member key content.
     fn member_data(&self) -> MemberData {
         let mut d = MemberData {
@@ -827,6 +1331,16 @@ impl<D: Dcs> Node<D> {
             pause: self.dynamic.pause,
             ..MemberData::default()
         };
+        if !self.pending_restart_reason.is_empty() {
+            d.pending_restart = true;
+            d.extra.insert(
+                "pending_restart_reason".into(),
+                Value::Object(self.pending_restart_reason.clone()),
+            );
+        }
+        if let Some(sr) = self.scheduled_restart_json() {
+            d.extra.insert("scheduled_restart".into(), sr);
+        }
         if let Some(st) = &self.last_pg {
             d.role = Some(if st.in_recovery { "replica" } else { "primary" }.into());
             d.xlog_location = Some(st.wal_position);
@@ -901,13 +1415,20 @@ impl<D: Dcs> Node<D> {
             cluster: self.cluster.clone(),
             tags: self.cfg.tags.to_member_tags(),
             sysid: self.sysid.clone(),
-            pending_restart: false,
+            pending_restart: !self.pending_restart_reason.is_empty(),
+            pending_restart_reason: self.pending_restart_reason.clone(),
+            scheduled_restart: self.scheduled_restart_json(),
+            loop_wait: self.dynamic.loop_wait,
+            last_cycle_ms: self.last_cycle_ms,
+            dcs_round_trip_ms: self.dcs_round_trip_ms,
+            cycles: self.cycles,
+            latest_end_lsn: None,
+            failsafe_active: false,
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
             ttl: self.dynamic.ttl,
             next_cycle_due_ms: self.next_cycle_due_ms,
             last_decision: self.last_decision.clone(),
             version: warden_core::PATRONI_COMPAT_VERSION.into(),
-            ..NodeStatus::default()
         });
     }
 
@@ -934,6 +1455,8 @@ impl<D: Dcs> Node<D> {
                 error!("could not stop PostgreSQL: {e}; keeping the leader lock");
                 return;
             }
+            let role = self.role.clone();
+            self.callbacks.fire("on_stop", &role);
         }
         self.state = "stopped".into();
         self.last_pg = None;
@@ -955,5 +1478,137 @@ impl<D: Dcs> Node<D> {
         }
         self.touch_member().await;
         self.publish();
+    }
+}
+
+/// Compares a configured GUC value with what `pg_settings.setting` shows (booleans as
+/// on/off, numbers numerically, `hot_standby` wal_level as `replica`).
+fn same_guc_value(want: &str, setting: &str) -> bool {
+    let norm = |v: &str| -> String {
+        let v = v.trim().trim_matches('\'').to_ascii_lowercase();
+        match v.as_str() {
+            "on" | "true" | "yes" | "1" => "on".into(),
+            "off" | "false" | "no" | "0" => "off".into(),
+            "hot_standby" => "replica".into(),
+            _ => v,
+        }
+    };
+    let (w, s) = (norm(want), norm(setting));
+    match (w.parse::<i64>(), s.parse::<i64>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => w == s,
+    }
+}
+
+/// Parses an ISO 8601 timestamp with offset into ms since the epoch.
+fn parse_iso_ms(at: &str) -> Option<i64> {
+    let at = at.trim();
+    chrono::DateTime::parse_from_rfc3339(at)
+        .or_else(|_| chrono::DateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S%.f%:z"))
+        .or_else(|_| chrono::DateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S%.f%:z"))
+        .ok()
+        .map(|d| d.timestamp_millis())
+}
+
+/// M1: do the restart filters allow a restart of this node?
+pub fn restart_conditions_met(
+    req: &RestartRequest,
+    my_role: &str,
+    server_version: Option<u32>,
+    pending: bool,
+) -> bool {
+    if let Some(role) = &req.role {
+        let want = if role == "master" {
+            "primary"
+        } else {
+            role.as_str()
+        };
+        if want != my_role {
+            return false;
+        }
+    }
+    if let Some(v) = &req.postgres_version {
+        // Restart only if running an older version than the one given.
+        let parts: Vec<u32> = v.split('.').filter_map(|p| p.parse().ok()).collect();
+        let wanted = match parts.as_slice() {
+            [major, minor] if *major >= 10 => major * 10000 + minor,
+            [major, minor, patch] if *major < 10 => major * 10000 + minor * 100 + patch,
+            [major, minor, patch] => major * 10000 + minor.max(patch),
+            _ => return false,
+        };
+        if server_version.is_none_or(|sv| sv >= wanted) {
+            return false;
+        }
+    }
+    if req.restart_pending == Some(true) && !pending {
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_filters() {
+        let r = |role: Option<&str>, ver: Option<&str>, pending: Option<bool>| RestartRequest {
+            role: role.map(str::to_string),
+            postgres_version: ver.map(str::to_string),
+            restart_pending: pending,
+            ..RestartRequest::default()
+        };
+        assert!(restart_conditions_met(
+            &r(None, None, None),
+            "replica",
+            Some(150004),
+            false
+        ));
+        assert!(restart_conditions_met(
+            &r(Some("replica"), None, None),
+            "replica",
+            None,
+            false
+        ));
+        assert!(!restart_conditions_met(
+            &r(Some("replica"), None, None),
+            "primary",
+            None,
+            false
+        ));
+        assert!(restart_conditions_met(
+            &r(Some("master"), None, None),
+            "primary",
+            None,
+            false
+        ));
+        assert!(restart_conditions_met(
+            &r(None, Some("15.5"), None),
+            "primary",
+            Some(150004),
+            false
+        ));
+        assert!(!restart_conditions_met(
+            &r(None, Some("15.4"), None),
+            "primary",
+            Some(150004),
+            false
+        ));
+        assert!(!restart_conditions_met(
+            &r(None, None, Some(true)),
+            "primary",
+            None,
+            false
+        ));
+        assert!(restart_conditions_met(
+            &r(None, None, Some(true)),
+            "primary",
+            None,
+            true
+        ));
+        assert!(same_guc_value("100", "100"));
+        assert!(!same_guc_value("101", "100"));
+        assert!(same_guc_value("on", "on") && same_guc_value("true", "on"));
+        assert!(same_guc_value("hot_standby", "replica"));
     }
 }

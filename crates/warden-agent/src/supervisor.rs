@@ -117,6 +117,95 @@ pub async fn run_post_bootstrap(cmd: &str, pg: &Postgres) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Splits a command line like a POSIX shell would (quotes and backslashes), no shell.
+pub fn shell_split(cmd: &str) -> Vec<String> {
+    warden_config::shell_split(cmd)
+        .unwrap_or_else(|| cmd.split_whitespace().map(str::to_string).collect())
+}
+
+/// Runs user callbacks (`on_start`, `on_stop`, `on_restart`, `on_role_change`, and
+/// `on_reload` in its own slot) as Patroni does: `<cmd…> <action> <role> <scope>`, in
+/// the background, one at a time per slot — a new callback kills a still-running
+/// previous one (and its children). A failing or hanging callback never blocks the HA
+/// loop.
+pub struct Callbacks {
+    commands: std::collections::BTreeMap<String, String>,
+    scope: String,
+    main_slot: Mutex<Option<u32>>,
+    reload_slot: Mutex<Option<u32>>,
+}
+
+impl Callbacks {
+    /// From `postgresql.callbacks`.
+    pub fn new(commands: std::collections::BTreeMap<String, String>, scope: &str) -> Callbacks {
+        Callbacks {
+            commands,
+            scope: scope.to_string(),
+            main_slot: Mutex::new(None),
+            reload_slot: Mutex::new(None),
+        }
+    }
+
+    /// Replaces the configured commands (after a reload).
+    pub fn set_commands(&mut self, commands: std::collections::BTreeMap<String, String>) {
+        self.commands = commands;
+    }
+
+    /// Fires `action` (e.g. `on_role_change`) with the node's `role` after the event.
+    pub fn fire(&self, action: &str, role: &str) {
+        let Some(cmd) = self.commands.get(action) else {
+            return;
+        };
+        let mut words = shell_split(cmd);
+        if words.is_empty() {
+            return;
+        }
+        let prog = words.remove(0);
+        let slot = if action == "on_reload" {
+            &self.reload_slot
+        } else {
+            &self.main_slot
+        };
+        let Ok(mut running) = slot.lock() else {
+            return;
+        };
+        if let Some(pid) = running.take() {
+            // Kill the previous callback's whole process group.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let mut c = tokio::process::Command::new(&prog);
+        c.args(&words)
+            .arg(action)
+            .arg(role)
+            .arg(&self.scope)
+            .stdin(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(false);
+        match c.spawn() {
+            Ok(mut child) => {
+                let pid = child.id();
+                *running = pid;
+                tracing::info!(
+                    "calling {action} callback: {cmd} {action} {role} {}",
+                    self.scope
+                );
+                let what = format!("{action} callback");
+                tokio::spawn(async move {
+                    match child.wait().await {
+                        Ok(st) if !st.success() => tracing::warn!("{what} exited with {st}"),
+                        Err(e) => tracing::warn!("{what}: {e}"),
+                        _ => {}
+                    }
+                });
+            }
+            Err(e) => error!("cannot run {action} callback '{cmd}': {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

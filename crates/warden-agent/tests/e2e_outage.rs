@@ -75,6 +75,7 @@ async fn nofailover_and_lagging_replicas_do_not_race() {
         NodeOptions::default(),
         NodeOptions {
             tags: vec!["nofailover: true".into()],
+            ..NodeOptions::default()
         },
         NodeOptions::default(),
     ];

@@ -7,17 +7,26 @@
 //!
 //! * [`health_code`], [`liveness_code`], [`readiness_code`]: pure decisions (§3).
 //! * [`cluster_json`]: the `GET /cluster` body (§6).
-//! * [`router`] / [`serve`] / [`serve_with`]: the HTTP server (axum 0.8 over hyper 1).
+//! * [`router`] / [`serve`] / [`serve_with`]: the HTTP(S) server (axum 0.8 over hyper 1,
+//!   rustls with the ring provider for HTTPS).
+//! * The unsafe endpoints (§2 access checks, §4 validation) call the agent through
+//!   [`management::Management`] ([`ApiOptions::management`]).
 
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 use warden_core::status::NodeStatus;
 
+mod access;
 mod cluster_json;
+mod endpoints;
 mod health;
 pub mod management;
+pub mod metrics;
 mod server;
+mod tls;
+mod validate;
 
+pub use access::IpNet;
 pub use cluster_json::cluster_json;
 pub use health::{
     health_code, liveness_code, parse_lag, parse_query, readiness_code, sync_flags, unquote_plus,
@@ -27,6 +36,8 @@ pub use server::{
     router, serve, serve_with, server_header_for_tokens, ApiOptions, BODY_LIMIT,
     DEFAULT_SERVER_HEADER,
 };
+pub use tls::{crypto_provider, load_server_config, TlsConfigError, TlsOptions, VerifyClient};
+pub use validate::{parse_schedule, parse_seconds, validate_restart, validate_switchover};
 
 /// Monotonic milliseconds since the first call in this process (a static [`Instant`]).
 /// The agent uses the same clock for the `*_ms` fields of [`NodeStatus`].

@@ -87,6 +87,23 @@ pub struct RestartRequest {
     pub restart_pending: Option<bool>,
 }
 
+/// The agent's answer to `POST /failsafe` (rest-api.md §4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailsafeOutcome {
+    /// 200 `Accepted`, with header `lsn: <int>` when this node's WAL position is known.
+    Accepted {
+        /// This node's last received/replayed WAL position.
+        lsn: Option<u64>,
+    },
+    /// 500 with the reason (e.g. `Running as a leader`).
+    Refused(String),
+    /// Not implemented by this agent: 501.
+    Unsupported,
+}
+
+/// A boxed future returned by [`Management::failsafe`].
+pub type FailsafeFuture = Pin<Box<dyn Future<Output = FailsafeOutcome> + Send + 'static>>;
+
 /// What the agent does for the management endpoints. Each method answers with
 /// Patroni's status code and text (rest-api.md §4).
 pub trait Management: Send + Sync + 'static {
@@ -107,6 +124,12 @@ pub trait Management: Send + Sync + 'static {
     fn patch_config(&self, patch: Map<String, Value>) -> MgmtFuture;
     /// `PUT /config`: replace the stored config, 200 + echo.
     fn put_config(&self, config: Value) -> MgmtFuture;
+    /// `POST /failsafe` from the primary (`{name, conn_url, api_url, slots}`), called only
+    /// when the published config has `failsafe_mode: true` and after access checks.
+    /// Default: [`FailsafeOutcome::Unsupported`] (501).
+    fn failsafe(&self, _post: Map<String, Value>) -> FailsafeFuture {
+        Box::pin(async { FailsafeOutcome::Unsupported })
+    }
 }
 
 /// A [`Management`] that refuses everything with 503 (used before the agent is ready,

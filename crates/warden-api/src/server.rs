@@ -2,8 +2,11 @@
 //! else on GET/HEAD/OPTIONS is a health check) over axum + hyper, with a connection cap,
 //! a header read timeout and a request body limit.
 
+use crate::access::{resolve_allowlist, BasicAuth, IpNet};
 use crate::cluster_json::cluster_json;
 use crate::health::{health_code, liveness_code, parse_query, readiness_code};
+use crate::management::{Management, NoManagement};
+use crate::tls::{load_server_config, TlsOptions, VerifyClient};
 use crate::{monotonic_ms, StatusHandle};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
@@ -33,8 +36,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// Largest request head (request line + headers) hyper buffers.
 const MAX_HEAD: usize = 64 * 1024;
 
-/// Server settings (the `restapi` section bits that shape HTTP responses).
-#[derive(Clone, Debug)]
+/// Server settings (the `restapi` section).
+#[derive(Clone)]
 pub struct ApiOptions {
     /// `Server` header value (see [`server_header_for_tokens`]).
     pub server_header: String,
@@ -48,6 +51,35 @@ pub struct ApiOptions {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests before dropping connections.
     pub shutdown_grace: Duration,
+    /// `restapi.authentication` (username, password) for the protected endpoints.
+    /// Never logged (the `Debug` output redacts it).
+    pub auth: Option<(String, String)>,
+    /// `restapi.allowlist`: CIDRs, IPs or host names (resolved when the server starts).
+    /// Non-empty = protected endpoints only for clients in these networks.
+    pub allowlist: Vec<String>,
+    /// `restapi.allowlist_include_members`: also allow the hosts of every member's
+    /// `api_url` in the published cluster view.
+    pub allowlist_include_members: bool,
+    /// HTTPS settings; `None` = plain HTTP.
+    pub tls: Option<TlsOptions>,
+    /// What the management endpoints do.
+    pub management: Arc<dyn Management>,
+}
+
+impl std::fmt::Debug for ApiOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiOptions")
+            .field("server_header", &self.server_header)
+            .field("extra_headers", &self.extra_headers)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
+            .field("allowlist", &self.allowlist)
+            .field("allowlist_include_members", &self.allowlist_include_members)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ApiOptions {
@@ -58,6 +90,11 @@ impl Default for ApiOptions {
             max_connections: 256,
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            auth: None,
+            allowlist: Vec::new(),
+            allowlist_include_members: false,
+            tls: None,
+            management: Arc::new(NoManagement),
         }
     }
 }
@@ -86,13 +123,31 @@ struct Headers {
 
 /// Shared state of the handlers.
 #[derive(Clone)]
-struct App {
-    status: StatusHandle,
+pub(crate) struct App {
+    pub(crate) status: StatusHandle,
     headers: Arc<Headers>,
+    pub(crate) management: Arc<dyn Management>,
+    pub(crate) auth: Option<BasicAuth>,
+    /// `restapi.allowlist` was configured (even if nothing in it resolved: then nobody
+    /// passes, rather than everybody as in Patroni).
+    pub(crate) allowlist_set: bool,
+    pub(crate) allowlist: Arc<Vec<IpNet>>,
+    pub(crate) include_members: bool,
+    /// `Some` when serving HTTPS.
+    pub(crate) verify_client: Option<VerifyClient>,
+    /// Bound on reading a request body.
+    pub(crate) body_timeout: Duration,
+}
+
+/// Per-connection facts a request handler needs (in the request extensions).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnFacts {
+    /// The client presented a certificate that the TLS layer verified.
+    pub(crate) client_cert: bool,
 }
 
 impl App {
-    fn new(status: StatusHandle, opts: &ApiOptions) -> App {
+    fn new(status: StatusHandle, opts: &ApiOptions, allowlist: Vec<IpNet>) -> App {
         let server = HeaderValue::from_str(&opts.server_header).unwrap_or_else(|_| {
             tracing::warn!("invalid Server header value; using the default");
             HeaderValue::from_static(DEFAULT_SERVER_HEADER)
@@ -116,11 +171,18 @@ impl App {
         App {
             status,
             headers: Arc::new(Headers { server, extra }),
+            management: opts.management.clone(),
+            auth: opts.auth.as_ref().map(|(u, p)| BasicAuth::new(u, p)),
+            allowlist_set: !opts.allowlist.is_empty(),
+            allowlist: Arc::new(allowlist),
+            include_members: opts.allowlist_include_members,
+            verify_client: opts.tls.as_ref().map(|t| t.verify_client),
+            body_timeout: opts.header_read_timeout,
         }
     }
 
     /// A full response (`write_response`): Server, Content-Type, extra headers, body.
-    fn full(&self, code: u16, content_type: &'static str, body: String) -> Response {
+    pub(crate) fn full(&self, code: u16, content_type: &'static str, body: String) -> Response {
         let mut r = Response::new(Body::from(body));
         *r.status_mut() = status(code);
         let h = r.headers_mut();
@@ -132,12 +194,12 @@ impl App {
         r
     }
 
-    fn json(&self, code: u16, v: &Value) -> Response {
+    pub(crate) fn json(&self, code: u16, v: &Value) -> Response {
         self.full(code, "application/json", v.to_string())
     }
 
     /// Python's `send_error`: HTML page, `Connection: close`.
-    fn error(&self, code: u16, message: Option<&str>) -> Response {
+    pub(crate) fn error(&self, code: u16, message: Option<&str>) -> Response {
         let st = status(code);
         let reason = st.canonical_reason().unwrap_or("Error");
         let message = html_escape(message.unwrap_or(reason));
@@ -190,15 +252,22 @@ fn bare(code: u16) -> Response {
 /// Builds the API router. Every request goes through one fallback handler that routes by
 /// method and first path segment (as Patroni's `do_<METHOD>_<segment>` lookup); add
 /// endpoints there.
+///
+/// `restapi.allowlist` host names are resolved here (blocking DNS); [`serve_with`]
+/// resolves them off the async threads.
 pub fn router(status: StatusHandle, opts: &ApiOptions) -> Router {
+    build_router(status, opts, resolve_allowlist(&opts.allowlist))
+}
+
+fn build_router(status: StatusHandle, opts: &ApiOptions, allowlist: Vec<IpNet>) -> Router {
     Router::new()
         .fallback(dispatch)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(App::new(status, opts))
+        .with_state(App::new(status, opts, allowlist))
 }
 
 /// The first path segment (`/cluster/x` → `cluster`, `/` → ``).
-fn first_segment(path: &str) -> &str {
+pub(crate) fn first_segment(path: &str) -> &str {
     path.trim_start_matches('/').split('/').next().unwrap_or("")
 }
 
@@ -240,6 +309,8 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
                 Some(k) => app.json(200, &k.value),
                 None => app.error(502, None),
             },
+            // GET /metrics (metrics.md), rendered by crate::metrics.
+            "metrics" => app.full(200, "text/plain", crate::metrics::render_metrics(&s, now)),
             "failsafe" => {
                 let c = s.cluster.as_deref();
                 match c.and_then(|c| c.failsafe.as_ref()) {
@@ -255,14 +326,19 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
         // No do_HEAD_<x>/do_OPTIONS_<x> handlers exist in Patroni: every path is a
         // health check (so HEAD /patroni is 503, a documented quirk).
         Method::HEAD | Method::OPTIONS => bare(health_code(path, &query, &s, now)),
-        other => app.error(
-            501,
-            Some(&format!("Unsupported method ('{}')", other.as_str())),
-        ),
+        _ => crate::endpoints::handle_unsafe(&app, req).await,
     }
 }
 
-fn failsafe_mode(c: Option<&warden_core::cluster::Cluster>) -> bool {
+/// Python's answer for a method/path without a handler.
+pub(crate) fn unsupported(app: &App, method: &Method) -> Response {
+    app.error(
+        501,
+        Some(&format!("Unsupported method ('{}')", method.as_str())),
+    )
+}
+
+pub(crate) fn failsafe_mode(c: Option<&warden_core::cluster::Cluster>) -> bool {
     c.and_then(|c| c.config.as_ref())
         .and_then(|k| k.value.get("failsafe_mode"))
         .is_some_and(warden_core::cluster::truthy)
@@ -280,13 +356,25 @@ pub async fn serve(
 /// Serves the API until `shutdown` completes: stops accepting, lets in-flight requests
 /// finish (up to [`ApiOptions::shutdown_grace`]), then drops the remaining connections.
 /// Accept errors (e.g. out of file descriptors) are logged and retried, never fatal.
+///
+/// With [`ApiOptions::tls`] the server speaks HTTPS; a certificate/key/CA problem is
+/// returned at once as an [`std::io::ErrorKind::InvalidInput`] error naming the file.
+/// `restapi.allowlist` host names are resolved before the first accept.
 pub async fn serve_with(
     listener: TcpListener,
     status: StatusHandle,
     opts: ApiOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(status, &opts);
+    let tls = match &opts.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(load_server_config(t)?)),
+        None => None,
+    };
+    let entries = opts.allowlist.clone();
+    let allowlist = tokio::task::spawn_blocking(move || resolve_allowlist(&entries))
+        .await
+        .unwrap_or_default();
+    let app = build_router(status, &opts, allowlist);
     let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -313,33 +401,39 @@ pub async fn serve_with(
             },
         };
         let _ = stream.set_nodelay(true);
-        let inner = TowerToHyperService::new(app.clone());
-        let svc = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            inner.call(req)
-        });
-        let mut stop = stop_rx.clone();
+        let app = app.clone();
+        let stop = stop_rx.clone();
         let header_timeout = opts.header_read_timeout;
+        let tls = tls.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(MAX_HEAD)
-                .title_case_headers(true)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { stop.wait_for(|v| *v).await.map(|_| ()) } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match tls {
+                None => {
+                    let facts = ConnFacts { client_cert: false };
+                    serve_connection(stream, peer, facts, app, header_timeout, stop).await
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!("REST API connection from {peer}: {e}");
+                Some(acceptor) => {
+                    let accepted =
+                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await;
+                    let stream = match accepted {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!("REST API TLS handshake with {peer} failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("REST API TLS handshake with {peer} timed out");
+                            return;
+                        }
+                    };
+                    let client_cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_some_and(|c| !c.is_empty());
+                    let facts = ConnFacts { client_cert };
+                    serve_connection(stream, peer, facts, app, header_timeout, stop).await
+                }
             }
         });
     }
@@ -354,4 +448,43 @@ pub async fn serve_with(
         tasks.abort_all();
     }
     Ok(())
+}
+
+/// Serves HTTP/1 on one accepted (plain or TLS) connection until it closes or the
+/// server stops.
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    facts: ConnFacts,
+    app: Router,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let inner = TowerToHyperService::new(app);
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+        req.extensions_mut().insert(facts);
+        inner.call(req)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD)
+        .title_case_headers(true)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { stop.wait_for(|v| *v).await.map(|_| ()) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("REST API connection from {peer}: {e}");
+    }
 }

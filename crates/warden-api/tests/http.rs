@@ -330,22 +330,33 @@ async fn cluster_history_config() {
 }
 
 #[tokio::test]
-async fn unsafe_methods_are_501() {
+async fn methods_and_paths_without_a_handler_are_501() {
     let srv = Server::start(primary_now()).await;
-    for method in ["POST", "PUT", "PATCH", "DELETE", "TRACE", "get"] {
-        let r = request(srv.addr, method, "/switchover").await;
-        assert_eq!(r.code, 501, "{method}");
+    for (method, path) in [
+        ("TRACE", "/switchover"),
+        ("get", "/switchover"),
+        ("PUT", "/switchover"),
+        ("PATCH", "/switchover"),
+        ("POST", "/nothing"),
+        ("POST", "/"),
+        ("DELETE", "/config"),
+        ("PUT", "/restart"),
+    ] {
+        let r = request(srv.addr, method, path).await;
+        assert_eq!(r.code, 501, "{method} {path}");
         assert!(String::from_utf8_lossy(&r.body).contains("Unsupported method"));
     }
-    // With a body.
-    let body = r#"{"leader":"pg1"}"#;
+    // A handler exists: the body rules apply (no Content-Length → 411), and the
+    // default Management answers 503.
+    assert_eq!(request(srv.addr, "POST", "/switchover").await.code, 411);
+    let body = r#"{"leader":"pg1","candidate":"pg2"}"#;
     let req = format!(
         "POST /switchover HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     assert_eq!(
         split_response(&raw(srv.addr, req.as_bytes()).await).code,
-        501
+        503
     );
     srv.stop().await;
 }
@@ -477,4 +488,14 @@ async fn shutdown_with_an_open_idle_connection() {
         TcpStream::connect(addr).await.is_err(),
         "listener still open"
     );
+}
+
+#[tokio::test]
+async fn metrics_endpoint() {
+    let srv = Server::start(primary_now()).await;
+    let r = request(srv.addr, "GET", "/metrics").await;
+    assert_eq!(r.code, 200);
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert!(String::from_utf8_lossy(&r.body).contains("patroni_"));
+    srv.stop().await;
 }

@@ -11,7 +11,7 @@
 //!
 //! Rule numbers (L9, U2, H3, …) refer to spec/ha-loop.md.
 
-use crate::cluster::{Cluster, Member};
+use crate::cluster::Cluster;
 
 /// Settings the decisions read (dynamic config merged with the local file).
 #[derive(Clone, Debug, PartialEq)]
@@ -220,6 +220,9 @@ pub enum DemoteMode {
     Immediate,
     /// Lost the lock: immediate stop, nothing to release.
     ImmediateNoLock,
+    /// Switchover / manual failover: CHECKPOINT, fast stop (walsenders ship the shutdown
+    /// checkpoint to the replicas), release the lock, restart read-only.
+    Graceful,
 }
 
 /// One effect for the executor. Actions run in order; a failed action stops the rest.
@@ -271,6 +274,16 @@ pub enum Action {
     ReleaseLeader,
     /// Leader housekeeping: publish `status`, keep member slots, update `history`.
     LeaderHousekeeping,
+    /// Clear the `failover` key (`{}`, compare-and-set on its version).
+    ClearFailover {
+        /// mod_revision the request was read with
+        version: i64,
+    },
+    /// Sleep until this wall-clock time (a switchover scheduled within one loop).
+    WaitUntil {
+        /// ms since the epoch
+        epoch_ms: i64,
+    },
     /// Fatal: stop the agent with this message and exit code (PostgreSQL left as is).
     Exit {
         /// message logged at CRITICAL
@@ -313,6 +326,8 @@ pub struct HaInput<'a> {
     pub answers: &'a Answers,
     /// Monotonic now (ms).
     pub now_ms: u64,
+    /// Wall-clock now (ms since the epoch), for scheduled switchovers.
+    pub now_epoch_ms: i64,
 }
 
 fn act(actions: Vec<Action>, reason: impl Into<String>) -> Step {
@@ -616,17 +631,28 @@ fn unlocked(i: &HaInput<'_>, cluster: &Cluster) -> Step {
             },
         );
     }
+    // Whoever takes the lock consumes a pending switchover/failover request.
+    let clear: Vec<Action> = cluster
+        .failover
+        .as_ref()
+        .map(|f| Action::ClearFailover { version: f.version })
+        .into_iter()
+        .collect();
     match i.answers.acquire {
         None => Step::Ask(Question::AcquireLeader),
         Some(true) if i.pg.is_primary => act(
-            vec![Action::LeaderHousekeeping],
+            [clear, vec![Action::LeaderHousekeeping]].concat(),
             "acquired session lock as a leader",
         ),
         Some(true) => {
             let n = cluster.members.iter().filter(|m| m.name != i.me).count() + 1;
+            let why = match cluster.failover.as_ref().and_then(|f| f.member.as_deref()) {
+                Some(c) if c == i.me => "I am the requested candidate".to_string(),
+                _ => format!("I am the healthiest of {n} members"),
+            };
             act(
-                vec![Action::Promote, Action::LeaderHousekeeping],
-                format!("promoted self to leader by acquiring session lock (I am the healthiest of {n} members)"),
+                [clear, vec![Action::Promote, Action::LeaderHousekeeping]].concat(),
+                format!("promoted self to leader by acquiring session lock ({why})"),
             )
         }
         Some(false) if i.pg.is_primary => act(
@@ -642,11 +668,45 @@ fn unlocked(i: &HaInput<'_>, cluster: &Cluster) -> Step {
     }
 }
 
-/// C1/C2: am I the healthiest node? `Err(step)` when a probe is needed first; the inner
+/// Probe answers, or the question that asks for them (every other member with an API).
+fn probes<'a>(i: &'a HaInput<'_>, cluster: &Cluster) -> Result<&'a [PeerStatus], Step> {
+    let others: Vec<String> = cluster
+        .members
+        .iter()
+        .filter(|m| m.name != i.me && m.data.api_url.is_some())
+        .map(|m| m.name.clone())
+        .collect();
+    if others.is_empty() {
+        return Ok(&[]);
+    }
+    match &i.answers.probes {
+        Some(p) => Ok(p),
+        None => Err(Step::Ask(Question::ProbeMembers(others))),
+    }
+}
+
+/// A probed peer that counts as a failover candidate (C2.6).
+fn counts(p: &PeerStatus) -> bool {
+    p.reachable && !p.nofailover && !p.watchdog_failed
+}
+
+/// C1: am I the healthiest node? `Err(step)` when a probe is needed first; the inner
 /// result says yes or why not.
 #[allow(clippy::result_large_err)]
 fn healthiest(i: &HaInput<'_>, cluster: &Cluster) -> Result<Result<(), String>, Step> {
     let s = i.settings;
+    // C1.2: in pause only an explicit, unscheduled request makes anyone race.
+    if s.paused && !s.nofailover {
+        if let Some(req) = cluster
+            .failover
+            .as_ref()
+            .filter(|f| f.scheduled_at.is_none())
+        {
+            if !i.pg.is_primary {
+                return manual_failover_candidate(i, cluster, req);
+            }
+        }
+    }
     if i.pg.is_primary {
         // C1.4
         if s.paused {
@@ -668,14 +728,61 @@ fn healthiest(i: &HaInput<'_>, cluster: &Cluster) -> Result<Result<(), String>, 
     if s.nofailover {
         return Ok(Err("nofailover".into()));
     }
+    // C1.6: a pending switchover/failover request decides who races (C3).
+    if let Some(req) = &cluster.failover {
+        return manual_failover_candidate(i, cluster, req);
+    }
+    compare_with_others(i, cluster, None, true)
+}
+
+/// C3: the cluster is unlocked and a switchover/failover request names what to do.
+#[allow(clippy::result_large_err)]
+fn manual_failover_candidate(
+    i: &HaInput<'_>,
+    cluster: &Cluster,
+    req: &crate::cluster::FailoverRequest,
+) -> Result<Result<(), String>, Step> {
+    if let Some(c) = &req.member {
+        if c == i.me {
+            return Ok(Ok(()));
+        }
+        if cluster.member(c).is_some() {
+            let peers = probes(i, cluster)?;
+            if peers.iter().any(|p| &p.name == c && counts(p)) {
+                return Ok(Err(format!("{c} is the requested failover candidate")));
+            }
+            // The candidate is not healthy: continue as if none was named.
+        }
+    }
+    if i.settings.paused {
+        return Ok(Err("paused: only the named candidate may take over".into()));
+    }
+    if req.leader.as_deref() == Some(i.me) {
+        return Ok(Ok(()));
+    }
+    // C3.4: the former leader does not compete, and lag is not checked.
+    compare_with_others(i, cluster, req.leader.as_deref(), false)
+}
+
+/// C2: compare my WAL position with every reachable member's.
+#[allow(clippy::result_large_err)]
+fn compare_with_others(
+    i: &HaInput<'_>,
+    cluster: &Cluster,
+    exclude: Option<&str>,
+    check_lag: bool,
+) -> Result<Result<(), String>, Step> {
+    let s = i.settings;
     // C2.2: lag against the last known leader position.
-    if let Some(optime) = cluster.status.optime {
-        let lag = optime.saturating_sub(i.pg.wal_position);
-        if lag > s.maximum_lag_on_failover {
-            return Ok(Err(format!(
-                "My wal position exceeds maximum replication lag: {lag} bytes > {}",
-                s.maximum_lag_on_failover
-            )));
+    if check_lag {
+        if let Some(optime) = cluster.status.optime {
+            let lag = optime.saturating_sub(i.pg.wal_position);
+            if lag > s.maximum_lag_on_failover {
+                return Ok(Err(format!(
+                    "My wal position exceeds maximum replication lag: {lag} bytes > {}",
+                    s.maximum_lag_on_failover
+                )));
+            }
         }
     }
     // C2.3
@@ -690,23 +797,9 @@ fn healthiest(i: &HaInput<'_>, cluster: &Cluster) -> Result<Result<(), String>, 
             _ => {}
         }
     }
-    // C2.5: probe every other member that publishes an API URL.
-    let others: Vec<&Member> = cluster
-        .members
-        .iter()
-        .filter(|m| m.name != i.me && m.data.api_url.is_some())
-        .collect();
-    if others.is_empty() {
-        return Ok(Ok(()));
-    }
-    let Some(probes) = &i.answers.probes else {
-        return Err(Step::Ask(Question::ProbeMembers(
-            others.iter().map(|m| m.name.clone()).collect(),
-        )));
-    };
     let mine = i.pg.wal_position;
-    for p in probes.iter().filter(|p| p.reachable && p.name != i.me) {
-        if p.nofailover || p.watchdog_failed {
+    for p in probes(i, cluster)? {
+        if p.name == i.me || Some(p.name.as_str()) == exclude || !counts(p) {
             continue;
         }
         if p.is_primary {
@@ -728,8 +821,117 @@ fn healthiest(i: &HaInput<'_>, cluster: &Cluster) -> Result<Result<(), String>, 
     Ok(Ok(()))
 }
 
+/// Parses an ISO 8601 `scheduled_at` into ms since the epoch.
+fn parse_scheduled(at: &str) -> Option<i64> {
+    let at = at.trim();
+    chrono::DateTime::parse_from_rfc3339(at)
+        .or_else(|_| chrono::DateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S%.f%:z"))
+        .or_else(|_| chrono::DateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S%.f%:z"))
+        .or_else(|_| chrono::DateTime::parse_from_str(at, "%Y-%m-%dT%H:%M%:z"))
+        .ok()
+        .map(|d| d.timestamp_millis())
+}
+
+/// L15: the leader handles a pending switchover / manual failover request.
+fn leader_handles_request(i: &HaInput<'_>, cluster: &Cluster) -> Option<Step> {
+    let req = cluster.failover.as_ref()?;
+    let keep = Action::LeaderHousekeeping;
+    let clear = Action::ClearFailover {
+        version: req.version,
+    };
+    let what = if req.leader.is_some() {
+        "switchover"
+    } else {
+        "manual failover"
+    };
+    let mut wait = Vec::new();
+    if let Some(at) = &req.scheduled_at {
+        if i.settings.paused {
+            return Some(act(
+                vec![keep, clear],
+                format!(
+                    "{what}: scheduled switchovers are not allowed in pause; removing the request"
+                ),
+            ));
+        }
+        let Some(t) = parse_scheduled(at) else {
+            return Some(act(
+                vec![keep, clear],
+                format!("{what}: unable to parse scheduled_at '{at}'; removing the request"),
+            ));
+        };
+        let delta = t - i.now_epoch_ms;
+        let loop_ms = (i.settings.loop_wait * 1000) as i64;
+        if delta > loop_ms {
+            return Some(act(
+                vec![keep],
+                format!(
+                    "no action. I am ({}), the leader with the lock; Awaiting {what} at {at} (in {} seconds)",
+                    i.me,
+                    delta / 1000
+                ),
+            ));
+        }
+        if delta < -(loop_ms * 3 / 2) {
+            return Some(act(
+                vec![keep, clear],
+                format!("Found a stale {what} request scheduled at {at}; removing it"),
+            ));
+        }
+        if delta > 0 {
+            wait.push(Action::WaitUntil { epoch_ms: t });
+        }
+    }
+    if let Some(l) = req.leader.as_deref().filter(|l| *l != i.me) {
+        return Some(act(
+            vec![keep, clear],
+            format!("{what}: leader name does not match: {l} != {}", i.me),
+        ));
+    }
+    if req.member.as_deref() == Some(i.me) {
+        return Some(act(
+            vec![keep, clear],
+            format!("{what}: I am already the leader, no need to {what}"),
+        ));
+    }
+    if i.settings.paused && req.member.is_none() {
+        return Some(act(
+            vec![keep, clear],
+            format!("{what}: the candidate must be named in a paused state; removing the request"),
+        ));
+    }
+    // F2: is anyone able to take over?
+    let candidates: Vec<&str> = cluster
+        .members
+        .iter()
+        .filter(|m| m.name != i.me && m.data.api_url.is_some() && !m.data.nofailover())
+        .filter(|m| req.member.as_deref().is_none_or(|c| c == m.name))
+        .map(|m| m.name.as_str())
+        .collect();
+    let peers = match probes(i, cluster) {
+        Ok(p) => p,
+        Err(step) => return Some(step),
+    };
+    let max_lag = i.settings.maximum_lag_on_failover;
+    let good = peers.iter().any(|p| {
+        candidates.contains(&p.name.as_str())
+            && counts(p)
+            && i.pg.wal_position.saturating_sub(p.wal_position) <= max_lag
+    });
+    if !good {
+        return Some(act(
+            vec![keep, clear],
+            format!("{what}: no healthy members found, {what} is not possible"),
+        ));
+    }
+    wait.push(Action::Demote {
+        mode: DemoteMode::Graceful,
+    });
+    Some(act(wait, format!("{what}: demoting myself")))
+}
+
 /// H1/H2: I hold the lock.
-fn locked_by_me(i: &HaInput<'_>, _cluster: &Cluster) -> Step {
+fn locked_by_me(i: &HaInput<'_>, cluster: &Cluster) -> Step {
     if i.settings.paused && !i.pg.is_primary {
         return act(
             vec![Action::ReleaseLeader],
@@ -739,10 +941,13 @@ fn locked_by_me(i: &HaInput<'_>, _cluster: &Cluster) -> Step {
     match i.answers.update {
         None => Step::Ask(Question::UpdateLeader),
         Some(LockUpdate::DcsError) => dcs_unreachable(i),
-        Some(LockUpdate::Renewed) if i.pg.is_primary => act(
-            vec![Action::LeaderHousekeeping],
-            format!("no action. I am ({}), the leader with the lock", i.me),
-        ),
+        Some(LockUpdate::Renewed) if i.pg.is_primary => leader_handles_request(i, cluster)
+            .unwrap_or_else(|| {
+                act(
+                    vec![Action::LeaderHousekeeping],
+                    format!("no action. I am ({}), the leader with the lock", i.me),
+                )
+            }),
         Some(LockUpdate::Renewed) => act(
             vec![Action::Promote, Action::LeaderHousekeeping],
             "promoted self to leader because I had the session lock",

@@ -74,6 +74,8 @@ pub struct NodeStatus {
     pub maximum_lag_on_failover: u64,
     /// `ttl` (seconds).
     pub ttl: u64,
+    /// `loop_wait` (seconds).
+    pub loop_wait: u64,
     /// The next HA cycle is due at this monotonic time (for `/liveness`).
     pub next_cycle_due_ms: u64,
     /// The last decision's one-line reason.
@@ -97,6 +99,15 @@ pub struct NodeStatus {
 }
 
 impl NodeStatus {
+    /// `loop_wait` in seconds (10 when unknown).
+    pub fn loop_wait_secs(&self) -> u64 {
+        if self.loop_wait == 0 {
+            10
+        } else {
+            self.loop_wait
+        }
+    }
+
     /// `is_leader`: the lock was updated within `ttl`.
     pub fn is_leader(&self, now_ms: u64) -> bool {
         self.leader_until_ms.is_some_and(|t| now_ms < t)

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use warden_core::cluster::Cluster;
+use warden_ctl::http::RestSettings;
 use warden_ctl::render::{render_list, Format, ListOptions};
+
+mod commands;
 
 /// Global options, as patronictl's `ctl` group.
 #[derive(Parser, Debug)]
@@ -18,7 +21,7 @@ use warden_ctl::render::{render_list, Format, ListOptions};
     version,
     about = "Command-line interface to a Warden/Patroni cluster"
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// Configuration file
     #[arg(
         short = 'c',
@@ -26,7 +29,7 @@ struct Cli {
         env = "PATRONICTL_CONFIG_FILE",
         value_name = "FILE"
     )]
-    config_file: Option<PathBuf>,
+    pub(crate) config_file: Option<PathBuf>,
     /// The DCS connect url
     #[arg(
         short = 'd',
@@ -35,25 +38,59 @@ struct Cli {
         env = "DCS_URL",
         value_name = "URL"
     )]
-    dcs_url: Option<String>,
+    pub(crate) dcs_url: Option<String>,
     /// Allow connections to SSL sites without certs
     #[arg(short = 'k', long = "insecure")]
-    insecure: bool,
+    pub(crate) insecure: bool,
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+pub(crate) enum Command {
     /// List the Patroni members for a given Patroni
     List(ListArgs),
     /// Prints ASCII topology for given cluster
     Topology(TopologyArgs),
+    /// Generate a dsn for the provided member, defaults to a dsn of the leader
+    Dsn(commands::DsnArgs),
+    /// Query a Patroni PostgreSQL member
+    Query(commands::QueryArgs),
+    /// Remove cluster from DCS
+    Remove(commands::RemoveArgs),
+    /// Reload cluster member configuration
+    Reload(commands::ReloadArgs),
+    /// Restart cluster member
+    Restart(commands::RestartArgs),
+    /// Reinitialize cluster member
+    Reinit(commands::ReinitArgs),
+    /// Failover to a replica
+    Failover(commands::FailoverArgs),
+    /// Switchover to a replica
+    Switchover(commands::SwitchoverArgs),
+    /// Discard scheduled events
+    Flush(commands::FlushArgs),
+    /// Disable auto failover
+    Pause(commands::PauseArgs),
+    /// Resume auto failover
+    Resume(commands::PauseArgs),
+    /// Edit cluster configuration
+    EditConfig(commands::EditConfigArgs),
+    /// Show cluster configuration
+    ShowConfig(commands::ClusterArgs),
+    /// Output version of patronictl command or a running Patroni instance
+    Version(commands::VersionArgs),
+    /// Show the history of failovers/switchovers
+    History(commands::HistoryArgs),
+    /// Demote cluster to a standby cluster
+    DemoteCluster(commands::DemoteArgs),
+    /// Promote cluster, make it run standalone
+    PromoteCluster(commands::PromoteArgs),
 }
 
 /// `-f/--format` choices of `list`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum OutputFormat {
+pub(crate) enum OutputFormat {
     Pretty,
     Tsv,
     Json,
@@ -130,7 +167,7 @@ fn default_config_path() -> PathBuf {
     base.join("patroni").join("patronictl.yaml")
 }
 
-fn config_path(opt: Option<&Path>) -> ConfigPath {
+pub(crate) fn config_path(opt: Option<&Path>) -> ConfigPath {
     match opt {
         Some(p) => ConfigPath {
             path: p.to_path_buf(),
@@ -152,6 +189,8 @@ pub struct CtlConfig {
     pub namespace: String,
     /// etcd endpoints (`host:port`).
     pub endpoints: Vec<String>,
+    /// How to call the members' REST APIs.
+    pub rest: RestSettings,
 }
 
 /// Reads the configuration leniently, as patronictl does: a `patronictl.yaml` holding
@@ -168,10 +207,19 @@ fn read_ctl_config(cfg: &ConfigPath) -> anyhow::Result<CtlConfig> {
     // A complete agent configuration: use the real loader (env overrides included).
     let path = exists.then_some(cfg.path.as_path());
     if let Ok(full) = warden_config::load_with_env(path, &env) {
+        let rest = RestSettings {
+            auth: full.ctl_auth().map(|a| a.user_pass()),
+            insecure: full.ctl.insecure,
+            cacert: full.ctl_cacert().map(str::to_string),
+            certfile: full.ctl.certfile.clone(),
+            keyfile: full.ctl.keyfile.clone(),
+            keyfile_password: full.ctl.keyfile_password.clone(),
+        };
         return Ok(CtlConfig {
             scope: Some(full.scope.clone()).filter(|s| !s.is_empty()),
             namespace: full.namespace.clone(),
             endpoints: full.etcd3.hosts.clone(),
+            rest,
         });
     }
     let raw = match path {
@@ -206,11 +254,70 @@ fn read_ctl_config(cfg: &ConfigPath) -> anyhow::Result<CtlConfig> {
             }
         }
     }
+    let rest = lenient_rest_settings(&raw, &env);
     Ok(CtlConfig {
         scope,
         namespace,
         endpoints,
+        rest,
     })
+}
+
+/// REST settings from a raw configuration document plus `PATRONI_CTL_*` /
+/// `PATRONI_RESTAPI_*` variables (which replace the file's values, as in Patroni).
+fn lenient_rest_settings(
+    raw: &serde_json::Value,
+    env: &std::collections::BTreeMap<String, String>,
+) -> RestSettings {
+    let sget = |section: &str, key: &str| -> Option<String> {
+        let env_key = format!(
+            "PATRONI_{}_{}",
+            section.to_ascii_uppercase(),
+            key.to_ascii_uppercase()
+        );
+        env.get(&env_key)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .or_else(|| match raw.get(section).and_then(|s| s.get(key)) {
+                Some(serde_json::Value::String(v)) => Some(v.clone()),
+                Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
+                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            })
+    };
+    let auth_of = |section: &str| -> Option<String> {
+        let up = section.to_ascii_uppercase();
+        let user = env
+            .get(&format!("PATRONI_{up}_USERNAME"))
+            .filter(|v| !v.is_empty());
+        let pass = env
+            .get(&format!("PATRONI_{up}_PASSWORD"))
+            .filter(|v| !v.is_empty());
+        if user.is_some() || pass.is_some() {
+            return Some(format!(
+                "{}:{}",
+                user.map(String::as_str).unwrap_or(""),
+                pass.map(String::as_str).unwrap_or("")
+            ));
+        }
+        let a = raw.get(section)?.get("authentication")?;
+        let field = |k: &str| match a.get(k) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v @ serde_json::Value::Number(_)) => v.to_string(),
+            _ => String::new(),
+        };
+        Some(format!("{}:{}", field("username"), field("password")))
+    };
+    RestSettings {
+        auth: auth_of("ctl").or_else(|| auth_of("restapi")),
+        insecure: sget("ctl", "insecure")
+            .and_then(|v| warden_config::parse_bool(&v))
+            .unwrap_or(false),
+        cacert: sget("ctl", "cacert").or_else(|| sget("restapi", "cafile")),
+        certfile: sget("ctl", "certfile"),
+        keyfile: sget("ctl", "keyfile"),
+        keyfile_password: sget("ctl", "keyfile_password"),
+    }
 }
 
 fn split_hosts(s: &str) -> Vec<String> {
@@ -261,12 +368,8 @@ pub fn parse_dcs_url(url: &str) -> anyhow::Result<(Vec<String>, Option<String>)>
     Ok((vec![hostport], path.filter(|p| p != "/")))
 }
 
-/// Reads the cluster `cluster_name` from etcd (fresh read, no lease).
-async fn load_cluster(
-    cfg: &ConfigPath,
-    dcs_url: Option<&str>,
-    cluster_name: &str,
-) -> anyhow::Result<Cluster> {
+/// The configuration with `--dcs-url` applied.
+pub(crate) fn resolve_config(cfg: &ConfigPath, dcs_url: Option<&str>) -> anyhow::Result<CtlConfig> {
     let mut ctl = read_ctl_config(cfg)?;
     if let Some(url) = dcs_url {
         let (endpoints, ns) = parse_dcs_url(url)?;
@@ -275,12 +378,30 @@ async fn load_cluster(
             ctl.namespace = ns;
         }
     }
+    Ok(ctl)
+}
+
+/// Connects to etcd for the cluster `cluster_name` (no lease is ever taken).
+pub(crate) async fn connect_dcs(
+    ctl: &CtlConfig,
+    cluster_name: &str,
+) -> anyhow::Result<warden_dcs::EtcdDcs> {
     if ctl.endpoints.is_empty() {
         anyhow::bail!("Can not find suitable configuration of distributed configuration store\nAvailable implementations: etcd3");
     }
     let settings =
         warden_dcs::DcsSettings::new(ctl.endpoints.clone(), &ctl.namespace, cluster_name);
-    let dcs = warden_dcs::EtcdDcs::connect(settings).await?;
+    Ok(warden_dcs::EtcdDcs::connect(settings).await?)
+}
+
+/// Reads the cluster `cluster_name` from etcd (fresh read, no lease).
+async fn load_cluster(
+    cfg: &ConfigPath,
+    dcs_url: Option<&str>,
+    cluster_name: &str,
+) -> anyhow::Result<Cluster> {
+    let ctl = resolve_config(cfg, dcs_url)?;
+    let dcs = connect_dcs(&ctl, cluster_name).await?;
     use warden_dcs::Dcs;
     Ok(dcs.get_cluster().await?)
 }
@@ -291,7 +412,7 @@ fn config_scope(cfg: &ConfigPath) -> anyhow::Result<Option<String>> {
 }
 
 /// Python logging's default `asctime` (`YYYY-MM-DD HH:MM:SS,mmm`).
-fn log_warning(msg: &str) {
+pub(crate) fn log_warning(msg: &str) {
     let now = chrono::Local::now();
     eprintln!("{} - WARNING - {msg}", now.format("%Y-%m-%d %H:%M:%S,%3f"));
 }
@@ -305,7 +426,7 @@ fn clear_screen(out: &mut impl Write) -> std::io::Result<()> {
 }
 
 /// `watching()`: the refresh period, if any (`-W` = 2 s unless `-w` is given).
-fn watch_period(w: bool, watch: Option<f64>) -> Option<Duration> {
+pub(crate) fn watch_period(w: bool, watch: Option<f64>) -> Option<Duration> {
     let secs = match watch {
         Some(s) if s != 0.0 => s,
         _ if w => 2.0,
@@ -372,6 +493,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             cmd_list(&cli, &a.common, opts, false).await
         }
+        other => commands::run(&cli, other).await,
     }
 }
 
@@ -379,7 +501,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
-        eprintln!("Error: {e:#}");
+        let _ = std::io::stdout().flush();
+        if e.downcast_ref::<commands::Aborted>().is_some() {
+            eprintln!("Aborted!");
+        } else {
+            eprintln!("Error: {e:#}");
+        }
         std::process::exit(1);
     }
 }
@@ -476,6 +603,181 @@ mod tests {
         };
         assert_eq!(a.common.cluster_names, ["batman"]);
         assert!(a.common.watch_refresh);
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn action_commands() {
+        let cli = parse(&[
+            "switchover",
+            "batman",
+            "--primary",
+            "a",
+            "--candidate",
+            "b",
+            "--scheduled",
+            "now",
+            "--force",
+        ])
+        .unwrap();
+        let Command::Switchover(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.c.cluster_name.as_deref(), Some("batman"));
+        assert_eq!(a.leader.as_deref(), Some("a"));
+        assert_eq!(a.candidate.as_deref(), Some("b"));
+        assert_eq!(a.scheduled.as_deref(), Some("now"));
+        assert!(a.force);
+        let cli = parse(&["switchover", "--leader", "x"]).unwrap();
+        let Command::Switchover(a) = cli.command else {
+            panic!()
+        };
+        assert!(a.c.cluster_name.is_none() && !a.force && a.leader.as_deref() == Some("x"));
+
+        let cli = parse(&[
+            "restart",
+            "c",
+            "m1",
+            "m2",
+            "-r",
+            "replica",
+            "--any",
+            "--pending",
+            "--pg-version",
+            "16.1",
+            "--timeout",
+            "30",
+            "--scheduled",
+            "2030-01-01T00:00+00:00",
+        ])
+        .unwrap();
+        let Command::Restart(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.m.member_names, ["m1", "m2"]);
+        assert_eq!(a.m.role, warden_ctl::members::Role::Replica);
+        assert!(a.any && a.pending && !a.m.force);
+        assert_eq!(a.pg_version.as_deref(), Some("16.1"));
+        assert_eq!(a.timeout.as_deref(), Some("30"));
+        let cli = parse(&["reload", "c"]).unwrap();
+        let Command::Reload(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.m.role, warden_ctl::members::Role::Any);
+        assert!(parse(&["reload"]).is_err());
+        assert!(parse(&["restart", "c", "-r", "master"]).is_err());
+        assert!(parse(&["dsn", "-r", "standby-leader"]).is_ok());
+
+        let cli = parse(&["flush", "c", "m1", "restart", "--force"]).unwrap();
+        let Command::Flush(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.args, ["c", "m1", "restart"]);
+        assert!(parse(&["flush", "c"]).is_err());
+
+        let cli = parse(&[
+            "edit-config",
+            "-s",
+            "ttl=20",
+            "--set",
+            "loop_wait=5",
+            "-p",
+            "max_connections=101",
+            "--pg",
+            "work_mem=4MB",
+            "-q",
+            "--apply",
+            "-",
+            "--replace",
+            "f.yml",
+            "--force",
+        ])
+        .unwrap();
+        let Command::EditConfig(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.kvpairs, ["ttl=20", "loop_wait=5"]);
+        assert_eq!(a.pgkvpairs, ["max_connections=101", "work_mem=4MB"]);
+        assert!(a.quiet && a.force);
+        assert_eq!(a.apply_filename.as_deref(), Some("-"));
+        assert_eq!(a.replace_filename.as_deref(), Some("f.yml"));
+
+        let cli = parse(&[
+            "query",
+            "c",
+            "-c",
+            "SELECT 1",
+            "-U",
+            "u",
+            "-d",
+            "db",
+            "--format",
+            "json",
+            "-m",
+            "pg1",
+            "--delimiter",
+            ",",
+            "--password",
+        ])
+        .unwrap();
+        let Command::Query(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.command.as_deref(), Some("SELECT 1"));
+        assert_eq!(
+            (a.username.as_deref(), a.dbname.as_deref()),
+            (Some("u"), Some("db"))
+        );
+        assert_eq!((a.fmt.as_str(), a.delimiter.as_str()), ("json", ","));
+        assert!(a.password && a.member.as_deref() == Some("pg1"));
+        let cli = parse(&["query", "-f", "x.sql"]).unwrap();
+        let Command::Query(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.fmt, "tsv");
+        assert_eq!(a.delimiter, "\t");
+
+        let cli = parse(&["reinit", "c", "m", "--from-leader", "--wait", "--force"]).unwrap();
+        let Command::Reinit(a) = cli.command else {
+            panic!()
+        };
+        assert!(a.from_leader && a.wait && a.force);
+        let cli = parse(&["pause", "--wait"]).unwrap();
+        assert!(matches!(cli.command, Command::Pause(ref p) if p.wait));
+        let cli = parse(&["version", "c", "m1"]).unwrap();
+        let Command::Version(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.member_names, ["m1"]);
+        assert!(parse(&["history", "-f", "tsv"]).is_ok());
+        assert!(parse(&["remove"]).is_err());
+        assert!(parse(&["demote-cluster", "--host", "h", "--port", "5432"]).is_ok());
+    }
+
+    #[test]
+    fn rest_settings_from_yaml_and_env() {
+        let raw = serde_json::json!({
+            "restapi": {"authentication": {"username": "r", "password": "rp"}, "cafile": "/ca"},
+            "ctl": {"insecure": true}
+        });
+        let mut env = std::collections::BTreeMap::new();
+        let s = lenient_rest_settings(&raw, &env);
+        assert_eq!(s.auth.as_deref(), Some("r:rp"));
+        assert!(s.insecure);
+        assert_eq!(s.cacert.as_deref(), Some("/ca"));
+        env.insert("PATRONI_CTL_USERNAME".to_string(), "c".to_string());
+        env.insert("PATRONI_CTL_PASSWORD".to_string(), "cp".to_string());
+        assert_eq!(
+            lenient_rest_settings(&raw, &env).auth.as_deref(),
+            Some("c:cp")
+        );
+        let s = lenient_rest_settings(&serde_json::json!({}), &Default::default());
+        assert_eq!(s, RestSettings::default());
     }
 
     #[test]

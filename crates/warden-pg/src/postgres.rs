@@ -1022,6 +1022,25 @@ impl Postgres {
             .map_err(|e| PgError::query(&first_words(sql), e))
     }
 
+    /// Runs one query as the superuser (simple protocol) and returns every row as text
+    /// columns (`None` = SQL NULL).
+    pub async fn query_rows(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, PgError> {
+        let client = self.connect_local("Patroni", None).await?;
+        let msgs = client
+            .simple_query(sql)
+            .await
+            .map_err(|e| PgError::query(&first_words(sql), e))?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// `CHECKPOINT` (no statement timeout).
     pub async fn checkpoint(&self) -> Result<(), PgError> {
         self.execute("CHECKPOINT").await

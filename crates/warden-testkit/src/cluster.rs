@@ -36,6 +36,8 @@ pub struct TestNode {
     pub log: PathBuf,
     /// the running agent, if started
     pub agent: Option<ProcessGuard>,
+    /// extra environment for the agent
+    pub env: Vec<(String, String)>,
 }
 
 /// Per-node tweaks for [`TestCluster::start`].
@@ -43,6 +45,10 @@ pub struct TestNode {
 pub struct NodeOptions {
     /// extra YAML appended under `tags:` (e.g. `nofailover: true`)
     pub tags: Vec<String>,
+    /// extra YAML lines appended under `postgresql:` (indented by the harness)
+    pub postgresql: Vec<String>,
+    /// environment variables for the agent
+    pub env: Vec<(String, String)>,
 }
 
 /// etcd + N agents.
@@ -69,9 +75,9 @@ impl TestCluster {
             let data_dir = node_dir.join("data");
             let pg_port = free_port();
             let api_port = free_port();
-            let tags = options.get(i).map(|o| o.tags.clone()).unwrap_or_default();
+            let opts = options.get(i).cloned().unwrap_or_default();
             let yaml = node_config(
-                scope, &name, &etcd, &node_dir, &data_dir, pg_port, api_port, &tags,
+                scope, &name, &etcd, &node_dir, &data_dir, pg_port, api_port, &opts,
             );
             let config = node_dir.join("warden.yml");
             std::fs::write(&config, yaml).expect("write config");
@@ -85,6 +91,7 @@ impl TestCluster {
                 data_dir,
                 config,
                 agent: None,
+                env: opts.env.clone(),
             });
         }
         TestCluster {
@@ -112,6 +119,9 @@ impl TestCluster {
         let mut cmd = Command::new(Self::bin("warden"));
         cmd.arg(&node.config).current_dir(&node.dir);
         cmd.env("HOME", &node.dir);
+        for (k, v) in &node.env {
+            cmd.env(k, v);
+        }
         self.dir.run_as.apply(&mut cmd);
         node.agent = Some(ProcessGuard::spawn(&node.name, cmd, &node.log));
     }
@@ -259,11 +269,15 @@ fn node_config(
     data_dir: &std::path::Path,
     pg_port: u16,
     api_port: u16,
-    tags: &[String],
+    opts: &NodeOptions,
 ) -> String {
     let bin = crate::pg_bin_dir();
+    let mut pg_extra = String::new();
+    for l in &opts.postgresql {
+        pg_extra.push_str(&format!("  {l}\n"));
+    }
     let mut tag_lines = String::new();
-    for t in tags {
+    for t in &opts.tags {
         tag_lines.push_str(&format!("  {t}\n"));
     }
     if tag_lines.is_empty() {
@@ -326,7 +340,7 @@ postgresql:
     unix_socket_directories: '{node_dir}'
   basebackup:
   - checkpoint: fast
-
+{pg_extra}
 tags:
 {tag_lines}"#,
         etcd_hosts = etcd.host_port(),

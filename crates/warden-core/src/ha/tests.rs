@@ -6,6 +6,24 @@ use super::*;
 use crate::cluster::{Cluster, KeyValue};
 
 const SYSID: &str = "7268616322854375442";
+/// 2024-01-01T00:00:00Z
+const NOW_EPOCH_MS: i64 = 1_704_067_200_000;
+
+/// `cluster` plus a `failover` key.
+fn with_failover(
+    mut c: Cluster,
+    leader: Option<&str>,
+    member: Option<&str>,
+    at: Option<&str>,
+) -> Cluster {
+    c.failover = Some(crate::cluster::FailoverRequest {
+        leader: leader.map(str::to_string),
+        member: member.map(str::to_string),
+        scheduled_at: at.map(str::to_string),
+        version: 42,
+    });
+    c
+}
 
 fn member_json(role: &str, port: u16, xlog: u64, tl: u32, extra: &str) -> String {
     format!(
@@ -145,6 +163,7 @@ fn run(
             memory,
             answers: &answers,
             now_ms: 1_000,
+            now_epoch_ms: NOW_EPOCH_MS,
         };
         match decide(&input) {
             Step::Act(d) => return (asked, d),
@@ -345,6 +364,66 @@ fn cases() -> Vec<Case> {
         case("unlocked and paused: replicas do not race", "pg2", unlocked(), replica(100))
             .settings(|s| s.paused = true)
             .expect(vec![], "PAUSE: no action. I am (pg2), cluster is unlocked"),
+        // --- switchover / manual failover (L15, C3)
+        case("leader: switchover to a healthy candidate demotes gracefully", "pg1",
+                Some(with_failover(cluster(Some("pg1"), Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), None)), primary())
+            .world(World { probes: vec![peer("pg2", 100), peer("pg3", 90)], ..World::default() })
+            .expect(vec![demote(DemoteMode::Graceful)], "switchover: demoting myself"),
+        case("leader: manual failover without leader demotes gracefully", "pg1",
+                Some(with_failover(cluster(Some("pg1"), Some(SYSID), Some(100)), None, Some("pg3"), None)), primary())
+            .world(World { probes: vec![peer("pg2", 100), peer("pg3", 100)], ..World::default() })
+            .expect(vec![demote(DemoteMode::Graceful)], "manual failover: demoting myself"),
+        case("leader: unreachable candidate clears the request", "pg1",
+                Some(with_failover(cluster(Some("pg1"), Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), None)), primary())
+            .world(World { probes: vec![PeerStatus { reachable: false, ..peer("pg2", 100) }, peer("pg3", 100)], ..World::default() })
+            .expect(vec![Action::LeaderHousekeeping, Action::ClearFailover { version: 42 }], "no healthy members found"),
+        case("leader: lagging candidate clears the request", "pg1",
+                Some(with_failover(cluster(Some("pg1"), Some(SYSID), Some(100)), Some("pg1"), Some("pg3"), None)), LocalPg { wal_position: 50_000_000, ..primary() })
+            .world(World { probes: vec![peer("pg3", 10)], ..World::default() })
+            .expect(vec![Action::LeaderHousekeeping, Action::ClearFailover { version: 42 }], "no healthy members found"),
+        case("leader: request from another leader name is cleared", "pg1",
+                Some(with_failover(cluster(Some("pg1"), Some(SYSID), Some(100)), Some("pg9"), Some("pg2"), None)), primary())
+            .expect(vec![Action::LeaderHousekeeping, Action::ClearFailover { version: 42 }], "leader name does not match: pg9 != pg1"),
+        case("leader: scheduled in the future waits", "pg1",
+                Some(with_failover(cluster(Some("pg1"), Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), Some("2024-01-01T00:05:00+00:00"))), primary())
+            .expect(vec![Action::LeaderHousekeeping], "Awaiting switchover at 2024-01-01T00:05:00+00:00 (in 300 seconds)"),
+        case("leader: scheduled within a loop waits then demotes", "pg1",
+                Some(with_failover(cluster(Some("pg1"), Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), Some("2024-01-01T01:00:05+01:00"))), primary())
+            .world(World { probes: vec![peer("pg2", 100)], ..World::default() })
+            .expect(vec![Action::WaitUntil { epoch_ms: NOW_EPOCH_MS + 5_000 }, demote(DemoteMode::Graceful)], "switchover: demoting myself"),
+        case("leader: stale scheduled request is removed", "pg1",
+                Some(with_failover(cluster(Some("pg1"), Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), Some("2023-12-31T23:00:00+00:00"))), primary())
+            .expect(vec![Action::LeaderHousekeeping, Action::ClearFailover { version: 42 }], "stale switchover request"),
+        case("leader: paused scheduled request is removed", "pg1",
+                Some(with_failover(cluster(Some("pg1"), Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), Some("2024-01-01T00:05:00+00:00"))), primary())
+            .settings(|s| s.paused = true)
+            .expect(vec![Action::LeaderHousekeeping, Action::ClearFailover { version: 42 }], "PAUSE: switchover: scheduled switchovers are not allowed in pause"),
+        case("leader: paused switchover to a named candidate is allowed", "pg1",
+                Some(with_failover(cluster(Some("pg1"), Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), None)), primary())
+            .settings(|s| s.paused = true)
+            .world(World { probes: vec![peer("pg2", 100)], ..World::default() })
+            .expect(vec![demote(DemoteMode::Graceful)], "PAUSE: switchover: demoting myself"),
+        case("unlocked: the requested candidate takes over and clears the request", "pg3",
+                Some(with_failover(cluster(None, Some(SYSID), Some(100)), Some("pg1"), Some("pg3"), None)), replica(90))
+            .world(World { acquire: true, ..World::default() })
+            .expect(vec![Action::ClearFailover { version: 42 }, Action::Promote, Action::LeaderHousekeeping], "I am the requested candidate"),
+        case("unlocked: others defer to a healthy requested candidate", "pg2",
+                Some(with_failover(cluster(None, Some(SYSID), Some(100)), Some("pg1"), Some("pg3"), None)), replica(100))
+            .world(World { probes: vec![peer("pg3", 90), peer("pg1", 0)], ..World::default() })
+            .expect(vec![], "pg3 is the requested failover candidate"),
+        case("unlocked: dead requested candidate: the best other node takes over", "pg2",
+                Some(with_failover(cluster(None, Some(SYSID), Some(100)), None, Some("pg3"), None)), replica(100))
+            .world(World { acquire: true, probes: vec![PeerStatus { reachable: false, ..peer("pg3", 90) }], ..World::default() })
+            .expect(vec![Action::ClearFailover { version: 42 }, Action::Promote, Action::LeaderHousekeeping], "promoted self"),
+        case("unlocked: switchover race ignores the former leader and lag", "pg3",
+                Some(with_failover(cluster(None, Some(SYSID), Some(10_000_000)), Some("pg1"), None, None)), replica(90))
+            .world(World { acquire: true, probes: vec![PeerStatus { is_primary: true, ..peer("pg1", 0) }], ..World::default() })
+            .expect(vec![Action::ClearFailover { version: 42 }, Action::Promote, Action::LeaderHousekeeping], "promoted self"),
+        case("unlocked and paused: only the named candidate races", "pg2",
+                Some(with_failover(cluster(None, Some(SYSID), Some(100)), None, Some("pg2"), None)), replica(100))
+            .settings(|s| s.paused = true)
+            .world(World { acquire: true, ..World::default() })
+            .expect(vec![Action::ClearFailover { version: 42 }, Action::Promote, Action::LeaderHousekeeping], "PAUSE: promoted self"),
         // --- PostgreSQL not running (R1–R6)
         case("lock holder crashed: restart as primary", "pg1", locked_pg1(), stopped(true, 1))
             .expect(vec![Action::StartPrimary], "starting primary after failure"),

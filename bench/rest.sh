@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# REST API benchmark: Warden vs Patroni on the endpoints load balancers and monitoring
+# hit most (GET /primary, /replica, /patroni), with and without keep-alive.
+#
+# Starts, all on 127.0.0.1 in a temp dir: one etcd, a single-node Warden cluster (release
+# build) and, when Patroni is available, a single-node Patroni cluster (other scope, other
+# ports, same etcd). Runs `wrk` against each endpoint of each agent, prints a table and
+# each agent's RSS after the load, then stops every process it started by PID.
+#
+# Knobs (environment): BENCH_DURATION (s, default 10), BENCH_THREADS (2),
+# BENCH_CONNECTIONS (32), BENCH_BASE_PORT (26000), BENCH_SKIP_PATRONI=1,
+# PATRONI_BIN (a `patroni` the postgres user can run; as root a venv is made in
+# /opt/warden-bench/patroni-venv if the one on PATH is not readable by postgres).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+. scripts/deps.sh
+ensure_deps
+
+DURATION="${BENCH_DURATION:-10}"
+THREADS="${BENCH_THREADS:-2}"
+CONNS="${BENCH_CONNECTIONS:-32}"
+BASE_PORT="${BENCH_BASE_PORT:-26000}"
+ETCD_PORT=$((BASE_PORT + 79)); ETCD_PEER=$((BASE_PORT + 80))
+W_PG=$((BASE_PORT + 32)); W_API=$((BASE_PORT + 8))
+P_PG=$((BASE_PORT + 33)); P_API=$((BASE_PORT + 9))
+
+if ! command -v wrk >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    else
+        echo "wrk not found: sudo apt-get install -y wrk" >&2; exit 1
+    fi
+fi
+
+echo "Building release binaries..."
+cargo build --release --bins --quiet
+WARDEN="$ROOT/target/release/warden"
+
+TMP=$(mktemp -d /tmp/warden-bench.XXXXXX)
+chmod 755 "$TMP"
+AS=()
+if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$TMP"
+    # setpriv execs (no fork), so $! is the agent's own PID (for RSS and for kill).
+    AS=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+fi
+
+# --- Patroni (optional) ---------------------------------------------------------------
+PATRONI=""
+if [ -z "${BENCH_SKIP_PATRONI:-}" ]; then
+    if [ -n "${PATRONI_BIN:-}" ]; then
+        PATRONI="$PATRONI_BIN"
+    elif command -v patroni >/dev/null 2>&1; then
+        PATRONI=$(command -v patroni)
+        if [ "$(id -u)" = 0 ] && ! "${AS[@]}" "$PATRONI" --version >/dev/null 2>&1; then
+            # e.g. a pyenv under /root: the postgres user cannot run it. Use (or make) a
+            # venv it can read, with the same Patroni version.
+            ver=$(patroni --version | awk '{print $2}')
+            VENV=/opt/warden-bench/patroni-venv
+            if ! "${AS[@]}" "$VENV/bin/patroni" --version 2>/dev/null | grep -q "$ver"; then
+                echo "Installing patroni $ver into $VENV (readable by postgres)..."
+                rm -rf "$VENV"
+                mkdir -p "$(dirname "$VENV")"
+                /usr/bin/python3 -m venv "$VENV"
+                "$VENV/bin/pip" install -q "patroni[etcd3]==$ver" psycopg2-binary
+            fi
+            PATRONI="$VENV/bin/patroni"
+        fi
+    fi
+fi
+if [ -n "$PATRONI" ] && ! "${AS[@]}" "$PATRONI" --version >/dev/null 2>&1; then
+    echo "note: $PATRONI cannot be run by the PostgreSQL user; skipping Patroni" >&2
+    PATRONI=""
+fi
+
+AGENT_PIDS=()
+ETCD_PID=""
+cleanup() {
+    trap - EXIT INT TERM
+    for pid in "${AGENT_PIDS[@]:-}"; do [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 1 100); do
+        alive=0
+        for pid in "${AGENT_PIDS[@]:-}"; do [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.2
+    done
+    for pid in "${AGENT_PIDS[@]:-}"; do [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true; done
+    for pidfile in "$TMP"/*/data/postmaster.pid; do
+        [ -f "$pidfile" ] && kill -QUIT "$(head -1 "$pidfile")" 2>/dev/null || true
+    done
+    [ -n "$ETCD_PID" ] && kill -KILL "$ETCD_PID" 2>/dev/null || true
+    sleep 0.5
+    rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+etcd --name bench --data-dir "$TMP/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
+    --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER" >"$TMP/etcd.log" 2>&1 &
+ETCD_PID=$!
+disown "$ETCD_PID"
+for _ in $(seq 1 100); do
+    etcdctl --endpoints "127.0.0.1:$ETCD_PORT" endpoint health >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+# write_config <dir> <scope> <name> <pg_port> <api_port>: the same YAML serves both agents.
+write_config() {
+    local dir=$1 scope=$2 name=$3 pg=$4 api=$5
+    mkdir -p "$dir"
+    cat >"$dir/config.yml" <<YAML
+scope: $scope
+namespace: /service/
+name: $name
+log:
+  level: WARNING
+restapi:
+  listen: 127.0.0.1:$api
+  connect_address: 127.0.0.1:$api
+etcd3:
+  hosts: 127.0.0.1:$ETCD_PORT
+bootstrap:
+  dcs:
+    ttl: 30
+    loop_wait: 10
+    retry_timeout: 10
+    maximum_lag_on_failover: 1048576
+    postgresql:
+      parameters:
+        fsync: off
+        shared_buffers: 16MB
+        max_connections: 20
+  initdb: [{encoding: UTF8}, no-sync]
+  pg_hba:
+  - local all all trust
+  - host all all 127.0.0.1/32 scram-sha-256
+  - host replication replicator 127.0.0.1/32 scram-sha-256
+postgresql:
+  listen: 127.0.0.1:$pg
+  connect_address: 127.0.0.1:$pg
+  data_dir: $dir/data
+  bin_dir: $PG_BIN_DIR
+  pgpass: $dir/pgpass
+  authentication:
+    superuser: {username: postgres, password: bench}
+    replication: {username: replicator, password: rep-bench}
+  parameters:
+    unix_socket_directories: '$dir'
+YAML
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$dir"
+    return 0
+}
+
+# start_agent <dir> <program...>: sets LAST_PID to the agent's PID.
+start_agent() {
+    local dir=$1; shift
+    (cd "$dir" && exec "${AS[@]}" env HOME="$dir" "$@" "$dir/config.yml" >>"$dir/agent.log" 2>&1) &
+    LAST_PID=$!
+    disown "$LAST_PID"
+    AGENT_PIDS+=("$LAST_PID")
+}
+
+wait_primary() {
+    local name=$1 api=$2 dir=$3
+    for _ in $(seq 1 180); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$api/primary" || true)" = 200 ] && return 0
+        sleep 0.5
+    done
+    echo "$name did not become primary within 90 s; log tail:" >&2
+    tail -n 30 "$dir/agent.log" >&2
+    exit 1
+}
+
+write_config "$TMP/warden" bench-warden warden0 "$W_PG" "$W_API"
+start_agent "$TMP/warden" "$WARDEN"
+W_PID=$LAST_PID
+if [ -n "$PATRONI" ]; then
+    write_config "$TMP/patroni" bench-patroni patroni0 "$P_PG" "$P_API"
+    start_agent "$TMP/patroni" "$PATRONI"
+    P_PID=$LAST_PID
+fi
+wait_primary Warden "$W_API" "$TMP/warden"
+[ -n "$PATRONI" ] && wait_primary Patroni "$P_API" "$TMP/patroni"
+sleep 2  # let both finish their first HA cycles
+
+W_VER=$(curl -s "http://127.0.0.1:$W_API/patroni" | python3 -c 'import json,sys; print(json.load(sys.stdin)["patroni"]["version"])' 2>/dev/null || echo "?")
+P_VER=""
+[ -n "$PATRONI" ] && P_VER=$("$PATRONI" --version 2>/dev/null | awk '{print $2}')
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+W_RSS0=$(rss_kb "$W_PID"); P_RSS0=""
+[ -n "$PATRONI" ] && P_RSS0=$(rss_kb "$P_PID")
+
+# run_wrk <url> <mode>: prints "req/s p99_ms non2xx socket_errors requests".
+run_wrk() {
+    local url=$1 mode=$2 out
+    local hdr=()
+    [ "$mode" = close ] && hdr=(-H 'Connection: close')
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s --latency "${hdr[@]}" "$url" 2>&1)
+    echo "$out" >>"$TMP/wrk.log"
+    awk '
+        /Requests\/sec:/ { rps = $2 }
+        /^ +99%/ { v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u);
+                   p99 = (u == "us") ? v / 1000 : (u == "s") ? v * 1000 : (u == "m") ? v * 60000 : v }
+        /Non-2xx or 3xx responses:/ { non2xx = $5 }
+        /Socket errors:/ { gsub(/,/, ""); err = sprintf("connect=%d,read=%d,write=%d,timeout=%d", $4, $6, $8, $10);
+                           if ($4 + $6 + $8 + $10 == 0) err = "0" }
+        /requests in/ { total = $1 }
+        END { printf "%s %.2f %d %s %d\n", (rps == "" ? 0 : rps), p99, non2xx, (err == "" ? "0" : err), total }' <<<"$out"
+}
+
+echo
+echo "wrk -t$THREADS -c$CONNS -d${DURATION}s --latency [-H 'Connection: close'] http://127.0.0.1:<api>/<endpoint>"
+echo "Warden $W_VER (release build)${PATRONI:+ vs Patroni $P_VER}; $(nproc) CPUs; single-node clusters (each node is the leader)"
+echo
+fmt="%-9s %-10s %12s %10s %12s %10s %7s\n"
+printf "$fmt" endpoint mode "Warden r/s" "W p99 ms" "Patroni r/s" "P p99 ms" ratio
+printf "$fmt" --------- ---------- ------------ ---------- ------------ ---------- -------
+NOTES=()
+for ep in primary replica patroni; do
+    for mode in keepalive close; do
+        read -r w_rps w_p99 w_non w_err w_n < <(run_wrk "http://127.0.0.1:$W_API/$ep" "$mode")
+        p_rps="-"; p_p99="-"; ratio="-"
+        if [ -n "$PATRONI" ]; then
+            read -r p_rps p_p99 p_non p_err p_n < <(run_wrk "http://127.0.0.1:$P_API/$ep" "$mode")
+            ratio=$(awk -v a="$w_rps" -v b="$p_rps" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }')
+            [ "$p_err" != 0 ] && NOTES+=("Patroni /$ep $mode: $p_n requests, socket errors $p_err")
+            [ "$p_non" != 0 ] && [ "$ep" != replica ] && NOTES+=("Patroni /$ep $mode: $p_non non-2xx")
+        fi
+        [ "$w_err" != 0 ] && NOTES+=("Warden /$ep $mode: $w_n requests, socket errors $w_err")
+        [ "$w_non" != 0 ] && [ "$ep" != replica ] && NOTES+=("Warden /$ep $mode: $w_non non-2xx")
+        printf "$fmt" "/$ep" "$mode" "$w_rps" "$w_p99" "$p_rps" "$p_p99" "$ratio"
+    done
+done
+echo
+echo "(/replica answers 503 on a leader: that is the probe HAProxy sends to the primary."
+echo " wrk counts a 'read' socket error each time a server closes the connection after a"
+echo " response, as HTTP/1.0 servers do; wrk then reconnects.)"
+for n in "${NOTES[@]:-}"; do [ -n "$n" ] && echo "note: $n"; done
+
+W_RSS1=$(rss_kb "$W_PID")
+echo
+echo "Agent RSS (VmRSS of the agent process; PostgreSQL not included):"
+echo "  Warden:  before load $((W_RSS0 / 1024)) MiB, after load $((W_RSS1 / 1024)) MiB (pid $W_PID)"
+if [ -n "$PATRONI" ]; then
+    P_RSS1=$(rss_kb "$P_PID")
+    echo "  Patroni: before load $((P_RSS0 / 1024)) MiB, after load $((P_RSS1 / 1024)) MiB (pid $P_PID)"
+fi

@@ -1,0 +1,410 @@
+//! Issue 3: planned operations — switchover (wardenctl and the real patronictl),
+//! scheduled switchover and flush, manual failover with the leader down, pause, rolling
+//! restart, reinit, and rejected requests.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use warden_testkit::cluster::{NodeOptions, TestCluster};
+
+const TTL: u64 = 20;
+
+fn wardenctl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
+    run(Command::new(TestCluster::bin("wardenctl"))
+        .arg("-c")
+        .arg(&c.nodes[0].config)
+        .args(args))
+}
+
+fn patronictl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
+    run(Command::new("patronictl")
+        .arg("-c")
+        .arg(&c.nodes[0].config)
+        .args(args))
+}
+
+async fn healthy_cluster(c: &mut TestCluster) -> usize {
+    c.start_all();
+    let leader = wait_for_leader(c, Duration::from_secs(60)).await;
+    for i in (0..c.nodes.len()).filter(|i| *i != leader) {
+        wait_streaming(c, i, Duration::from_secs(60)).await;
+    }
+    leader
+}
+
+/// Waits until `name` holds the lock and is writable.
+async fn wait_leader_is(c: &TestCluster, name: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if c.leader().as_deref() == Some(name) && is_writable(c, c.index_of(name)).await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not become the leader within {timeout:?}\n{}",
+            c.logs_tail(25)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn history_len(c: &TestCluster) -> usize {
+    c.etcd_get("history")
+        .and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok())
+        .and_then(|v| v.as_array().map(|a| a.len()))
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
+    let mut c = TestCluster::new("swtest", 3, &[]);
+    let l0 = healthy_cluster(&mut c).await;
+    let n = |i: usize| c.nodes[i].name.clone();
+    let cand = (l0 + 1) % 3;
+    exec(
+        &c,
+        l0,
+        "CREATE TABLE t(id int); INSERT INTO t SELECT generate_series(1, 100)",
+    )
+    .await
+    .expect("write");
+    let monitor = WritableMonitor::start(dsns(&c));
+
+    // 1. wardenctl switchover
+    let h0 = history_len(&c);
+    let (code, out, err) = wardenctl(
+        &c,
+        &[
+            "switchover",
+            "swtest",
+            "--leader",
+            &n(l0),
+            "--candidate",
+            &n(cand),
+            "--force",
+        ],
+    );
+    assert_eq!(code, 0, "wardenctl switchover: {out}{err}");
+    assert!(
+        out.contains(&format!("Successfully switched over to \"{}\"", n(cand))),
+        "{out}"
+    );
+    wait_leader_is(&c, &n(cand), Duration::from_secs(10)).await;
+    wait_streaming(&c, l0, Duration::from_secs(30)).await;
+    assert_eq!(
+        query_one(&c, cand, "SELECT count(*) FROM t")
+            .await
+            .as_deref(),
+        Some("100")
+    );
+    let upstream = query_one(&c, l0, "SELECT sender_port FROM pg_stat_wal_receiver").await;
+    assert_eq!(
+        upstream,
+        Some(c.nodes[cand].pg_port.to_string()),
+        "old leader streams from the new one"
+    );
+    warden_testkit::wait_for(
+        "history to gain a line",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || (history_len(&c) > h0).then_some(()),
+    );
+    assert_eq!(
+        c.etcd_get("failover").as_deref().unwrap_or("{}"),
+        "{}",
+        "request consumed"
+    );
+
+    // 2. the real patronictl, back to the first leader
+    exec(&c, cand, "INSERT INTO t SELECT generate_series(101, 200)")
+        .await
+        .expect("write");
+    let (code, out, err) = patronictl(
+        &c,
+        &[
+            "switchover",
+            "swtest",
+            "--leader",
+            &n(cand),
+            "--candidate",
+            &n(l0),
+            "--force",
+        ],
+    );
+    assert_eq!(code, 0, "patronictl switchover: {out}{err}");
+    wait_leader_is(&c, &n(l0), Duration::from_secs(10)).await;
+    wait_streaming(&c, cand, Duration::from_secs(30)).await;
+    assert_eq!(
+        query_one(&c, l0, "SELECT count(*) FROM t").await.as_deref(),
+        Some("200")
+    );
+
+    // 3. scheduled switchover fires at its time, not before.
+    let at = chrono::Utc::now() + chrono::Duration::seconds(8);
+    let at_s = at
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        .replace('Z', "+00:00");
+    let (code, out, err) = wardenctl(
+        &c,
+        &[
+            "switchover",
+            "swtest",
+            "--leader",
+            &n(l0),
+            "--candidate",
+            &n(cand),
+            "--scheduled",
+            &at_s,
+            "--force",
+        ],
+    );
+    assert_eq!(code, 0, "scheduled switchover: {out}{err}");
+    assert!(c
+        .etcd_get("failover")
+        .is_some_and(|f| f.contains("scheduled_at")));
+    while chrono::Utc::now() < at - chrono::Duration::seconds(1) {
+        assert_eq!(
+            c.leader().as_deref(),
+            Some(n(l0).as_str()),
+            "switched before the scheduled time"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_leader_is(&c, &n(cand), Duration::from_secs(15)).await;
+    assert!(chrono::Utc::now() >= at, "switched before its time");
+
+    // 4. a scheduled switchover can be cancelled with flush.
+    let at = chrono::Utc::now() + chrono::Duration::seconds(6);
+    let at_s = at
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        .replace('Z', "+00:00");
+    let (code, out, err) = wardenctl(
+        &c,
+        &[
+            "switchover",
+            "swtest",
+            "--leader",
+            &n(cand),
+            "--candidate",
+            &n(l0),
+            "--scheduled",
+            &at_s,
+            "--force",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = wardenctl(&c, &["flush", "swtest", "switchover", "--force"]);
+    assert_eq!(code, 0, "flush: {out}{err}");
+    assert!(out.contains("scheduled switchover deleted"), "{out}");
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(
+        c.leader().as_deref(),
+        Some(n(cand).as_str()),
+        "a flushed switchover must not run"
+    );
+
+    let (max, events) = monitor.finish().await;
+    assert!(max <= 1, "two writable nodes at once: {events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_failover_pause_restart_reinit_and_rejections() {
+    let opts = vec![
+        NodeOptions::default(),
+        NodeOptions::default(),
+        NodeOptions {
+            tags: vec!["nofailover: true".into()],
+            ..NodeOptions::default()
+        },
+    ];
+    let mut c = TestCluster::new("opstest", 3, &opts);
+    c.start_node(0);
+    wait_for_leader(&c, Duration::from_secs(60)).await;
+    c.start_node(1);
+    c.start_node(2);
+    wait_streaming(&c, 1, Duration::from_secs(60)).await;
+    wait_streaming(&c, 2, Duration::from_secs(60)).await;
+    exec(&c, 0, "CREATE TABLE t(id int); INSERT INTO t VALUES (1)")
+        .await
+        .expect("write");
+
+    // Rejected requests: Patroni's codes and texts, and the agent keeps running.
+    let api = format!("127.0.0.1:{}", c.nodes[0].api_port);
+    let body_of = |path: &str, body: &str| -> (String, String) {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                "POST",
+                "--data-binary",
+                body,
+            ])
+            .arg(format!("http://{api}{path}"))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (b, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+        (code.to_string(), b.to_string())
+    };
+    assert_eq!(body_of("/switchover", "{not json").0, "400");
+    assert_eq!(
+        body_of("/failover", r#"{"foo":"bar"}"#),
+        (
+            "400".into(),
+            "Failover could be performed only to a specific candidate".into()
+        )
+    );
+    assert_eq!(
+        body_of("/switchover", r#"{"leader":"pg0","candidate":"pg0"}"#),
+        (
+            "400".into(),
+            "Switchover target and source are the same".into()
+        )
+    );
+    assert_eq!(
+        body_of("/switchover", r#"{"leader":"pg0","candidate":"nobody"}"#),
+        ("412".into(), "candidate does not exists".into())
+    );
+    assert_eq!(
+        body_of("/failover", r#"{"candidate":"pg2"}"#),
+        (
+            "412".into(),
+            "failover is not possible: no good candidates have been found".into()
+        )
+    );
+    assert_eq!(body_of("/restart", r#"{"schedule":"not a date"}"#).0, "422");
+    assert_eq!(
+        body_of("/restart", r#"{"schedule":"2030-01-01T00:00:00"}"#).0,
+        "400"
+    );
+    assert_eq!(body_of("/restart", r#"{"role":"boss"}"#).0, "400");
+    assert_eq!(
+        body_of("/reinitialize", r#"{"force":true}"#),
+        ("503".into(), "I am the leader, can not reinitialize".into())
+    );
+    assert!(c.nodes[0].agent.as_mut().is_some_and(|a| a.is_running()));
+
+    // Rolling restart: replicas first, then the primary.
+    let start_time = |i: usize| {
+        let c = &c;
+        async move { query_one(c, i, "SELECT pg_postmaster_start_time()").await }
+    };
+    let before: Vec<_> = futures::future::join_all((0..3).map(start_time)).await;
+    let (code, out, err) = run(Command::new(TestCluster::bin("wardenctl"))
+        .arg("-c")
+        .arg(&c.nodes[0].config)
+        .args(["restart", "opstest", "--role", "replica", "--force"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Success: restart on member pg1")
+            && out.contains("Success: restart on member pg2"),
+        "{out}"
+    );
+    let after: Vec<_> = futures::future::join_all((0..3).map(start_time)).await;
+    assert_eq!(
+        before[0], after[0],
+        "the primary must not restart with --role replica"
+    );
+    assert_ne!(before[1], after[1]);
+    assert_ne!(before[2], after[2]);
+    let (code, out, err) = run(Command::new(TestCluster::bin("wardenctl"))
+        .arg("-c")
+        .arg(&c.nodes[0].config)
+        .args(["restart", "opstest", "--role", "primary", "--force"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let again: Vec<_> = futures::future::join_all((0..3).map(start_time)).await;
+    assert_ne!(
+        after[0], again[0],
+        "the primary restarts with --role primary"
+    );
+    assert_eq!(
+        c.leader().as_deref(),
+        Some("pg0"),
+        "a restart keeps the lock"
+    );
+
+    // Reinit rebuilds a replica whose data directory was damaged on purpose.
+    let base = c.nodes[1].data_dir.join("base");
+    std::fs::remove_dir_all(&base).expect("damage pg1");
+    let (code, out, err) = run(Command::new(TestCluster::bin("wardenctl"))
+        .arg("-c")
+        .arg(&c.nodes[0].config)
+        .args(["reinit", "opstest", "pg1", "--force", "--wait"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Success: reinitialize for member pg1"),
+        "{out}"
+    );
+    wait_streaming(&c, 1, Duration::from_secs(60)).await;
+    wait_query(
+        &c,
+        1,
+        "SELECT count(*) FROM t",
+        "1",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // Pause: a dead primary PostgreSQL triggers no failover; resume restores automation.
+    let (code, out, err) = run(Command::new(TestCluster::bin("wardenctl"))
+        .arg("-c")
+        .arg(&c.nodes[0].config)
+        .args(["pause", "opstest", "--wait"]));
+    assert_eq!(code, 0, "pause: {out}{err}");
+    let (_, list, _) = run(Command::new(TestCluster::bin("wardenctl"))
+        .arg("-c")
+        .arg(&c.nodes[0].config)
+        .arg("list"));
+    assert!(list.contains("Maintenance mode: on"), "{list}");
+    assert_eq!(
+        api_get(&c, 1, "/patroni")
+            .await
+            .map(|r| r.1.contains("\"pause\":true")),
+        Some(true)
+    );
+    warden_testkit::kill_postmaster(&c.nodes[0].data_dir, nix::sys::signal::Signal::SIGKILL);
+    let watch = Instant::now() + Duration::from_secs(TTL + 5);
+    while Instant::now() < watch {
+        assert!(
+            !is_writable(&c, 1).await,
+            "pg1 promoted while paused\n{}",
+            c.logs_tail(10)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (code, out, err) = run(Command::new(TestCluster::bin("wardenctl"))
+        .arg("-c")
+        .arg(&c.nodes[0].config)
+        .args(["resume", "opstest", "--wait"]));
+    assert_eq!(code, 0, "resume: {out}{err}");
+    let l = wait_for_leader(&c, Duration::from_secs(TTL + 15)).await;
+    assert_ne!(l, 2, "the nofailover node must not lead");
+
+    // Manual failover to a named replica with the leader's agent (and PostgreSQL) down.
+    let other = if l == 0 { 1 } else { 0 };
+    for i in (0..3).filter(|i| *i != l) {
+        wait_streaming(&c, i, Duration::from_secs(60)).await;
+    }
+    c.kill_node(l);
+    let (code, out, err) = run(Command::new(TestCluster::bin("wardenctl"))
+        .arg("-c")
+        .arg(&c.nodes[other].config)
+        .args([
+            "failover",
+            "opstest",
+            "--candidate",
+            &c.nodes[other].name.clone(),
+            "--force",
+        ]));
+    assert_eq!(code, 0, "failover: {out}{err}");
+    wait_leader_is(
+        &c,
+        &c.nodes[other].name.clone(),
+        Duration::from_secs(TTL + 15),
+    )
+    .await;
+}
