@@ -5,6 +5,7 @@ mod logging;
 mod management;
 mod node;
 mod probe;
+mod sample;
 mod settings;
 mod supervisor;
 
@@ -30,10 +31,17 @@ struct Cli {
     /// Check the configuration file, print every problem and exit.
     #[arg(long)]
     validate_config: bool,
+    /// Print a commented sample configuration and exit.
+    #[arg(long)]
+    generate_sample_config: bool,
 }
 
 fn main() {
     let cli = Cli::parse();
+    if cli.generate_sample_config {
+        print!("{}", sample::SAMPLE_CONFIG);
+        return;
+    }
     if cli.validate_config {
         std::process::exit(validate(cli.config.as_deref()));
     }
@@ -101,6 +109,13 @@ async fn run(
         error!("bootstrap.users is not supported since Patroni 4.0 and is ignored");
     }
     settings::check_data_dir(&cfg)?;
+    if let Some(rule) = cfg
+        .bootstrap
+        .as_ref()
+        .and_then(|b| sample::unsafe_timing(&b.dcs))
+    {
+        anyhow::bail!("refusing to start: {rule}");
+    }
     // Dynamic config until the DCS has one (S5): bootstrap.dcs, else defaults.
     let bootstrap_dcs = cfg
         .bootstrap

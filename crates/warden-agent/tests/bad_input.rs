@@ -137,3 +137,43 @@ fn version_flag() {
     assert_eq!(code, 0);
     assert!(out.starts_with("warden "), "{out}");
 }
+
+#[test]
+fn unsafe_timing_is_refused_at_start_with_the_rule() {
+    let dir = TestDir::new("warden-timing-");
+    let data = dir.path().join("data");
+    let cfg = minimal_config(&dir, &data, free_port());
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    let bad = text.replace(
+        "{ttl: 20, loop_wait: 2, retry_timeout: 5}",
+        "{ttl: 20, loop_wait: 10, retry_timeout: 10}",
+    );
+    assert_ne!(bad, text);
+    let cfg = dir.write_file("unsafe.yml", &bad);
+    let mut cmd = warden();
+    cmd.arg(&cfg);
+    dir.run_as.apply(&mut cmd);
+    let (code, _o, err) = run(&mut cmd);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("loop_wait (10) + 2*retry_timeout (10) must not exceed ttl (20)"),
+        "{err}"
+    );
+    assert!(!data.exists(), "nothing may be created");
+}
+
+#[test]
+fn sample_config_generates_and_loads() {
+    let (code, out, err) = run(warden().arg("--generate-sample-config"));
+    assert_eq!(code, 0, "{err}");
+    let dir = TestDir::new("warden-sample-");
+    let f = dir.write_file("sample.yml", &out);
+    let (code, vout, verr) = run(warden().arg("--validate-config").arg(&f));
+    // The sample points at a data dir and binaries of a production host: only those
+    // filesystem checks may fail here.
+    assert!(code == 0 || !vout.contains("bootstrap.dcs"), "{vout}{verr}");
+    assert!(
+        out.contains("scope: batman") && out.contains("etcd3:"),
+        "{out}"
+    );
+}

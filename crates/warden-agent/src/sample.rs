@@ -1,0 +1,124 @@
+//! `warden --generate-sample-config`: a commented patroni.yml that Warden (and Patroni)
+//! accept, and the start-time check of `bootstrap.dcs` timings.
+
+use serde_json::Value;
+
+/// A commented sample configuration.
+pub const SAMPLE_CONFIG: &str = r#"# Warden configuration (Patroni's patroni.yml format: Patroni reads this file too).
+scope: batman                  # cluster name; also PostgreSQL's cluster_name
+namespace: /service/           # etcd key prefix: /service/batman/...
+name: pg1                      # this member's unique name
+
+restapi:
+  listen: 0.0.0.0:8008                 # health checks and management API
+  connect_address: 10.0.0.1:8008       # how the other members and HAProxy reach it
+# authentication: {username: admin, password: secret}   # required for POST/PATCH/...
+
+etcd3:
+  hosts: 10.0.0.10:2379,10.0.0.11:2379,10.0.0.12:2379
+
+bootstrap:
+  dcs:                         # copied into etcd once, by the node that initialises the cluster
+    ttl: 30                    # leader lock lifetime (s); loop_wait + 2*retry_timeout <= ttl
+    loop_wait: 10              # seconds between HA cycles
+    retry_timeout: 10          # bound of every etcd / PostgreSQL retry
+    maximum_lag_on_failover: 1048576   # bytes a replica may lag and still be promoted
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        max_connections: 100
+        wal_level: replica
+  initdb:
+  - encoding: UTF8
+  - data-checksums
+  pg_hba:
+  - host replication replicator 10.0.0.0/24 scram-sha-256
+  - host all all 10.0.0.0/24 scram-sha-256
+
+postgresql:
+  listen: 0.0.0.0:5432
+  connect_address: 10.0.0.1:5432
+  data_dir: /var/lib/postgresql/15/main
+  bin_dir: /usr/lib/postgresql/15/bin
+  pgpass: /var/lib/postgresql/pgpass
+  authentication:
+    superuser: {username: postgres, password: change-me}
+    replication: {username: replicator, password: change-me-too}
+    rewind: {username: rewind_user, password: change-me-three}
+# callbacks:
+#   on_role_change: /usr/local/bin/notify-role-change   # called as: <cmd> on_role_change <role> <scope>
+
+tags:
+  nofailover: false            # true: never become the leader
+  noloadbalance: false         # true: GET /replica answers 503
+  clonefrom: false             # true: preferred pg_basebackup source for new replicas
+"#;
+
+/// Refuses `bootstrap.dcs` timings that would let a leader keep writing after its lock
+/// could have expired (ha-loop.md §1). Patroni silently adjusts them; a new cluster
+/// should not start with a configuration that does not say what it will do.
+pub fn unsafe_timing(dcs: &Value) -> Option<String> {
+    let get = |k: &str, d: i64| -> i64 {
+        match dcs.get(k) {
+            Some(Value::Number(n)) => n.as_i64().unwrap_or(d),
+            Some(Value::String(s)) => s.trim().parse().unwrap_or(d),
+            _ => d,
+        }
+    };
+    let (ttl, loop_wait, retry) = (
+        get("ttl", 30),
+        get("loop_wait", 10),
+        get("retry_timeout", 10),
+    );
+    if ttl < 20 {
+        return Some(format!(
+            "bootstrap.dcs.ttl: {ttl} is below the minimum of 20 seconds"
+        ));
+    }
+    if loop_wait < 1 {
+        return Some(format!(
+            "bootstrap.dcs.loop_wait: {loop_wait} is below the minimum of 1 second"
+        ));
+    }
+    if retry < 3 {
+        return Some(format!(
+            "bootstrap.dcs.retry_timeout: {retry} is below the minimum of 3 seconds"
+        ));
+    }
+    if loop_wait + 2 * retry > ttl {
+        return Some(format!(
+            "bootstrap.dcs: loop_wait ({loop_wait}) + 2*retry_timeout ({retry}) must not exceed ttl ({ttl}): \
+             a leader that loses etcd could otherwise keep writing after its lock expired"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sample_is_a_valid_config() {
+        let v = warden_config::parse_yaml_str(SAMPLE_CONFIG, "sample").expect("sample parses");
+        assert_eq!(v["scope"], "batman");
+        assert!(unsafe_timing(&v["bootstrap"]["dcs"]).is_none());
+    }
+
+    #[test]
+    fn timing_rules() {
+        assert!(unsafe_timing(&json!({})).is_none());
+        assert!(unsafe_timing(&json!({"ttl": 10})).unwrap().contains("ttl"));
+        assert!(unsafe_timing(&json!({"loop_wait": 0}))
+            .unwrap()
+            .contains("loop_wait"));
+        assert!(unsafe_timing(&json!({"retry_timeout": 1}))
+            .unwrap()
+            .contains("retry_timeout"));
+        let e = unsafe_timing(&json!({"ttl": 20, "loop_wait": 10, "retry_timeout": 10})).unwrap();
+        assert!(e.contains("loop_wait (10) + 2*retry_timeout (10)"), "{e}");
+        assert!(unsafe_timing(&json!({"ttl": 20, "loop_wait": 2, "retry_timeout": 5})).is_none());
+    }
+}
