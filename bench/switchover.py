@@ -31,6 +31,30 @@ PG_BIN = os.environ.get("WARDEN_PG_BIN_DIR", "/usr/lib/postgresql/15/bin")
 PROCS = []
 
 
+VENV = "/opt/warden-bench/patroni-venv"
+
+
+def patroni_bin():
+    """A `patroni` the postgres user can run (pyenv installs live under /root)."""
+    if os.environ.get("PATRONI_BIN"):
+        return os.environ["PATRONI_BIN"]
+    found = shutil.which("patroni")
+    if not found:
+        return None
+    if os.geteuid() != 0:
+        return found
+    ver = subprocess.run([found, "--version"], capture_output=True, text=True).stdout.split()[-1]
+    mine = os.path.join(VENV, "bin", "patroni")
+    ok = subprocess.run(as_pg_user([mine, "--version"]), capture_output=True, text=True)
+    if ver not in ok.stdout:
+        print(f"Installing patroni {ver} into {VENV} (readable by postgres)...", flush=True)
+        os.makedirs(os.path.dirname(VENV), exist_ok=True)
+        subprocess.run(["/usr/bin/python3", "-m", "venv", VENV], check=True)
+        subprocess.run([os.path.join(VENV, "bin", "pip"), "install", "-q", f"patroni[etcd3]=={ver}",
+                        "psycopg2-binary"], check=True)
+    return mine
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -138,7 +162,7 @@ class Cluster:
         self.procs = []
 
     def start(self):
-        binary = os.path.join(ROOT, "target/release/warden") if self.kind == "warden" else shutil.which("patroni")
+        binary = os.path.join(ROOT, "target/release/warden") if self.kind == "warden" else patroni_bin()
         for n in self.nodes:
             env = dict(os.environ, HOME=n["dir"])
             self.procs.append(spawn(as_pg_user(["env", f"HOME={n['dir']}", binary, n["cfg"]]),
@@ -263,7 +287,7 @@ def main():
                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
                "--initial-cluster", f"bench=http://127.0.0.1:{peer}"], os.path.join(tmp, "etcd.log"))
         time.sleep(1)
-        kinds = ["warden"] + (["patroni"] if shutil.which("patroni") else [])
+        kinds = ["warden"] + (["patroni"] if patroni_bin() else [])
         results = {}
         for kind in kinds:
             cl = Cluster(kind, tmp, etcd_port, args.ttl, args.loop_wait)

@@ -34,10 +34,19 @@ struct Cli {
     /// Print a commented sample configuration and exit.
     #[arg(long)]
     generate_sample_config: bool,
+    /// Internal: run the external fence guard for this data directory.
+    #[arg(long, hide = true, value_name = "DATA_DIR")]
+    fence_guard: Option<PathBuf>,
+    /// Internal: the agent the fence guard belongs to.
+    #[arg(long, hide = true, default_value_t = 0)]
+    parent_pid: i32,
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.fence_guard {
+        std::process::exit(supervisor::run_external_guard(dir, cli.parent_pid));
+    }
     if cli.generate_sample_config {
         print!("{}", sample::SAMPLE_CONFIG);
         return;
@@ -199,7 +208,11 @@ async fn run(
     }
 
     let pg_settings = settings::pg_settings(&cfg, &dynamic)?;
-    let fence = supervisor::Fence::new(warden_pg::Postgres::new(pg_settings));
+    supervisor::spawn_external_guard(&cfg.postgresql.data_dir)
+        .context("cannot start the external fence guard")?;
+    let (state_file, _) = supervisor::fence_files(&cfg.postgresql.data_dir);
+    let fence =
+        supervisor::Fence::with_state_file(warden_pg::Postgres::new(pg_settings), Some(state_file));
     tokio::spawn(fence.clone().guard());
 
     info!(

@@ -747,9 +747,10 @@ impl<D: Dcs> Node<D> {
         } else {
             self.last_pg = None;
             if matches!(local.data_dir, DataDir::Valid { .. }) {
-                if self.state == "running" {
+                // In pause nobody restarts it: it is "stopped" (L10), not "crashed".
+                if self.state == "running" && !self.dynamic.pause {
                     self.state = "crashed".into();
-                } else if self.state != "crashed" {
+                } else if self.state != "crashed" || self.dynamic.pause {
                     self.state = "stopped".into();
                 }
                 if let Ok(cd) = self.pg.controldata().await {
@@ -1042,9 +1043,8 @@ impl<D: Dcs> Node<D> {
                     self.dcs.delete_leader(&self.cfg.name).await?;
                     info!("released the leader key");
                 }
-                if mode != DemoteMode::Offline {
-                    self.set_leader_until(None);
-                }
+                // Without the DCS the lock cannot be renewed: it is gone for fencing too.
+                self.set_leader_until(None);
                 if matches!(mode, DemoteMode::Offline | DemoteMode::Graceful) {
                     // Read-only with no upstream; the next cycle follows the new leader.
                     self.start_replica(cluster, None).await?;

@@ -1,12 +1,18 @@
 //! Process supervision in one place: the fence guard that stops a primary whose leader
 //! lock is about to lapse, and user commands (post_bootstrap).
 //!
-//! The fence guard is a separate task from the HA loop: if the loop stalls (stuck
-//! PostgreSQL query, slow disk, a bug), the guard still stops PostgreSQL before the lease
-//! can expire in etcd, so another node can never be promoted while this one still
-//! accepts writes. (A frozen *process* needs a kernel watchdog or an external guard; see
-//! the README's roadmap.)
+//! Fencing has two layers, both stopping a primary before its lease can expire in etcd
+//! (so another node can never be promoted while this one still accepts writes):
+//! * the in-process guard, a task separate from the HA loop: it covers a stalled loop
+//!   (stuck PostgreSQL query, slow disk, a bug);
+//! * the external guard, a small process of its own (`warden --fence-guard`): it covers
+//!   an agent that is killed or frozen (SIGSTOP, swapped out). The agent publishes its
+//!   lock deadline in a state file next to the data directory; when the deadline passes
+//!   without renewal the guard stops the postmaster (immediate shutdown). An agent that
+//!   restarts in time renews the deadline, so PostgreSQL survives agent restarts.
 
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,22 +29,48 @@ pub struct Fence {
     primary_running: AtomicBool,
     paused: AtomicBool,
     pg: Mutex<Postgres>,
+    /// State file shared with the external guard (None = no external guard).
+    state_file: Option<PathBuf>,
 }
 
 impl Fence {
-    /// A guard for `pg`; idle until the loop reports a running primary with a lock.
-    pub fn new(pg: Postgres) -> Arc<Fence> {
-        Arc::new(Fence {
+    /// A guard for `pg`, idle until the loop reports a running primary with a lock, that
+    /// also publishes its deadline for the external guard in `state_file`.
+    pub fn with_state_file(pg: Postgres, state_file: Option<PathBuf>) -> Arc<Fence> {
+        let f = Arc::new(Fence {
             leader_until_ms: AtomicU64::new(0),
             primary_running: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             pg: Mutex::new(pg),
-        })
+            state_file,
+        });
+        f.publish_deadline();
+        f
     }
 
     /// The lock is held until this monotonic time (0 = not held).
     pub fn set_leader_until(&self, ms: u64) {
         self.leader_until_ms.store(ms, Ordering::SeqCst);
+        self.publish_deadline();
+    }
+
+    /// Writes the external guard's deadline (system monotonic ms; 0 = nothing to guard).
+    fn publish_deadline(&self) {
+        let Some(path) = &self.state_file else {
+            return;
+        };
+        let until = self.leader_until_ms.load(Ordering::SeqCst);
+        let deadline = if until == 0 || self.paused.load(Ordering::SeqCst) {
+            0
+        } else {
+            let left = until.saturating_sub(monotonic_ms());
+            (system_monotonic_ms() + left)
+                .saturating_sub(FENCE_MARGIN_MS)
+                .max(1)
+        };
+        if let Err(e) = write_atomically(path, &format!("{deadline}\n")) {
+            error!("cannot update the fence state file {}: {e}", path.display());
+        }
     }
 
     /// PostgreSQL is running as a primary.
@@ -48,7 +80,9 @@ impl Fence {
 
     /// Maintenance mode: never stop PostgreSQL on our own.
     pub fn set_paused(&self, yes: bool) {
-        self.paused.store(yes, Ordering::SeqCst);
+        if self.paused.swap(yes, Ordering::SeqCst) != yes {
+            self.publish_deadline();
+        }
     }
 
     /// New PostgreSQL settings after a config change.
@@ -84,6 +118,122 @@ impl Fence {
                 error!("fencing: could not stop PostgreSQL: {e}");
             }
         }
+    }
+}
+
+/// CLOCK_MONOTONIC in ms: the same clock in every process of this machine.
+pub fn system_monotonic_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
+}
+
+fn write_atomically(path: &Path, content: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Files of the external guard for a data directory (outside it, so pg_basebackup and
+/// pg_rewind never copy them): the deadline state file and the guard's pid file.
+pub fn fence_files(data_dir: &Path) -> (PathBuf, PathBuf) {
+    let base = data_dir
+        .as_os_str()
+        .to_string_lossy()
+        .trim_end_matches('/')
+        .to_string();
+    (
+        PathBuf::from(format!("{base}.fence")),
+        PathBuf::from(format!("{base}.fence.pid")),
+    )
+}
+
+/// Starts the external guard for `data_dir` (replacing one left by a previous agent),
+/// in its own process group so that signals aimed at the agent do not reach it.
+pub fn spawn_external_guard(data_dir: &Path) -> anyhow::Result<()> {
+    let (state, pid_file) = fence_files(data_dir);
+    if let Ok(old) = std::fs::read_to_string(&pid_file) {
+        if let Ok(pid) = old.trim().parse::<i32>() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("--fence-guard") {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    }
+    let exe = std::env::current_exe()?;
+    let child = std::process::Command::new(exe)
+        .arg("--fence-guard")
+        .arg(data_dir)
+        .arg("--parent-pid")
+        .arg(std::process::id().to_string())
+        .stdin(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    std::fs::write(&pid_file, format!("{}\n", child.id()))?;
+    let _ = state;
+    // The guard is reaped by nobody once we exit; while we live, reap it if it ends.
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
+    Ok(())
+}
+
+/// The external guard's main loop (`warden --fence-guard DATA_DIR --parent-pid PID`):
+/// every 100 ms, read the deadline; past it, stop the postmaster of `data_dir`
+/// (immediate shutdown) and clear the deadline. Exits when the agent is gone and nothing
+/// is left to guard, or when the state file disappears (data directory removed).
+pub fn run_external_guard(data_dir: &Path, parent: i32) -> i32 {
+    let (state, pid_file) = fence_files(data_dir);
+    let me = std::process::id();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // A newer guard replaced us.
+        let owner = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if owner.is_some_and(|o| o != me) {
+            return 0;
+        }
+        let Ok(text) = std::fs::read_to_string(&state) else {
+            return 0;
+        };
+        let deadline: u64 = text.trim().parse().unwrap_or(0);
+        let parent_alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(parent), None).is_ok();
+        if deadline == 0 {
+            if !parent_alive {
+                return 0;
+            }
+            continue;
+        }
+        if system_monotonic_ms() < deadline {
+            continue;
+        }
+        // Only a primary must be stopped: a standby cannot accept writes anyway.
+        if data_dir.join("standby.signal").exists() {
+            let _ = write_atomically(&state, "0\n");
+            continue;
+        }
+        let pid = std::fs::read_to_string(data_dir.join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+        if let Some(pid) = pid {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("postgres") {
+                eprintln!(
+                    "{} CRITICAL: fence guard: the agent did not renew the leader lock in time; stopping PostgreSQL (pid {pid}) so that it cannot accept writes",
+                    crate::logging::asctime()
+                );
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGQUIT,
+                );
+            }
+        }
+        let _ = write_atomically(&state, "0\n");
     }
 }
 
@@ -212,7 +362,7 @@ mod tests {
 
     #[test]
     fn fences_only_a_running_unpaused_primary_near_expiry() {
-        let f = Fence::new(Postgres::new(warden_pg::PgSettings::default()));
+        let f = Fence::with_state_file(Postgres::new(warden_pg::PgSettings::default()), None);
         assert!(!f.must_fence(10_000));
         f.set_leader_until(10_000);
         assert!(!f.must_fence(5_000), "primary not running");

@@ -727,7 +727,13 @@ async fn query_member(
         .username
         .clone()
         .or_else(|| std::env::var("PGUSER").ok())
-        .or_else(|| std::env::var("USER").ok())
+        // libpq's default: the OS user we run as (not $USER, which may be unset or stale).
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
         .unwrap_or_else(|| "postgres".into());
     let dbname = a
         .dbname

@@ -255,6 +255,17 @@ impl Drop for TestCluster {
             if let Some(mut a) = n.agent.take() {
                 a.kill();
             }
+            // The agent's external fence guard runs in a process group of its own.
+            let pid_file = format!("{}.fence.pid", n.data_dir.display());
+            if let Some(pid) = std::fs::read_to_string(pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
         stop_all_postgres_under(self.dir.path());
     }

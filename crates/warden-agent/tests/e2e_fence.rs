@@ -1,0 +1,121 @@
+//! Safety beyond Patroni: an agent that is frozen (SIGSTOP) or killed (SIGKILL, with
+//! PostgreSQL left running) must not leave two writable primaries. Its external fence
+//! guard stops PostgreSQL before the leader lock can expire in etcd; an agent restarted
+//! in time keeps PostgreSQL running and its lock.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use warden_testkit::cluster::TestCluster;
+
+const TTL: u64 = 20;
+
+async fn healthy(c: &mut TestCluster) -> usize {
+    c.start_all();
+    let l = wait_for_leader(c, Duration::from_secs(60)).await;
+    for i in (0..c.nodes.len()).filter(|i| *i != l) {
+        wait_streaming(c, i, Duration::from_secs(60)).await;
+    }
+    exec(c, l, "CREATE TABLE t(id int)").await.expect("create");
+    // A full loop after the last write: the last renewal is recent and before the fault.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    l
+}
+
+/// Writes on node `i` must stop before `fault + TTL - 1 s` (the lock's earliest expiry
+/// is the last renewal + ttl, and the last renewal happened before the fault).
+async fn writes_stop_before_expiry(c: &TestCluster, i: usize, fault: Instant) -> Duration {
+    loop {
+        if exec(c, i, "INSERT INTO t VALUES (1)").await.is_err() {
+            return fault.elapsed();
+        }
+        assert!(
+            fault.elapsed() < Duration::from_secs(TTL - 1),
+            "{} still accepts writes {:?} after its agent stopped\n{}",
+            c.nodes[i].name,
+            fault.elapsed(),
+            c.logs_tail(15)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_or_killed_agent_never_leaves_two_primaries() {
+    let mut c = TestCluster::new("fence", 3, &[]);
+    let l = healthy(&mut c).await;
+    let monitor = WritableMonitor::start(dsns(&c));
+
+    // 1. Frozen agent: PostgreSQL keeps running, the agent cannot renew the lock.
+    let agent_pid = c.nodes[l].agent.as_ref().map(|a| a.pid()).expect("agent");
+    let pid = nix::unistd::Pid::from_raw(agent_pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let frozen = Instant::now();
+    let fenced = writes_stop_before_expiry(&c, l, frozen).await;
+    let new = wait_for_leader(&c, Duration::from_secs(TTL + 20)).await;
+    assert_ne!(new, l);
+    // Thawed, the old agent finds it lost the lock and rejoins as a replica.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    wait_streaming(&c, l, Duration::from_secs(90)).await;
+    eprintln!("frozen agent: PostgreSQL fenced {fenced:?} after the freeze");
+
+    // 2. Killed agent, PostgreSQL left running: fenced too.
+    for i in (0..3).filter(|i| *i != new) {
+        wait_streaming(&c, i, Duration::from_secs(60)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let postmaster = warden_testkit::postmaster_pid(&c.nodes[new].data_dir).expect("postmaster");
+    if let Some(mut a) = c.nodes[new].agent.take() {
+        a.kill();
+    }
+    let killed = Instant::now();
+    let fenced = writes_stop_before_expiry(&c, new, killed).await;
+    warden_testkit::wait_for(
+        "the fenced postmaster to exit",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(postmaster), None)
+                .is_err()
+                .then_some(())
+        },
+    );
+    let third = wait_for_leader(&c, Duration::from_secs(TTL + 20)).await;
+    assert_ne!(third, new);
+    eprintln!("killed agent: PostgreSQL fenced {fenced:?} after the kill");
+
+    let (max, events) = monitor.finish().await;
+    assert!(max <= 1, "two writable nodes at once: {events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_survives_a_quick_agent_restart() {
+    let mut c = TestCluster::new("restart", 3, &[]);
+    let l = healthy(&mut c).await;
+    let postmaster = warden_testkit::postmaster_pid(&c.nodes[l].data_dir).expect("postmaster");
+    if let Some(mut a) = c.nodes[l].agent.take() {
+        a.kill();
+    }
+    c.start_node(l);
+    // The restarted agent renews its own lock; PostgreSQL never stops.
+    let until = Instant::now() + Duration::from_secs(TTL + 5);
+    while Instant::now() < until {
+        assert_eq!(
+            c.leader().as_deref(),
+            Some(c.nodes[l].name.as_str()),
+            "the lock must stay\n{}",
+            c.logs_tail(10)
+        );
+        assert!(
+            is_writable(&c, l).await,
+            "PostgreSQL must keep running\n{}",
+            c.logs_tail(10)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        warden_testkit::postmaster_pid(&c.nodes[l].data_dir),
+        Some(postmaster)
+    );
+}
