@@ -112,6 +112,56 @@ async fn edit_config_reload_pending_restart_hba_and_patronictl() {
         );
     }
 
+    // A local change on one node (file + SIGHUP): only that node becomes pending, and
+    // `restart --pending` restarts only it.
+    let cfg1 = std::fs::read_to_string(&c.nodes[1].config).expect("read config");
+    let edited = cfg1.replacen(
+        "\n  parameters:\n",
+        "\n  parameters:\n    shared_buffers: 24MB\n",
+        1,
+    );
+    assert_ne!(cfg1, edited);
+    std::fs::write(&c.nodes[1].config, edited).expect("write config");
+    c.nodes[1]
+        .agent
+        .as_ref()
+        .expect("agent")
+        .signal(nix::sys::signal::Signal::SIGHUP);
+    warden_testkit::wait_for(
+        "pending restart on pg1 only",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            let p = |n: &str| member(&c, n).is_some_and(|m| m["pending_restart"] == true);
+            (p("pg1") && !p("pg0") && !p("pg2")).then_some(())
+        },
+    );
+    let before: Vec<Option<String>> = futures::future::join_all(
+        (0..3).map(|i| query_one(&c, i, "SELECT pg_postmaster_start_time()")),
+    )
+    .await;
+    let (code, out, err) = ctl(
+        "wardenctl",
+        &c,
+        &["restart", "cfgtest", "--pending", "--force"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let after: Vec<Option<String>> = futures::future::join_all(
+        (0..3).map(|i| query_one(&c, i, "SELECT pg_postmaster_start_time()")),
+    )
+    .await;
+    assert_eq!(before[0], after[0], "pg0 was not pending");
+    assert_ne!(before[1], after[1], "pg1 was pending");
+    assert_eq!(before[2], after[2], "pg2 was not pending");
+    wait_query(
+        &c,
+        1,
+        "SHOW shared_buffers",
+        "24MB",
+        Duration::from_secs(30),
+    )
+    .await;
+
     // pg_hba through PATCH /config reaches every node's pg_hba.conf and is effective.
     let line = "host all hba_probe 127.0.0.1/32 reject";
     let body = serde_json::json!({"postgresql": {"pg_hba": [
