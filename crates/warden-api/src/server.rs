@@ -1,6 +1,12 @@
 //! The HTTP server: Patroni-style routing (first path segment selects a handler, anything
 //! else on GET/HEAD/OPTIONS is a health check) over axum + hyper, with a connection cap,
 //! a header read timeout and a request body limit.
+//!
+//! The first request head on every connection is read here before hyper sees the
+//! connection: a HEAD/OPTIONS health check or a GET `/liveness` / `/readiness` is answered
+//! with Patroni's bare `HTTP/1.0 <code> <reason>\r\n\r\n` (no headers) and the connection
+//! is closed, which hyper can not produce (rest-api.md §1). Everything else is handed to
+//! hyper together with the bytes already read ([`Rewind`]).
 
 use crate::access::{resolve_allowlist, BasicAuth, IpNet};
 use crate::cluster_json::cluster_json;
@@ -19,9 +25,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde_json::Value;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -33,8 +43,15 @@ pub const DEFAULT_SERVER_HEADER: &str = "BaseHTTP/0.6 Python/3.11.7";
 /// Largest request body accepted (for the management POST/PUT/PATCH calls).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// Largest request head (request line + headers) hyper buffers.
+/// Largest request head (request line + headers) hyper buffers, and the most read
+/// before handing a first request to hyper.
 const MAX_HEAD: usize = 64 * 1024;
+
+/// Headers parsed in a first request head (hyper's default limit).
+const MAX_HEADERS: usize = 100;
+
+/// Longest request target hyper accepts.
+const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 
 /// Server settings (the `restapi` section).
 #[derive(Clone)]
@@ -241,8 +258,11 @@ fn html_escape(s: &str) -> String {
     o
 }
 
-/// Status line only (Patroni writes `HTTP/1.0 <code> <reason>\r\n\r\n`; hyper still
-/// adds `Content-Length` and `Date`).
+/// Status line only, for requests that did not come first on their connection (and for
+/// [`router`] users): the first request of a connection gets the exact bare line from
+/// [`serve_connection`]; here hyper still adds `Content-Length`, `Date` and answers
+/// `HTTP/1.1` to 1.1 requests. Patroni closes after every request, so only clients that
+/// keep a connection alive on their own see this.
 fn bare(code: u16) -> Response {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = status(code);
@@ -266,6 +286,214 @@ fn build_router(status: StatusHandle, opts: &ApiOptions, allowlist: Vec<IpNet>) 
         .with_state(App::new(status, opts, allowlist))
 }
 
+/// The answer to a request that gets a bare status line, or `None` for every other
+/// request. HEAD/OPTIONS are always health checks; GET only for the first path segments
+/// `liveness` and `readiness`. Shared by the first-request interception in
+/// [`serve_connection`] and by [`dispatch`], so both route alike.
+fn bare_code(method: &str, path: &str, query: &str, status: &StatusHandle) -> Option<u16> {
+    enum Probe {
+        Health,
+        Liveness,
+        Readiness,
+    }
+    let probe = match method {
+        "HEAD" | "OPTIONS" => Probe::Health,
+        "GET" => match first_segment(path) {
+            "liveness" => Probe::Liveness,
+            "readiness" => Probe::Readiness,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let s = status.get();
+    let now = monotonic_ms();
+    Some(match probe {
+        Probe::Health => health_code(path, &parse_query(query), &s, now),
+        Probe::Liveness => liveness_code(&s, now),
+        Probe::Readiness => readiness_code(&parse_query(query), &s, now),
+    })
+}
+
+/// What to do with the bytes read so far of a connection's first request.
+#[derive(Debug, PartialEq, Eq)]
+enum FirstHead {
+    /// The head is not complete yet.
+    Partial,
+    /// Answer with a bare status line and close.
+    Bare(u16),
+    /// Hand the connection to hyper (a routed request, or one hyper must judge: a
+    /// malformed or oversized head, a request with a body framing hyper would check).
+    Hyper,
+}
+
+/// Judges the first request head in `buf` with hyper's parser (httparse) and limits.
+fn classify_head(buf: &[u8], status: &StatusHandle) -> FirstHead {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return FirstHead::Partial,
+        Err(_) => return FirstHead::Hyper,
+    };
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return FirstHead::Hyper;
+    };
+    if len > MAX_HEAD || target.len() > MAX_URI_LEN {
+        return FirstHead::Hyper;
+    }
+    // hyper rejects some body framings (400): leave every Transfer-Encoding, and any
+    // Content-Length that is not one plain number, to it. Otherwise a body is ignored,
+    // as Python does for these methods.
+    let mut content_length: Option<&[u8]> = None;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return FirstHead::Hyper;
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let plain = !h.value.is_empty() && h.value.iter().all(u8::is_ascii_digit);
+            if !plain || content_length.is_some_and(|prev| prev != h.value) {
+                return FirstHead::Hyper;
+            }
+            content_length = Some(h.value);
+        }
+    }
+    // The same URI parsing hyper applies, so the path and query match `dispatch`'s.
+    let Ok(uri) = target.parse::<axum::http::Uri>() else {
+        return FirstHead::Hyper;
+    };
+    match bare_code(method, uri.path(), uri.query().unwrap_or(""), status) {
+        Some(code) => FirstHead::Bare(code),
+        None => FirstHead::Hyper,
+    }
+}
+
+/// Whether `new` (the freshly read bytes plus the 3 before them) holds an empty line,
+/// i.e. a head may have ended (httparse accepts `\r\n` and bare `\n` line ends).
+fn may_end_head(new: &[u8]) -> bool {
+    new.windows(2).any(|w| w == b"\n\n") || new.windows(3).any(|w| w == b"\n\r\n")
+}
+
+/// Outcome of reading a connection's first request head.
+enum FirstRead {
+    Bare(u16),
+    /// Serve with hyper; these bytes were read already.
+    Hyper(Vec<u8>),
+    /// Timed out, read error, or the server is stopping: drop the connection (what hyper
+    /// does on a header timeout or a graceful shutdown before a request).
+    Close,
+}
+
+/// Reads until the first request head is complete (or malformed, or [`MAX_HEAD`] bytes,
+/// or EOF), by `deadline`.
+async fn read_first_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    status: &StatusHandle,
+    deadline: tokio::time::Instant,
+    stop: &mut watch::Receiver<bool>,
+) -> FirstRead {
+    let mut buf = Vec::with_capacity(4096);
+    let stopping = stop.wait_for(|v| *v);
+    tokio::pin!(stopping);
+    loop {
+        let start = buf.len().saturating_sub(3);
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(8192);
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => r,
+            _ = &mut stopping => return FirstRead::Close,
+        };
+        match read {
+            Err(_) => return FirstRead::Close,
+            Ok(Err(_)) => return FirstRead::Close,
+            // EOF: hyper answers a partial head (or closes quietly after nothing).
+            Ok(Ok(0)) => return FirstRead::Hyper(buf),
+            Ok(Ok(_)) => {}
+        }
+        if may_end_head(&buf[start..]) {
+            match classify_head(&buf, status) {
+                FirstHead::Partial => {}
+                FirstHead::Bare(code) => return FirstRead::Bare(code),
+                FirstHead::Hyper => return FirstRead::Hyper(buf),
+            }
+        }
+        if buf.len() >= MAX_HEAD {
+            return FirstRead::Hyper(buf);
+        }
+    }
+}
+
+/// Patroni's bare answer: `HTTP/1.0 <code> <reason>\r\n\r\n`, reason as Python's
+/// `http.HTTPStatus` phrase.
+fn bare_status_line(code: u16) -> String {
+    let reason = status(code).canonical_reason().unwrap_or("");
+    format!("HTTP/1.0 {code} {reason}\r\n\r\n")
+}
+
+/// A stream that first yields bytes already read from it.
+struct Rewind<S> {
+    pre: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    fn new(pre: Vec<u8>, inner: S) -> Self {
+        Rewind { pre, pos: 0, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.pos < this.pre.len() {
+            let n = (this.pre.len() - this.pos).min(buf.remaining());
+            buf.put_slice(&this.pre[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.pre.len() {
+                this.pre = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// The first path segment (`/cluster/x` → `cluster`, `/` → ``).
 pub(crate) fn first_segment(path: &str) -> &str {
     path.trim_start_matches('/').split('/').next().unwrap_or("")
@@ -275,15 +503,19 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
     let method = req.method().clone();
     let uri = req.uri().clone();
     let path = uri.path();
-    let query = parse_query(uri.query().unwrap_or(""));
+    let raw_query = uri.query().unwrap_or("");
+    // HEAD/OPTIONS (every path: no do_HEAD_<x>/do_OPTIONS_<x> handlers exist in Patroni,
+    // so HEAD /patroni is 503, a documented quirk) and GET /liveness, /readiness.
+    if let Some(code) = bare_code(method.as_str(), path, raw_query, &app.status) {
+        return bare(code);
+    }
+    let query = parse_query(raw_query);
     let now = monotonic_ms();
     let s = app.status.get();
 
     match method {
         Method::GET => match first_segment(path) {
             "patroni" => app.json(200, &s.to_json(now)),
-            "liveness" => bare(liveness_code(&s, now)),
-            "readiness" => bare(readiness_code(&query, &s, now)),
             "cluster" => match s.valid_cluster(now) {
                 Some(c) => app.json(200, &cluster_json(c, &s.scope)),
                 None => app.error(503, Some("DCS is not accessible")),
@@ -323,9 +555,6 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
                 app.json(code, &s.to_json(now))
             }
         },
-        // No do_HEAD_<x>/do_OPTIONS_<x> handlers exist in Patroni: every path is a
-        // health check (so HEAD /patroni is 503, a documented quirk).
-        Method::HEAD | Method::OPTIONS => bare(health_code(path, &query, &s, now)),
         _ => crate::endpoints::handle_unsafe(&app, req).await,
     }
 }
@@ -374,7 +603,7 @@ pub async fn serve_with(
     let allowlist = tokio::task::spawn_blocking(move || resolve_allowlist(&entries))
         .await
         .unwrap_or_default();
-    let app = build_router(status, &opts, allowlist);
+    let app = build_router(status.clone(), &opts, allowlist);
     let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -401,20 +630,21 @@ pub async fn serve_with(
             },
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let stop = stop_rx.clone();
-        let header_timeout = opts.header_read_timeout;
+        let conn = ConnCtx {
+            peer,
+            app: app.clone(),
+            status: status.clone(),
+            header_timeout: opts.header_read_timeout,
+            stop: stop_rx.clone(),
+        };
         let tls = tls.clone();
         tasks.spawn(async move {
             let _permit = permit;
             match tls {
-                None => {
-                    let facts = ConnFacts { client_cert: false };
-                    serve_connection(stream, peer, facts, app, header_timeout, stop).await
-                }
+                None => serve_connection(stream, ConnFacts { client_cert: false }, conn).await,
                 Some(acceptor) => {
                     let accepted =
-                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await;
+                        tokio::time::timeout(conn.header_timeout, acceptor.accept(stream)).await;
                     let stream = match accepted {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
@@ -431,8 +661,7 @@ pub async fn serve_with(
                         .1
                         .peer_certificates()
                         .is_some_and(|c| !c.is_empty());
-                    let facts = ConnFacts { client_cert };
-                    serve_connection(stream, peer, facts, app, header_timeout, stop).await
+                    serve_connection(stream, ConnFacts { client_cert }, conn).await
                 }
             }
         });
@@ -450,18 +679,55 @@ pub async fn serve_with(
     Ok(())
 }
 
+/// What serving one connection needs besides the stream.
+struct ConnCtx {
+    peer: SocketAddr,
+    app: Router,
+    status: StatusHandle,
+    header_timeout: Duration,
+    stop: watch::Receiver<bool>,
+}
+
 /// Serves HTTP/1 on one accepted (plain or TLS) connection until it closes or the
 /// server stops.
-async fn serve_connection<S>(
-    stream: S,
-    peer: SocketAddr,
-    facts: ConnFacts,
-    app: Router,
-    header_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+///
+/// The first request head is read here (at most [`MAX_HEAD`] bytes, within the header
+/// timeout): a bare-line request (see [`bare_code`]) is answered with exactly
+/// `HTTP/1.0 <code> <reason>\r\n\r\n` and the connection is closed, as Patroni does.
+/// Anything else goes to hyper with the bytes already read, unchanged. Later requests on
+/// a kept-alive connection all go through hyper (a HEAD there gets hyper's headers, see
+/// [`bare`]).
+async fn serve_connection<S>(mut stream: S, facts: ConnFacts, ctx: ConnCtx)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let ConnCtx {
+        peer,
+        app,
+        status,
+        header_timeout,
+        mut stop,
+    } = ctx;
+    let deadline = tokio::time::Instant::now() + header_timeout;
+    let pre = match read_first_head(&mut stream, &status, deadline, &mut stop).await {
+        FirstRead::Hyper(pre) => pre,
+        FirstRead::Close => return,
+        FirstRead::Bare(code) => {
+            let line = bare_status_line(code);
+            let write = async {
+                stream.write_all(line.as_bytes()).await?;
+                stream.flush().await?;
+                stream.shutdown().await
+            };
+            match tokio::time::timeout(header_timeout, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!("REST API connection from {peer}: {e}"),
+                Err(_) => tracing::debug!("REST API connection from {peer}: write timed out"),
+            }
+            return;
+        }
+    };
+
     let inner = TowerToHyperService::new(app);
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
@@ -475,7 +741,7 @@ async fn serve_connection<S>(
         .max_buf_size(MAX_HEAD)
         .title_case_headers(true)
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let conn = builder.serve_connection(TokioIo::new(Rewind::new(pre, stream)), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -486,5 +752,73 @@ async fn serve_connection<S>(
     };
     if let Err(e) = result {
         tracing::debug!("REST API connection from {peer}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_first_heads() {
+        let status = StatusHandle::default(); // no role: every health check is 503
+        let c = |h: &[u8]| classify_head(h, &status);
+        assert_eq!(
+            c(b"HEAD /primary HTTP/1.1\r\nHost: x\r\n"),
+            FirstHead::Partial
+        );
+        assert_eq!(c(b"HEAD /primary HTTP/1.1\r\n\r\n"), FirstHead::Bare(503));
+        assert_eq!(c(b"OPTIONS /x HTTP/1.0\r\n\r\n"), FirstHead::Bare(503));
+        let live = c(b"GET /liveness HTTP/1.0\r\n\r\n");
+        assert_eq!(
+            live,
+            FirstHead::Bare(liveness_code(&status.get(), monotonic_ms()))
+        );
+        assert!(matches!(
+            c(b"GET /readiness?lag=1 HTTP/1.0\r\n\r\n"),
+            FirstHead::Bare(_)
+        ));
+        assert_eq!(c(b"GET /primary HTTP/1.1\r\n\r\n"), FirstHead::Hyper);
+        assert_eq!(c(b"POST /liveness HTTP/1.1\r\n\r\n"), FirstHead::Hyper);
+        assert_eq!(c(b"head /primary HTTP/1.1\r\n\r\n"), FirstHead::Hyper);
+        assert_eq!(c(b"HEAD /primary HTTP/2.0\r\n\r\n"), FirstHead::Hyper);
+        assert_eq!(c(b"HEAD /\xff HTTP/1.1\r\n\r\n"), FirstHead::Hyper);
+        let te = b"HEAD / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(c(te), FirstHead::Hyper);
+        let cl = b"HEAD / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
+        assert_eq!(c(cl), FirstHead::Bare(503));
+        let cl = b"HEAD / HTTP/1.1\r\nContent-Length: -1\r\n\r\n";
+        assert_eq!(c(cl), FirstHead::Hyper);
+    }
+
+    #[test]
+    fn head_end_detection() {
+        assert!(may_end_head(b"x\r\n\r\n"));
+        assert!(may_end_head(b"x\n\n"));
+        assert!(may_end_head(b"\n\r\n"));
+        assert!(!may_end_head(b"x\r\ny\r\n\r"));
+    }
+
+    #[test]
+    fn bare_lines() {
+        assert_eq!(bare_status_line(200), "HTTP/1.0 200 OK\r\n\r\n");
+        assert_eq!(
+            bare_status_line(503),
+            "HTTP/1.0 503 Service Unavailable\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn rewind_yields_the_read_bytes_first() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b" world").await.unwrap();
+        drop(client);
+        let mut s = Rewind::new(b"hello".to_vec(), server);
+        let mut small = [0u8; 3];
+        assert_eq!(s.read(&mut small).await.unwrap(), 3);
+        assert_eq!(&small, b"hel");
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"lo world");
     }
 }

@@ -186,8 +186,10 @@ async fn health_methods_on_primary_and_replica() {
             assert!(r.header("date").is_some());
             assert_eq!(r.json()["role"], "primary", "{target}");
         } else {
+            // Patroni's bare status line: no headers, no body.
             assert!(r.body.is_empty(), "{method} {target} has a body");
-            assert!(r.header("content-type").is_none());
+            assert!(r.headers.is_empty(), "{method} {target}: {:?}", r.headers);
+            assert!(r.status_line.starts_with("HTTP/1.0 "), "{}", r.status_line);
         }
     }
 
@@ -219,9 +221,11 @@ async fn patroni_liveness_readiness() {
     let r = request(srv.addr, "GET", "/liveness").await;
     assert_eq!(r.code, 200);
     assert!(r.body.is_empty());
+    assert!(r.headers.is_empty());
     let r = request(srv.addr, "GET", "/readiness").await;
     assert_eq!(r.code, 200);
     assert!(r.body.is_empty());
+    assert!(r.headers.is_empty());
     srv.stop().await;
 
     // Overdue HA loop on a primary → liveness 503.
@@ -467,10 +471,285 @@ async fn keep_alive_and_connection_close() {
 
     // HTTP/1.0 without keep-alive: closed after the response (what HAProxy and Patroni do).
     let out = raw(srv.addr, b"OPTIONS /primary HTTP/1.0\r\n\r\n").await;
-    let r = split_response(&out);
-    assert_eq!(r.code, 200);
-    assert!(r.body.is_empty());
+    assert_eq!(out, b"HTTP/1.0 200 OK\r\n\r\n");
     srv.stop().await;
+}
+
+#[tokio::test]
+async fn later_requests_on_a_kept_alive_connection_keep_working() {
+    // Only the first request of a connection is looked at before hyper: after a GET, a
+    // HEAD/OPTIONS on the same connection is hyper's (HTTP/1.1, Content-Length: 0) and
+    // the connection stays usable.
+    let srv = Server::start(primary_now()).await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..50 {
+        s.write_all(b"GET /primary HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let r = read_one(&mut s, &mut buf).await;
+        assert_eq!(r.code, 200);
+        assert!(r.status_line.starts_with("HTTP/1.1 200"));
+        assert_eq!(r.json()["role"], "primary");
+    }
+    s.write_all(b"HEAD /primary HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_one(&mut s, &mut buf).await;
+    assert_eq!(r.code, 200);
+    assert_eq!(r.header("content-length"), Some("0"));
+    s.write_all(b"GET /liveness HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_one(&mut s, &mut buf).await.code, 200);
+    s.write_all(b"GET /patroni HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_one(&mut s, &mut buf).await.json()["role"], "primary");
+    srv.stop().await;
+}
+
+const BARE_200: &[u8] = b"HTTP/1.0 200 OK\r\n\r\n";
+const BARE_503: &[u8] = b"HTTP/1.0 503 Service Unavailable\r\n\r\n";
+
+#[tokio::test]
+async fn bare_status_lines_are_exact() {
+    let status = primary_now();
+    let srv = Server::start(status.clone()).await;
+    let a = srv.addr;
+
+    // No `Connection: close`: the server closes after the bare line anyway, whatever the
+    // HTTP version asked for.
+    for (req, want) in [
+        (&b"HEAD /primary HTTP/1.1\r\nHost: x\r\n\r\n"[..], BARE_200),
+        (b"OPTIONS /replica HTTP/1.1\r\nHost: x\r\n\r\n", BARE_503),
+        (b"GET /liveness HTTP/1.1\r\nHost: x\r\n\r\n", BARE_200),
+        (b"GET /readiness HTTP/1.1\r\nHost: x\r\n\r\n", BARE_200),
+        (
+            b"GET /readiness?lag=1MB&mode=write HTTP/1.0\r\n\r\n",
+            BARE_200,
+        ),
+        (b"GET /liveness/x?y=1 HTTP/1.0\r\n\r\n", BARE_200),
+        (b"HEAD / HTTP/1.0\r\n\r\n", BARE_200),
+        (
+            b"HEAD /replica?lag=1MB HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
+            BARE_503,
+        ),
+        (b"HEAD /liveness HTTP/1.1\r\nHost: x\r\n\r\n", BARE_503),
+        (b"OPTIONS /patroni HTTP/1.1\r\nHost: x\r\n\r\n", BARE_503),
+        (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", BARE_503),
+        (
+            b"HEAD http://example.com/primary HTTP/1.1\r\nHost: x\r\n\r\n",
+            BARE_200,
+        ),
+        // Bare LF line ends and leading empty lines (both accepted by hyper too).
+        (b"\r\nHEAD /primary HTTP/1.1\nHost: x\n\n", BARE_200),
+        // A body is ignored (Python reads none for these methods).
+        (
+            b"HEAD /primary HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+            BARE_200,
+        ),
+    ] {
+        let out = raw(a, req).await;
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(want),
+            "{}",
+            String::from_utf8_lossy(req)
+        );
+    }
+
+    // Tag filter and replica answers follow the snapshot.
+    status.publish(replica(monotonic_ms(), 0));
+    assert_eq!(raw(a, b"HEAD /replica HTTP/1.0\r\n\r\n").await, BARE_200);
+    assert_eq!(
+        raw(a, b"OPTIONS /replica?tag_nope=x HTTP/1.0\r\n\r\n").await,
+        BARE_503
+    );
+    assert_eq!(raw(a, b"OPTIONS /primary HTTP/1.0\r\n\r\n").await, BARE_503);
+
+    // An overdue HA loop: liveness 503.
+    let mut s = primary(monotonic_ms());
+    s.next_cycle_due_ms = 0;
+    s.ttl = 0;
+    status.publish(s);
+    assert_eq!(
+        raw(a, b"GET /liveness HTTP/1.1\r\nHost: x\r\n\r\n").await,
+        BARE_503
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn full_responses_are_unchanged() {
+    let srv = Server::start(primary_now()).await;
+    let out = raw(
+        srv.addr,
+        b"GET /primary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let r = split_response(&out);
+    assert_eq!(r.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("server"), Some(DEFAULT_SERVER_HEADER));
+    assert!(r.header("date").is_some());
+    assert_eq!(
+        r.header("content-length"),
+        Some(r.body.len().to_string().as_str())
+    );
+    assert_eq!(r.json()["role"], "primary");
+    // Lower-case methods are not HEAD/OPTIONS/GET: 501 as before.
+    let r = split_response(&raw(srv.addr, b"head /primary HTTP/1.0\r\n\r\n").await);
+    assert_eq!(r.code, 501);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_head_sent_in_pieces_gets_the_bare_line() {
+    let srv = Server::start(primary_now()).await;
+    for pieces in [
+        &[
+            &b"HE"[..],
+            b"AD /pri",
+            b"mary HTTP/1.1\r\nHo",
+            b"st: x\r",
+            b"\n",
+            b"\r",
+            b"\n",
+        ][..],
+        &[b"OPTIONS /replica HTTP/1.1\r\n", b"Host: x\r\n\r", b"\n"],
+        &[b"GET /liveness HTTP/1.1\r\nHost: x\r\n", b"\r\n"],
+        &[b"\r\n", b"\r\n", b"HEAD /primary HTTP/1.0\r\n", b"\r\n"],
+    ] {
+        let mut s = TcpStream::connect(srv.addr).await.unwrap();
+        for p in pieces {
+            s.write_all(p).await.unwrap();
+            s.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("server did not close the connection")
+            .unwrap();
+        let want = if pieces[0].starts_with(b"OPTIONS") {
+            BARE_503
+        } else {
+            BARE_200
+        };
+        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(want));
+    }
+
+    // A GET in pieces still reaches hyper intact (with keep-alive).
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    for p in [
+        &b"GET /pat"[..],
+        b"roni HTTP/1.1\r\n",
+        b"Host: x\r\n",
+        b"\r\n",
+    ] {
+        s.write_all(p).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut buf = Vec::new();
+    assert_eq!(read_one(&mut s, &mut buf).await.json()["role"], "primary");
+    s.write_all(b"GET /primary HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_one(&mut s, &mut buf).await.code, 200);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_or_huge_heads_go_to_hyper() {
+    let srv = Server::start(primary_now()).await;
+    let a = srv.addr;
+    // hyper's 400 for a bad framing or a broken header line, as for any other method.
+    for req in [
+        &b"HEAD /primary HTTP/1.1\r\nContent-Length: nope\r\n\r\n"[..],
+        b"HEAD /primary HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"OPTIONS /primary HTTP/1.1\r\nBroken header\r\n\r\n",
+        b"GET /liveness HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ] {
+        let out = raw(a, req).await;
+        let head = String::from_utf8_lossy(&out);
+        assert!(
+            head.starts_with("HTTP/1.1 400"),
+            "{}: {head}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    // Not HTTP/1.x: hyper decides (no bare line).
+    let out = raw(a, b"HEAD /primary HTTP/2.0\r\n\r\n").await;
+    assert!(!out.starts_with(b"HTTP/1.0 200"), "{out:?}");
+    // A head cut short by EOF: hyper's answer, no bare line.
+    let mut s = TcpStream::connect(a).await.unwrap();
+    s.write_all(b"HEAD /primary HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("server did not close the connection");
+    assert!(!out.starts_with(b"HTTP/1.0"), "{out:?}");
+
+    // 100 KB heads: handled by hyper's error path, no panic, the server keeps serving.
+    for req in [
+        format!(
+            "HEAD /primary HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(100 * 1024)
+        ),
+        format!("HEAD /{} HTTP/1.1\r\n\r\n", "a".repeat(100 * 1024)),
+        format!(
+            "HEAD /primary HTTP/1.1\r\nX-Big: {}",
+            "b".repeat(100 * 1024)
+        ),
+        format!(
+            "GET /liveness HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(100 * 1024)
+        ),
+    ] {
+        let out = raw(a, req.as_bytes()).await;
+        if !out.is_empty() {
+            let code = split_response(&out).code;
+            assert!((400..500).contains(&code), "huge head answered {code}");
+        }
+    }
+    // More headers than hyper accepts.
+    let many: String = (0..150).map(|i| format!("X-{i}: y\r\n")).collect();
+    let out = raw(
+        a,
+        format!("HEAD /primary HTTP/1.1\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(!out.starts_with(b"HTTP/1.0"), "{out:?}");
+
+    assert_eq!(raw(a, b"HEAD /primary HTTP/1.0\r\n\r\n").await, BARE_200);
+    assert_eq!(request(a, "GET", "/primary").await.code, 200);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_a_connection_that_sent_nothing() {
+    let srv = Server::start(primary_now()).await;
+    let mut idle = TcpStream::connect(srv.addr).await.unwrap();
+    let mut half = TcpStream::connect(srv.addr).await.unwrap();
+    half.write_all(b"HEAD /primary HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    srv.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "shutdown waited for idle clients"
+    );
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut out))
+        .await
+        .expect("idle connection not closed");
+    let _ = tokio::time::timeout(Duration::from_secs(5), half.read_to_end(&mut out))
+        .await
+        .expect("half-sent connection not closed");
 }
 
 #[tokio::test]

@@ -920,6 +920,16 @@ fn client_config(pki: &Pki, with_cert: bool) -> Arc<rustls::ClientConfig> {
 
 /// One HTTPS exchange; None when the TLS session fails (handshake or alert).
 async fn https(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>, req: &[u8]) -> Option<Resp> {
+    parse_response(&https_raw(addr, cfg, req).await?)
+}
+
+/// One HTTPS exchange, the raw bytes received until the server closed; None when the
+/// handshake fails.
+async fn https_raw(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    req: &[u8],
+) -> Option<Vec<u8>> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(cfg);
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -929,7 +939,7 @@ async fn https(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>, req: &[u8]) -> 
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
         .await
         .expect("server did not close the connection");
-    parse_response(&out)
+    Some(out)
 }
 
 #[tokio::test]
@@ -967,6 +977,23 @@ async fn https_and_client_certificates() {
         assert_eq!(r.json()["role"], "primary");
         let r = https(a, with_cert.clone(), &reload).await.unwrap();
         assert_eq!(r.code, 202, "{verify:?}");
+        // Health checks over TLS get Patroni's bare status line too (never authenticated).
+        let head = b"HEAD /primary HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        let out = https_raw(a, with_cert.clone(), head).await.unwrap();
+        assert_eq!(out, b"HTTP/1.0 200 OK\r\n\r\n", "{verify:?}");
+        let options = b"OPTIONS /replica HTTP/1.0\r\n\r\n";
+        let out = https_raw(a, with_cert.clone(), options).await.unwrap();
+        assert_eq!(
+            out, b"HTTP/1.0 503 Service Unavailable\r\n\r\n",
+            "{verify:?}"
+        );
+        if verify != VerifyClient::Required {
+            let out = https_raw(a, anon.clone(), head).await.unwrap();
+            assert_eq!(out, b"HTTP/1.0 200 OK\r\n\r\n", "{verify:?}");
+            let liveness = b"GET /liveness HTTP/1.1\r\nHost: localhost\r\n\r\n";
+            let out = https_raw(a, anon.clone(), liveness).await.unwrap();
+            assert_eq!(out, b"HTTP/1.0 200 OK\r\n\r\n", "{verify:?}");
+        }
 
         // Without one:
         let r = https(a, anon.clone(), &get).await;
