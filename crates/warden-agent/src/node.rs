@@ -505,7 +505,7 @@ impl<D: Dcs> Node<D> {
             if self.scheduled_restart.is_some() {
                 return MgmtResponse::text(409, "Another restart is already scheduled");
             }
-            let Some(at_ms) = parse_iso_ms(at) else {
+            let Some(at_ms) = ha::parse_iso8601_ms(at) else {
                 return MgmtResponse::text(400, "Unable to parse scheduled timestamp");
             };
             self.scheduled_restart = Some(ScheduledRestart {
@@ -1498,16 +1498,6 @@ fn same_guc_value(want: &str, setting: &str) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => w == s,
     }
-}
-
-/// Parses an ISO 8601 timestamp with offset into ms since the epoch.
-fn parse_iso_ms(at: &str) -> Option<i64> {
-    let at = at.trim();
-    chrono::DateTime::parse_from_rfc3339(at)
-        .or_else(|_| chrono::DateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S%.f%:z"))
-        .or_else(|_| chrono::DateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S%.f%:z"))
-        .ok()
-        .map(|d| d.timestamp_millis())
 }
 
 /// M1: do the restart filters allow a restart of this node?

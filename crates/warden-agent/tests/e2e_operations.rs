@@ -11,20 +11,6 @@ use warden_testkit::cluster::{NodeOptions, TestCluster};
 
 const TTL: u64 = 20;
 
-fn wardenctl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
-    run(Command::new(TestCluster::bin("wardenctl"))
-        .arg("-c")
-        .arg(&c.nodes[0].config)
-        .args(args))
-}
-
-fn patronictl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
-    run(Command::new("patronictl")
-        .arg("-c")
-        .arg(&c.nodes[0].config)
-        .args(args))
-}
-
 async fn healthy_cluster(c: &mut TestCluster) -> usize {
     c.start_all();
     let leader = wait_for_leader(c, Duration::from_secs(60)).await;
@@ -48,6 +34,11 @@ async fn wait_leader_is(c: &TestCluster, name: &str, timeout: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The schedule is sent with whole seconds: compare against the same instant.
+fn whole_seconds(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 
 fn history_len(c: &TestCluster) -> usize {
@@ -142,7 +133,7 @@ async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
     );
 
     // 3. scheduled switchover fires at its time, not before.
-    let at = chrono::Utc::now() + chrono::Duration::seconds(8);
+    let at = whole_seconds(chrono::Utc::now() + chrono::Duration::seconds(8));
     let at_s = at
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         .replace('Z', "+00:00");
@@ -176,7 +167,7 @@ async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
     assert!(chrono::Utc::now() >= at, "switched before its time");
 
     // 4. a scheduled switchover can be cancelled with flush.
-    let at = chrono::Utc::now() + chrono::Duration::seconds(6);
+    let at = whole_seconds(chrono::Utc::now() + chrono::Duration::seconds(6));
     let at_s = at
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         .replace('Z', "+00:00");

@@ -12,20 +12,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use warden_testkit::cluster::{NodeOptions, TestCluster};
 
-fn wardenctl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
-    run(Command::new(TestCluster::bin("wardenctl"))
-        .arg("-c")
-        .arg(&c.nodes[0].config)
-        .args(args))
-}
-
-fn patronictl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
-    run(Command::new("patronictl")
-        .arg("-c")
-        .arg(&c.nodes[0].config)
-        .args(args))
-}
-
 /// Starts node 0 first (so it is the leader), then the others; waits until every
 /// replica streams. Returns the leader index (always 0).
 async fn start_cluster_led_by_0(c: &mut TestCluster) -> usize {

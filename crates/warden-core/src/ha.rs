@@ -821,8 +821,9 @@ fn compare_with_others(
     Ok(Ok(()))
 }
 
-/// Parses an ISO 8601 `scheduled_at` into ms since the epoch.
-fn parse_scheduled(at: &str) -> Option<i64> {
+/// Parses an ISO 8601 timestamp with an offset (`scheduled_at`, a restart `schedule`)
+/// into ms since the epoch.
+pub fn parse_iso8601_ms(at: &str) -> Option<i64> {
     let at = at.trim();
     chrono::DateTime::parse_from_rfc3339(at)
         .or_else(|_| chrono::DateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S%.f%:z"))
@@ -854,7 +855,7 @@ fn leader_handles_request(i: &HaInput<'_>, cluster: &Cluster) -> Option<Step> {
                 ),
             ));
         }
-        let Some(t) = parse_scheduled(at) else {
+        let Some(t) = parse_iso8601_ms(at) else {
             return Some(act(
                 vec![keep, clear],
                 format!("{what}: unable to parse scheduled_at '{at}'; removing the request"),

@@ -28,23 +28,26 @@ pub fn pg_bin_dir() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (bound once, then released for the process to take).
 ///
-/// Ports are taken from a per-process counter range first to make collisions between
-/// tests running in parallel in the same process unlikely.
+/// Ports come from 20000–32767, below Linux's ephemeral range (32768–60999): a port from
+/// that range could be taken by any outgoing connection (a walreceiver, an etcd client)
+/// while a test has a node down, and the node could not listen again when restarted.
+/// A per-process counter, starting at a pid-derived offset, keeps parallel tests apart.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
+    const LOW: u16 = 20000;
+    const HIGH: u16 = 32700;
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    // Start from a pid-derived offset so parallel test binaries use different ranges.
     let _ = NEXT.compare_exchange(
         0,
-        20000 + (std::process::id() % 400) as u16 * 100,
+        LOW + (std::process::id() % 127) as u16 * 100,
         Ordering::SeqCst,
         Ordering::SeqCst,
     );
-    for _ in 0..2000 {
+    for _ in 0..(HIGH - LOW) {
         let mut p = NEXT.fetch_add(1, Ordering::SeqCst);
-        if p >= 60000 {
-            NEXT.store(20000, Ordering::SeqCst);
-            p = 20000;
+        if p >= HIGH {
+            NEXT.store(LOW, Ordering::SeqCst);
+            p = LOW;
         }
         if p == 5432 {
             continue;
@@ -53,7 +56,7 @@ pub fn free_port() -> u16 {
             return p;
         }
     }
-    panic!("no free port found on 127.0.0.1");
+    panic!("no free port found on 127.0.0.1 between {LOW} and {HIGH}");
 }
 
 /// The unprivileged user that runs PostgreSQL and the agents in tests.

@@ -235,3 +235,19 @@ pub async fn api_get(c: &TestCluster, i: usize, path: &str) -> Option<(u16, Stri
         .ok()
         .flatten()
 }
+
+/// Runs `wardenctl -c <node 0's config> ARGS`: (exit code, stdout, stderr).
+pub fn wardenctl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
+    run(Command::new(TestCluster::bin("wardenctl"))
+        .arg("-c")
+        .arg(&c.nodes[0].config)
+        .args(args))
+}
+
+/// Runs the real `patronictl -c <node 0's config> ARGS`: (exit code, stdout, stderr).
+pub fn patronictl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
+    run(Command::new("patronictl")
+        .arg("-c")
+        .arg(&c.nodes[0].config)
+        .args(args))
+}
