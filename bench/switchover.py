@@ -187,6 +187,14 @@ class Cluster:
                     sum(1 for x in m if x.get("Role") == "Replica" and x.get("State") == "streaming") == 2:
                 return m
             time.sleep(1)
+        print(self.ctl("list").stdout, file=sys.stderr)
+        for n in self.nodes:
+            try:
+                with open(os.path.join(n["dir"], "agent.log")) as fh:
+                    tail = fh.readlines()[-25:]
+                print(f"----- {n['name']} -----\n" + "".join(tail), file=sys.stderr)
+            except OSError:
+                pass
         raise SystemExit(f"{self.kind} cluster not healthy after {timeout}s")
 
     def dsn(self):

@@ -6,6 +6,11 @@ PG_BIN_DIR="${WARDEN_PG_BIN_DIR:-/usr/lib/postgresql/15/bin}"
 
 warden_missing_packages() {
     local missing=()
+    if [ "${1:-}" = with-patroni ]; then
+        # Only the tests need these: HAProxy routing tests and REST calls from tests.
+        command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+        command -v curl >/dev/null 2>&1 || missing+=(curl)
+    fi
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
     command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
     command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
@@ -18,7 +23,7 @@ warden_missing_packages() {
 # ensure_deps [with-patroni]
 ensure_deps() {
     local missing
-    missing=$(warden_missing_packages)
+    missing=$(warden_missing_packages "${1:-}")
     if [ -n "$missing" ]; then
         if [ "$(id -u)" = 0 ]; then
             echo "Installing missing packages: $missing"
@@ -35,14 +40,15 @@ ensure_deps() {
         echo "cargo not found: install Rust (https://rustup.rs) first" >&2
         exit 1
     fi
-    if [ "${1:-}" = with-patroni ] && ! command -v patronictl >/dev/null 2>&1; then
+    if [ "${1:-}" = with-patroni ] && { ! command -v patronictl >/dev/null 2>&1 ||
+        ! python3 -c 'import prometheus_client, psycopg2' >/dev/null 2>&1; }; then
         # The real patronictl is the reference the compatibility tests compare against.
         if [ "$(id -u)" = 0 ] || [ -n "${VIRTUAL_ENV:-}" ]; then
             echo "Installing patroni[etcd3] (reference patronictl for compatibility tests)"
-            python3 -m pip install -q 'patroni[etcd3]' psycopg2-binary >/dev/null 2>&1 ||
-                python3 -m pip install -q --break-system-packages 'patroni[etcd3]' psycopg2-binary
+            python3 -m pip install -q 'patroni[etcd3]' psycopg2-binary prometheus-client >/dev/null 2>&1 ||
+                python3 -m pip install -q --break-system-packages 'patroni[etcd3]' psycopg2-binary prometheus-client
         else
-            echo "patronictl not found: install it with: pip install 'patroni[etcd3]' psycopg2-binary" >&2
+            echo "patronictl not found: install it with: pip install 'patroni[etcd3]' psycopg2-binary prometheus-client" >&2
             exit 1
         fi
     fi

@@ -275,7 +275,6 @@ impl<D: Dcs> Node<D> {
         self.last_decision = decision.reason.clone();
 
         let cluster_ref = cluster.clone().unwrap_or_default();
-        let acted = !decision.actions.is_empty();
         for action in decision.actions {
             if let Action::Exit { message } = &action {
                 crate::logging::critical(message);
@@ -290,7 +289,7 @@ impl<D: Dcs> Node<D> {
 
         // M5: a scheduled restart whose time has come (locked cluster, not paused).
         if !ha_settings.paused && cluster.as_ref().is_some_and(|c| !c.is_unlocked()) {
-            self.run_scheduled_restart(&cluster_ref).await;
+            self.run_scheduled_restart().await;
         }
 
         // Publish what we are now.
@@ -304,7 +303,6 @@ impl<D: Dcs> Node<D> {
         if cluster.is_some() {
             self.touch_member().await;
         }
-        let _ = acted;
         None
     }
 
@@ -583,7 +581,7 @@ impl<D: Dcs> Node<D> {
     }
 
     /// M5: run a scheduled restart whose time has come.
-    async fn run_scheduled_restart(&mut self, _cluster: &Cluster) {
+    async fn run_scheduled_restart(&mut self) {
         let Some(sr) = &self.scheduled_restart else {
             return;
         };

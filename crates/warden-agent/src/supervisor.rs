@@ -151,7 +151,7 @@ pub fn fence_files(data_dir: &Path) -> (PathBuf, PathBuf) {
 /// Starts the external guard for `data_dir` (replacing one left by a previous agent),
 /// in its own process group so that signals aimed at the agent do not reach it.
 pub fn spawn_external_guard(data_dir: &Path) -> anyhow::Result<()> {
-    let (state, pid_file) = fence_files(data_dir);
+    let (_, pid_file) = fence_files(data_dir);
     if let Ok(old) = std::fs::read_to_string(&pid_file) {
         if let Ok(pid) = old.trim().parse::<i32>() {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -173,7 +173,6 @@ pub fn spawn_external_guard(data_dir: &Path) -> anyhow::Result<()> {
         .process_group(0)
         .spawn()?;
     std::fs::write(&pid_file, format!("{}\n", child.id()))?;
-    let _ = state;
     // The guard is reaped by nobody once we exit; while we live, reap it if it ends.
     std::thread::spawn(move || {
         let mut child = child;
@@ -242,7 +241,7 @@ pub fn run_external_guard(data_dir: &Path, parent: i32) -> i32 {
 /// the bootstrap.
 pub async fn run_post_bootstrap(cmd: &str, pg: &Postgres) -> anyhow::Result<()> {
     let s = pg.settings();
-    let words: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
+    let words = shell_split(cmd);
     let Some((prog, args)) = words.split_first() else {
         return Ok(());
     };
