@@ -278,6 +278,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ttl", type=int, default=30)
     ap.add_argument("--loop-wait", type=int, default=10)
+    ap.add_argument("--warden-only", action="store_true", help="skip the Patroni cluster")
     args = ap.parse_args()
     try:
         import psycopg2  # noqa: F401
@@ -295,7 +296,7 @@ def main():
                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
                "--initial-cluster", f"bench=http://127.0.0.1:{peer}"], os.path.join(tmp, "etcd.log"))
         time.sleep(1)
-        kinds = ["warden"] + (["patroni"] if patroni_bin() else [])
+        kinds = ["warden"] + (["patroni"] if not args.warden_only and patroni_bin() else [])
         results = {}
         for kind in kinds:
             cl = Cluster(kind, tmp, etcd_port, args.ttl, args.loop_wait)
