@@ -97,9 +97,8 @@ async fn three_nodes_bootstrap_replicate_and_list() {
         assert_eq!(api_get(&c, r, "/primary").await.map(|r| r.0), Some(503));
     }
 
-    // The real patronictl and wardenctl agree on members, roles, state and timeline.
-    // Wait until both replicas have published streaming + current LSNs.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The real patronictl and wardenctl agree on members, roles, state and timeline
+    // (both replicas already published `streaming`: see wait_streaming above).
     let cfg = &c.nodes[0].config;
     let (code, patroni_out, err) = run(Command::new("patronictl")
         .arg("-c")
@@ -158,7 +157,17 @@ async fn three_nodes_bootstrap_replicate_and_list() {
 
     // Garbage in a member key is skipped with a warning: nothing breaks.
     c.etcd_put("members/garbage", "{not json");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let leader_log = c.nodes[leader].log.clone();
+    warden_testkit::wait_for(
+        "the garbage warning",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || {
+            std::fs::read_to_string(&leader_log)
+                .ok()
+                .filter(|l| l.contains("members/garbage holds unparsable data"))
+        },
+    );
     assert_eq!(c.leader().as_deref(), Some(c.nodes[leader].name.as_str()));
     assert!(is_writable(&c, leader).await);
     let (code, out, err) = run(Command::new(TestCluster::bin("wardenctl"))
