@@ -11,8 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use warden_api::management::{
     FailsafeFuture, FailsafeOutcome, Management, MgmtFuture, MgmtResponse, RestartRequest,
     SwitchoverKind, SwitchoverRequest,
@@ -110,39 +108,6 @@ impl Management for Fake {
 // ---------------------------------------------------------------------------------------
 // Server and client helpers.
 
-struct Server {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl Server {
-    async fn start(status: StatusHandle, opts: ApiOptions) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_with(listener, status, opts, async move {
-            let _ = rx.await;
-        }));
-        Server {
-            addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
-            .await
-            .expect("server did not stop")
-            .unwrap()
-            .unwrap();
-    }
-}
-
 #[derive(Debug)]
 struct Resp {
     code: u16,
@@ -234,7 +199,7 @@ async fn start_fake(status: StatusHandle) -> (Server, Arc<Fake>) {
         management: fake.clone(),
         ..ApiOptions::default()
     };
-    (Server::start(status, opts).await, fake)
+    (Server::start_with(status, opts).await, fake)
 }
 
 /// Asserts a plain-text answer (Patroni's `write_response`: `text/html`, raw body).
@@ -631,7 +596,7 @@ async fn other_endpoints_reach_the_agent() {
     srv.stop().await;
 
     // The default Management refuses, and does not implement failsafe.
-    let srv = Server::start(StatusHandle::new(s), ApiOptions::default()).await;
+    let srv = Server::start_with(StatusHandle::new(s), ApiOptions::default()).await;
     assert_eq!(send(srv.addr, "POST", "/reload", None).await.code, 503);
     assert_eq!(
         send(srv.addr, "POST", "/failsafe", Some(post)).await.code,
@@ -654,7 +619,7 @@ async fn basic_auth() {
         ..ApiOptions::default()
     };
     assert!(!format!("{opts:?}").contains("password\""));
-    let srv = Server::start(primary_status(), opts).await;
+    let srv = Server::start_with(primary_status(), opts).await;
     let a = srv.addr;
 
     let r = send(a, "POST", "/reload", None).await;
@@ -741,7 +706,7 @@ async fn allowlist() {
             auth: auth.then(|| ("username".into(), "password".into())),
             ..ApiOptions::default()
         };
-        (Server::start(status, opts).await, fake)
+        (Server::start_with(status, opts).await, fake)
     }
 
     // Not listed: 403 before anything else (auth, body rules); GETs unaffected.
@@ -962,7 +927,7 @@ async fn https_and_client_certificates() {
             tls: Some(tls_opts(&pki, verify)),
             ..ApiOptions::default()
         };
-        let srv = Server::start(primary_status(), opts).await;
+        let srv = Server::start_with(primary_status(), opts).await;
         let a = srv.addr;
 
         // Plain HTTP to an HTTPS port gets no HTTP answer.
@@ -1030,7 +995,7 @@ async fn https_and_client_certificates() {
         }),
         ..ApiOptions::default()
     };
-    let srv = Server::start(primary_status(), opts).await;
+    let srv = Server::start_with(primary_status(), opts).await;
     assert_eq!(https(srv.addr, anon.clone(), &get).await.unwrap().code, 200);
     srv.stop().await;
 }
@@ -1232,7 +1197,7 @@ async fn random_requests_never_break_the_unsafe_endpoints() {
             header_read_timeout: Duration::from_secs(3),
             ..ApiOptions::default()
         };
-        let srv = Server::start(StatusHandle::new(st), opts).await;
+        let srv = Server::start_with(StatusHandle::new(st), opts).await;
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(paused));
         let methods = ["POST", "PUT", "PATCH", "DELETE", "post", "FOO"];
         let paths = [

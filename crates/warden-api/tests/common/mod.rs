@@ -99,3 +99,47 @@ pub fn replica(now: u64, behind: u64) -> NodeStatus {
         ..primary(now)
     }
 }
+
+/// A real API server on 127.0.0.1 (ephemeral port), stopped (and awaited) by `stop`.
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// With default options (no auth, no TLS, no management).
+    pub async fn start(status: warden_api::StatusHandle) -> Server {
+        Server::start_with(status, warden_api::ApiOptions::default()).await
+    }
+
+    /// With the given options.
+    pub async fn start_with(
+        status: warden_api::StatusHandle,
+        opts: warden_api::ApiOptions,
+    ) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(warden_api::serve_with(listener, status, opts, async move {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Signals shutdown and waits (bounded) for the server task to end cleanly.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("server did not stop")
+            .unwrap()
+            .unwrap();
+    }
+}
