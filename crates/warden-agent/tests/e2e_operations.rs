@@ -36,9 +36,35 @@ async fn wait_leader_is(c: &TestCluster, name: &str, timeout: Duration) {
     }
 }
 
-/// The schedule is sent with whole seconds: compare against the same instant.
-fn whole_seconds(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+/// `wardenctl switchover --scheduled <now + secs>` from `leader` to `cand`; returns the
+/// scheduled instant (whole seconds: that is what is sent).
+fn schedule_switchover(
+    c: &TestCluster,
+    leader: &str,
+    cand: &str,
+    secs: i64,
+) -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now() + chrono::Duration::seconds(secs);
+    let at = chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+    let at_s = at
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        .replace('Z', "+00:00");
+    let (code, out, err) = wardenctl(
+        c,
+        &[
+            "switchover",
+            &c.scope,
+            "--leader",
+            leader,
+            "--candidate",
+            cand,
+            "--scheduled",
+            &at_s,
+            "--force",
+        ],
+    );
+    assert_eq!(code, 0, "scheduled switchover: {out}{err}");
+    at
 }
 
 fn history_len(c: &TestCluster) -> usize {
@@ -133,25 +159,7 @@ async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
     );
 
     // 3. scheduled switchover fires at its time, not before.
-    let at = whole_seconds(chrono::Utc::now() + chrono::Duration::seconds(8));
-    let at_s = at
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        .replace('Z', "+00:00");
-    let (code, out, err) = wardenctl(
-        &c,
-        &[
-            "switchover",
-            "swtest",
-            "--leader",
-            &n(l0),
-            "--candidate",
-            &n(cand),
-            "--scheduled",
-            &at_s,
-            "--force",
-        ],
-    );
-    assert_eq!(code, 0, "scheduled switchover: {out}{err}");
+    let at = schedule_switchover(&c, &n(l0), &n(cand), 8);
     assert!(c
         .etcd_get("failover")
         .is_some_and(|f| f.contains("scheduled_at")));
@@ -167,25 +175,7 @@ async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
     assert!(chrono::Utc::now() >= at, "switched before its time");
 
     // 4. a scheduled switchover can be cancelled with flush.
-    let at = whole_seconds(chrono::Utc::now() + chrono::Duration::seconds(6));
-    let at_s = at
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        .replace('Z', "+00:00");
-    let (code, out, err) = wardenctl(
-        &c,
-        &[
-            "switchover",
-            "swtest",
-            "--leader",
-            &n(cand),
-            "--candidate",
-            &n(l0),
-            "--scheduled",
-            &at_s,
-            "--force",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    schedule_switchover(&c, &n(cand), &n(l0), 6);
     let (code, out, err) = wardenctl(&c, &["flush", "swtest", "switchover", "--force"]);
     assert_eq!(code, 0, "flush: {out}{err}");
     assert!(out.contains("scheduled switchover deleted"), "{out}");
