@@ -2,65 +2,10 @@
 //! snapshot only: nothing here talks to PostgreSQL or the DCS.
 
 use serde_json::Value;
-use warden_core::cluster::{truthy, Cluster};
+use warden_core::cluster::truthy;
 use warden_core::status::{NodeStatus, Xlog};
 
-/// Flags of the dynamic ("global") configuration that the API needs, read the way
-/// Patroni's `global_config` reads them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GlobalFlags {
-    /// A valid `standby_cluster` section (with `host`, `port` or `restore_command`).
-    pub standby_cluster: bool,
-    /// `synchronous_mode` is on (true or `quorum`) and this is not a standby cluster.
-    pub synchronous_mode: bool,
-    /// `synchronous_mode: quorum`.
-    pub quorum_commit_mode: bool,
-    /// `pause: true`.
-    pub paused: bool,
-}
-
-fn json_truthy_py(v: Option<&Value>) -> bool {
-    // Python truthiness of a JSON value (used for `standby_cluster` fields).
-    match v {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
-    }
-}
-
-impl GlobalFlags {
-    /// Flags from a dynamic configuration object.
-    pub fn from_config(cfg: &Value) -> GlobalFlags {
-        let standby_cluster = match cfg.get("standby_cluster") {
-            Some(Value::Object(sc)) => {
-                json_truthy_py(sc.get("host"))
-                    || json_truthy_py(sc.get("port"))
-                    || json_truthy_py(sc.get("restore_command"))
-            }
-            _ => false,
-        };
-        let mode = cfg.get("synchronous_mode");
-        let quorum_commit_mode = matches!(mode, Some(Value::String(s)) if s == "quorum");
-        let sync_on = mode.is_some_and(truthy) || quorum_commit_mode;
-        GlobalFlags {
-            standby_cluster,
-            synchronous_mode: sync_on && !standby_cluster,
-            quorum_commit_mode,
-            paused: cfg.get("pause").is_some_and(truthy),
-        }
-    }
-
-    /// Flags from a cluster view (all off without one or without a config key).
-    pub fn from_cluster(c: Option<&Cluster>) -> GlobalFlags {
-        match c.and_then(|c| c.config.as_ref()) {
-            Some(k) => GlobalFlags::from_config(&k.value),
-            None => GlobalFlags::default(),
-        }
-    }
-}
+pub use warden_core::cluster::GlobalFlags;
 
 // ---------------------------------------------------------------------------------------
 // Query strings (Python `urllib.parse.parse_qs` semantics)
@@ -280,26 +225,7 @@ fn tag_as_string(v: &Value) -> Option<String> {
 /// Is this node a listed synchronous (or quorum) standby in the current view?
 /// Returns `(sync_standby, quorum_standby)` as Patroni's status reports them.
 pub fn sync_flags(s: &NodeStatus, now_ms: u64) -> (bool, bool) {
-    let Some(c) = s.valid_cluster(now_ms) else {
-        return (false, false);
-    };
-    let flags = GlobalFlags::from_cluster(Some(c));
-    if s.role != "replica" || !flags.synchronous_mode {
-        return (false, false);
-    }
-    let listed = c.sync.as_ref().is_some_and(|st| {
-        st.sync_standby
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(&s.name))
-    });
-    if !listed {
-        return (false, false);
-    }
-    if flags.quorum_commit_mode {
-        (false, true)
-    } else {
-        (true, false)
-    }
+    s.sync_flags(now_ms)
 }
 
 /// The health-check status code (200 or 503) for `path` (without the query string) and

@@ -649,6 +649,63 @@ impl Cluster {
     }
 }
 
+/// Flags of the dynamic ("global") configuration that the API needs, read the way
+/// Patroni's `global_config` reads them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalFlags {
+    /// A valid `standby_cluster` section (with `host`, `port` or `restore_command`).
+    pub standby_cluster: bool,
+    /// `synchronous_mode` is on (true or `quorum`) and this is not a standby cluster.
+    pub synchronous_mode: bool,
+    /// `synchronous_mode: quorum`.
+    pub quorum_commit_mode: bool,
+    /// `pause: true`.
+    pub paused: bool,
+}
+
+fn json_truthy_py(v: Option<&Value>) -> bool {
+    // Python truthiness of a JSON value (used for `standby_cluster` fields).
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+    }
+}
+
+impl GlobalFlags {
+    /// Flags from a dynamic configuration object.
+    pub fn from_config(cfg: &Value) -> GlobalFlags {
+        let standby_cluster = match cfg.get("standby_cluster") {
+            Some(Value::Object(sc)) => {
+                json_truthy_py(sc.get("host"))
+                    || json_truthy_py(sc.get("port"))
+                    || json_truthy_py(sc.get("restore_command"))
+            }
+            _ => false,
+        };
+        let mode = cfg.get("synchronous_mode");
+        let quorum_commit_mode = matches!(mode, Some(Value::String(s)) if s == "quorum");
+        let sync_on = mode.is_some_and(truthy) || quorum_commit_mode;
+        GlobalFlags {
+            standby_cluster,
+            synchronous_mode: sync_on && !standby_cluster,
+            quorum_commit_mode,
+            paused: cfg.get("pause").is_some_and(truthy),
+        }
+    }
+
+    /// Flags from a cluster view (all off without one or without a config key).
+    pub fn from_cluster(c: Option<&Cluster>) -> GlobalFlags {
+        match c.and_then(|c| c.config.as_ref()) {
+            Some(k) => GlobalFlags::from_config(&k.value),
+            None => GlobalFlags::default(),
+        }
+    }
+}
+
 /// A system identifier is valid when it has at least 10 characters, all digits.
 pub fn is_valid_sysid(s: &str) -> bool {
     s.len() >= 10 && s.bytes().all(|b| b.is_ascii_digit())

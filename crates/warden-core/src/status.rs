@@ -121,6 +121,28 @@ impl NodeStatus {
         }
     }
 
+    /// (`sync_standby`, `quorum_standby`): a replica listed in the `sync` key while
+    /// synchronous (or quorum) mode is on in a non-standby cluster.
+    pub fn sync_flags(&self, now_ms: u64) -> (bool, bool) {
+        let Some(c) = self.valid_cluster(now_ms) else {
+            return (false, false);
+        };
+        let flags = crate::cluster::GlobalFlags::from_cluster(Some(c));
+        if self.role != "replica" || !flags.synchronous_mode {
+            return (false, false);
+        }
+        let listed = c.sync.as_ref().is_some_and(|st| {
+            st.sync_standby
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(&self.name))
+        });
+        match (listed, flags.quorum_commit_mode) {
+            (false, _) => (false, false),
+            (true, true) => (false, true),
+            (true, false) => (true, false),
+        }
+    }
+
     /// WAL position replayed (replica) or written (primary).
     pub fn replayed_location(&self) -> Option<u64> {
         match &self.xlog {
@@ -165,15 +187,14 @@ impl NodeStatus {
             }
             None => {}
         }
-        if let Some(c) = self.valid_cluster(now_ms) {
-            if let Some(s) = &c.sync {
-                if s.sync_standby
-                    .iter()
-                    .any(|n| n.eq_ignore_ascii_case(&self.name))
-                {
-                    m.insert("sync_standby".into(), Value::Bool(true));
-                }
+        match self.sync_flags(now_ms) {
+            (true, _) => {
+                m.insert("sync_standby".into(), Value::Bool(true));
             }
+            (_, true) => {
+                m.insert("quorum_standby".into(), Value::Bool(true));
+            }
+            _ => {}
         }
         if let Some(t) = self.timeline {
             m.insert("timeline".into(), Value::from(t));
@@ -255,5 +276,40 @@ mod tests {
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys[0], "state");
         assert_eq!(keys[1], "role");
+    }
+
+    #[test]
+    fn sync_standby_only_in_synchronous_mode() {
+        use crate::cluster::{Cluster, KeyValue};
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: v.into(),
+            mod_revision: 1,
+            lease: 0,
+        };
+        let with_mode = |mode: &str| {
+            let c = Cluster::from_kvs(&[
+                kv("config", &format!(r#"{{"synchronous_mode":{mode}}}"#)),
+                kv(
+                    "sync",
+                    r#"{"leader":"pg1","quorum":0,"sync_standby":"pg2"}"#,
+                ),
+                kv("leader", "pg1"),
+            ]);
+            NodeStatus {
+                name: "pg2".into(),
+                role: "replica".into(),
+                cluster: Some(Arc::new(c)),
+                cluster_valid_until_ms: Some(10),
+                ..NodeStatus::default()
+            }
+        };
+        assert_eq!(with_mode("true").to_json(0)["sync_standby"], true);
+        assert_eq!(with_mode("\"quorum\"").to_json(0)["quorum_standby"], true);
+        assert!(with_mode("false").to_json(0).get("sync_standby").is_none());
+        assert!(
+            with_mode("true").to_json(20).get("sync_standby").is_none(),
+            "expired view"
+        );
     }
 }
