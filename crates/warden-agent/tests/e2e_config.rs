@@ -305,6 +305,7 @@ async fn role_change_callbacks_and_a_hanging_callback() {
     c.start_node(0);
     wait_streaming(&c, 0, Duration::from_secs(60)).await;
     // A switchover back to pg0 works although its previous callback still hangs.
+    wait_caught_up(&c, new).await;
     let (code, out, err) = ctl(
         "wardenctl",
         &c,

@@ -20,21 +20,7 @@ async fn write_and_replicate(c: &TestCluster, leader: usize, from: i32, to: i32)
     )
     .await
     .expect("insert on leader");
-    let lsn = query_one(c, leader, "SELECT pg_current_wal_lsn()")
-        .await
-        .expect("lsn");
-    for i in 0..c.nodes.len() {
-        if i != leader && c.nodes[i].agent.is_some() {
-            wait_query(
-                c,
-                i,
-                &format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'"),
-                "t",
-                Duration::from_secs(30),
-            )
-            .await;
-        }
-    }
+    wait_caught_up(c, leader).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,6 +91,7 @@ async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
 
     // 1. wardenctl switchover
     let h0 = history_len(&c);
+    wait_caught_up(&c, l0).await;
     let (code, out, err) = wardenctl(
         &c,
         &[
@@ -138,6 +139,7 @@ async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
     exec(&c, cand, "INSERT INTO t SELECT generate_series(101, 200)")
         .await
         .expect("write");
+    wait_caught_up(&c, cand).await;
     let (code, out, err) = patronictl(
         &c,
         &[
@@ -159,6 +161,8 @@ async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
     );
 
     // 3. scheduled switchover fires at its time, not before.
+    wait_streaming(&c, cand, Duration::from_secs(30)).await;
+    wait_caught_up(&c, l0).await;
     let at = schedule_switchover(&c, &n(l0), &n(cand), 8);
     assert!(c
         .etcd_get("failover")

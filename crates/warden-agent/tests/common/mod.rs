@@ -251,3 +251,25 @@ pub fn patronictl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
         .arg(&c.nodes[0].config)
         .args(args))
 }
+
+/// Waits until every running replica has replayed the leader's current WAL position
+/// (a planned switchover refuses a candidate lagging beyond `maximum_lag_on_failover`,
+/// and right after a pg_basebackup the leader's WAL switch leaves replicas up to one
+/// segment behind for a moment).
+pub async fn wait_caught_up(c: &TestCluster, leader: usize) {
+    let lsn = query_one(c, leader, "SELECT pg_current_wal_lsn()")
+        .await
+        .expect("leader LSN");
+    for i in 0..c.nodes.len() {
+        if i != leader && c.nodes[i].agent.is_some() {
+            wait_query(
+                c,
+                i,
+                &format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'"),
+                "t",
+                Duration::from_secs(30),
+            )
+            .await;
+        }
+    }
+}
