@@ -8,6 +8,7 @@ mod probe;
 mod sample;
 mod settings;
 mod supervisor;
+mod wal_sampler;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -214,6 +215,11 @@ async fn run(
     let fence =
         supervisor::Fence::with_state_file(warden_pg::Postgres::new(pg_settings), Some(state_file));
     tokio::spawn(fence.clone().guard());
+    tokio::spawn(wal_sampler::run(
+        fence.clone(),
+        api.clone(),
+        stop_rx.clone(),
+    ));
 
     info!(
         "Warden {} (Patroni-compatible {}) starting: node {} of cluster {}",

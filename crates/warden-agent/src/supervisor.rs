@@ -92,6 +92,15 @@ impl Fence {
         }
     }
 
+    /// The PostgreSQL instance as currently configured (for read-only queries outside
+    /// the HA loop, e.g. fresh WAL positions for the REST API).
+    pub fn postgres(&self) -> Postgres {
+        match self.pg.lock() {
+            Ok(g) => g.clone(),
+            Err(e) => e.into_inner().clone(),
+        }
+    }
+
     /// Would the guard fence now?
     pub fn must_fence(&self, now_ms: u64) -> bool {
         let until = self.leader_until_ms.load(Ordering::SeqCst);

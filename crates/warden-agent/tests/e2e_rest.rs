@@ -899,3 +899,76 @@ async fn rest_authentication_end_to_end() {
         "the REST password appears in the member key: {m}"
     );
 }
+
+/// `warden_ha_cycles_total` of node i.
+async fn ha_cycles(c: &TestCluster, i: usize) -> Option<u64> {
+    let (_, body) = api_get(c, i, "/metrics").await?;
+    body.lines()
+        .find(|l| l.starts_with("warden_ha_cycles_total"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+}
+
+/// A replica's `GET /patroni` reports WAL positions read between HA cycles (peers
+/// judge switchover candidates by them): with loop_wait = 10 s, a write on the leader
+/// shows up in the replica's `xlog.received_location` while its HA loop has not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patroni_wal_positions_are_fresh_between_ha_cycles() {
+    let mut c = TestCluster::new("freshtest", 2, &[]);
+    let l = start_cluster_led_by_0(&mut c).await;
+    let r = 1 - l;
+    let (code, out, err) = wardenctl(
+        &c,
+        &[
+            "edit-config",
+            "freshtest",
+            "--set",
+            "loop_wait=10",
+            "--force",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // Both nodes run a cycle with the new loop_wait before we measure.
+    let start = ha_cycles(&c, r).await.expect("replica metrics");
+    warden_testkit::wait_for_async(
+        "the replica to run two more HA cycles",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async { (ha_cycles(&c, r).await? >= start + 2).then_some(()) },
+    )
+    .await;
+    exec(&c, l, "CREATE TABLE IF NOT EXISTS fresh(i int)")
+        .await
+        .expect("create");
+    for attempt in 0..5 {
+        let before = ha_cycles(&c, r).await.expect("replica metrics");
+        exec(&c, l, "INSERT INTO fresh SELECT generate_series(1, 1000)")
+            .await
+            .expect("insert");
+        let lsn: u64 = query_one(&c, l, "SELECT pg_current_wal_flush_lsn() - '0/0'")
+            .await
+            .and_then(|v| v.parse().ok())
+            .expect("leader LSN");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut seen = None;
+        while Instant::now() < deadline {
+            let received = patroni_json(&c, r)
+                .await
+                .and_then(|v| v["xlog"]["received_location"].as_u64());
+            if received.is_some_and(|x| x >= lsn) {
+                seen = received;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let after = ha_cycles(&c, r).await.expect("replica metrics");
+        assert!(
+            seen.is_some(),
+            "attempt {attempt}: replica /patroni never reached the leader's LSN {lsn}"
+        );
+        if after == before {
+            return;
+        }
+        // An HA cycle ran meanwhile (e.g. woken by a DCS change): not a proof; again.
+    }
+    panic!("every attempt overlapped an HA cycle of the replica");
+}

@@ -14,7 +14,7 @@
 
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
-use warden_core::status::NodeStatus;
+use warden_core::status::{NodeStatus, Xlog};
 
 mod access;
 mod cluster_json;
@@ -69,6 +69,26 @@ impl StatusHandle {
         *g = s;
     }
 
+    /// Replaces the snapshot's WAL positions with fresher ones read between HA cycles,
+    /// if PostgreSQL answered the last cycle and is still in the role the snapshot
+    /// shows (primary vs replica); a role change waits for the next cycle. Returns
+    /// whether the snapshot changed.
+    pub fn update_xlog(&self, fresh: Xlog) -> bool {
+        let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let same_role = matches!(
+            (&g.xlog, &fresh),
+            (Some(Xlog::Primary { .. }), Xlog::Primary { .. })
+                | (Some(Xlog::Replica { .. }), Xlog::Replica { .. })
+        );
+        if !g.pg_answered || !same_role || g.xlog.as_ref() == Some(&fresh) {
+            return false;
+        }
+        let mut s = NodeStatus::clone(&g);
+        s.xlog = Some(fresh);
+        *g = Arc::new(s);
+        true
+    }
+
     /// The current snapshot.
     pub fn get(&self) -> Arc<NodeStatus> {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -78,5 +98,51 @@ impl StatusHandle {
 impl Default for StatusHandle {
     fn default() -> Self {
         StatusHandle::new(NodeStatus::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica_at(lsn: u64) -> Xlog {
+        Xlog::Replica {
+            received_location: Some(lsn),
+            replayed_location: Some(lsn),
+            replayed_timestamp: None,
+            paused: false,
+        }
+    }
+
+    #[test]
+    fn update_xlog_keeps_the_snapshot_role() {
+        let h = StatusHandle::new(NodeStatus {
+            pg_answered: true,
+            role: "replica".into(),
+            xlog: Some(replica_at(100)),
+            ..NodeStatus::default()
+        });
+        assert!(h.update_xlog(replica_at(200)));
+        assert_eq!(h.get().xlog, Some(replica_at(200)));
+        assert!(!h.update_xlog(replica_at(200)), "no change");
+        // promoted since the last cycle: the next cycle publishes the new shape
+        assert!(!h.update_xlog(Xlog::Primary { location: 300 }));
+        assert_eq!(h.get().xlog, Some(replica_at(200)));
+        // PostgreSQL did not answer the last cycle: nothing to refresh
+        h.publish(NodeStatus {
+            pg_answered: false,
+            xlog: None,
+            ..NodeStatus::default()
+        });
+        assert!(!h.update_xlog(replica_at(300)));
+        assert_eq!(h.get().xlog, None);
+        h.publish(NodeStatus {
+            pg_answered: true,
+            role: "primary".into(),
+            xlog: Some(Xlog::Primary { location: 5 }),
+            ..NodeStatus::default()
+        });
+        assert!(h.update_xlog(Xlog::Primary { location: 9 }));
+        assert_eq!(h.get().xlog, Some(Xlog::Primary { location: 9 }));
     }
 }

@@ -18,7 +18,7 @@ mod status;
 
 pub use controldata::{ControlData, DataDirState};
 pub use error::PgError;
-pub use postgres::{parse_timeline_history, Postgres, ReadyState};
+pub use postgres::{parse_timeline_history, Postgres, ReadyState, WalMonitor};
 pub use render::{
     conf_quote, dsn_escape, format_dsn, format_lsn, parse_lsn, pgpass_content, pgpass_escape,
     primary_conninfo, quote_ident, quote_literal, render_lines_file, render_postgresql_conf,
@@ -28,4 +28,4 @@ pub use settings::{
     effective_parameters, parse_pg_bool, Credentials, PgSettings, StopMode, Upstream, CMDLINE_GUCS,
     RECOVERY_GUCS,
 };
-pub use status::{PgStatus, ReplicationRow, SlotInfo};
+pub use status::{PgStatus, ReplicationRow, SlotInfo, WalPositions};

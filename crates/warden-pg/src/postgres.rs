@@ -28,7 +28,9 @@ use crate::render::{
 use crate::settings::{
     effective_parameters, Credentials, PgSettings, StopMode, Upstream, CMDLINE_GUCS, RECOVERY_GUCS,
 };
-use crate::status::{PgStatus, RawSlot, ReplicationRow, SlotInfo, STATUS_SQL};
+use crate::status::{
+    PgStatus, RawSlot, ReplicationRow, SlotInfo, WalPositions, STATUS_SQL, WAL_SQL,
+};
 
 /// Config files copied to `<data_dir>/<name>.backup` after each successful start.
 const CONFIG_FILES_TO_SAVE: [&str; 4] = [
@@ -1011,6 +1013,18 @@ impl Postgres {
         })
     }
 
+    /// A persistent connection for reading WAL positions between HA cycles
+    /// (`application_name = 'Patroni restapi'`, statement_timeout 1 s).
+    pub async fn wal_monitor(&self) -> Result<WalMonitor, PgError> {
+        let client = self.connect_local("Patroni restapi", Some(1000)).await?;
+        Ok(WalMonitor { client })
+    }
+
+    /// The WAL positions alone, over one fresh superuser connection.
+    pub async fn query_wal(&self) -> Result<WalPositions, PgError> {
+        self.wal_monitor().await?.read().await
+    }
+
     /// Runs `sql` (may contain several statements) as the superuser via the simple query
     /// protocol; no statement timeout.
     pub async fn execute(&self, sql: &str) -> Result<(), PgError> {
@@ -1482,6 +1496,46 @@ fn wipe_contents(dir: &Path) -> Result<(), PgError> {
         }
     }
     Ok(())
+}
+
+/// A persistent superuser connection that reads [`WalPositions`]; see
+/// [`Postgres::wal_monitor`]. Dropping it closes the connection.
+pub struct WalMonitor {
+    client: Client,
+}
+
+impl WalMonitor {
+    /// Reads the current positions (bounded: 2 s, statement_timeout 1 s). After an
+    /// error the connection may be dead: open a new monitor.
+    pub async fn read(&self) -> Result<WalPositions, PgError> {
+        let row =
+            match tokio::time::timeout(Duration::from_secs(2), self.client.query_one(WAL_SQL, &[]))
+                .await
+            {
+                Ok(r) => r.map_err(|e| PgError::query("wal positions", e))?,
+                Err(_) => return Err(PgError::Timeout("wal positions query".into())),
+            };
+        let get_err = |e: tokio_postgres::Error| PgError::query("wal positions (decode)", e);
+        let in_recovery: bool = row.try_get(0).map_err(get_err)?;
+        let flush: Option<String> = row.try_get(1).map_err(get_err)?;
+        let receive: Option<String> = row.try_get(2).map_err(get_err)?;
+        let replay: Option<String> = row.try_get(3).map_err(get_err)?;
+        let paused: bool = row.try_get(4).map_err(get_err)?;
+        let replay_ts: Option<String> = row.try_get(5).map_err(get_err)?;
+        Ok(WalPositions {
+            in_recovery,
+            flush_lsn: flush.as_deref().and_then(parse_lsn),
+            receive_lsn: receive.as_deref().and_then(parse_lsn),
+            replay_lsn: replay.as_deref().and_then(parse_lsn),
+            replay_paused: in_recovery && paused,
+            replayed_timestamp: replay_ts.map(python_timestamp),
+        })
+    }
+
+    /// The server closed the connection (restart, crash, terminate).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
 }
 
 #[cfg(test)]

@@ -70,6 +70,33 @@ pub struct PgStatus {
     pub slots: Vec<SlotInfo>,
 }
 
+/// Result of [`crate::Postgres::query_wal`]: just the WAL positions, for answers that
+/// must be fresher than the last HA cycle (a peer's `GET /patroni` before a switchover).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WalPositions {
+    /// `pg_is_in_recovery()`
+    pub in_recovery: bool,
+    /// primary: `pg_current_wal_flush_lsn()`
+    pub flush_lsn: Option<u64>,
+    /// `pg_last_wal_receive_lsn()`
+    pub receive_lsn: Option<u64>,
+    /// `pg_last_wal_replay_lsn()`
+    pub replay_lsn: Option<u64>,
+    /// `pg_is_wal_replay_paused()` (false on a primary)
+    pub replay_paused: bool,
+    /// `pg_last_xact_replay_timestamp()` as Python's `str(datetime)`
+    pub replayed_timestamp: Option<String>,
+}
+
+/// The WAL position query behind [`WalPositions`].
+pub(crate) const WAL_SQL: &str = "\
+SELECT pg_catalog.pg_is_in_recovery(),
+  CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE pg_catalog.pg_current_wal_flush_lsn()::text END,
+  pg_catalog.pg_last_wal_receive_lsn()::text,
+  pg_catalog.pg_last_wal_replay_lsn()::text,
+  CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END,
+  pg_catalog.to_char(pg_catalog.pg_last_xact_replay_timestamp(), 'YYYY-MM-DD HH24:MI:SS.USTZH:TZM')";
+
 /// The monitoring query (PostgreSQL 13+).
 pub(crate) const STATUS_SQL: &str = "\
 SELECT pg_catalog.pg_is_in_recovery(),

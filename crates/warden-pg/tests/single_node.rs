@@ -75,6 +75,9 @@ async fn single_node_lifecycle() {
     assert!(!st.in_recovery);
     assert_eq!(st.timeline, Some(1));
     assert!(st.wal_position > 0);
+    let w = pg.query_wal().await.expect("query_wal");
+    assert!(!w.in_recovery && w.receive_lsn.is_none() && !w.replay_paused);
+    assert!(w.flush_lsn.is_some_and(|l| l >= st.wal_position), "{w:?}");
     assert!(st.server_version >= 150000, "{}", st.server_version);
     assert_eq!(st.replication_state, None);
     assert!(st.replication.is_empty());
