@@ -9,6 +9,7 @@
 #
 # Knobs (environment): BENCH_DURATION (s, default 10), BENCH_THREADS (2),
 # BENCH_CONNECTIONS (32), BENCH_BASE_PORT (26000), BENCH_SKIP_PATRONI=1,
+# BENCH_AGENT_CPUS / BENCH_WRK_CPUS (taskset -c lists, e.g. 0 and 1),
 # PATRONI_BIN (a `patroni` the postgres user can run; as root a venv is made in
 # /opt/warden-bench/patroni-venv if the one on PATH is not readable by postgres).
 set -euo pipefail
@@ -73,6 +74,12 @@ if [ -n "$PATRONI" ] && ! "${AS[@]}" "$PATRONI" --version >/dev/null 2>&1; then
     echo "note: $PATRONI cannot be run by the PostgreSQL user; skipping Patroni" >&2
     PATRONI=""
 fi
+
+# Optional CPU pinning so the load generator does not steal the agent's CPU (each agent,
+# with its PostgreSQL, on BENCH_AGENT_CPUS; wrk on BENCH_WRK_CPUS; taskset -c lists).
+PIN_AGENT=(); PIN_WRK=()
+[ -n "${BENCH_AGENT_CPUS:-}" ] && PIN_AGENT=(taskset -c "$BENCH_AGENT_CPUS")
+[ -n "${BENCH_WRK_CPUS:-}" ] && PIN_WRK=(taskset -c "$BENCH_WRK_CPUS")
 
 AGENT_PIDS=()
 ETCD_PID=""
@@ -156,7 +163,7 @@ YAML
 # start_agent <dir> <program...>: sets LAST_PID to the agent's PID.
 start_agent() {
     local dir=$1; shift
-    (cd "$dir" && exec "${AS[@]}" env HOME="$dir" "$@" "$dir/config.yml" >>"$dir/agent.log" 2>&1) &
+    (cd "$dir" && exec "${PIN_AGENT[@]}" "${AS[@]}" env HOME="$dir" "$@" "$dir/config.yml" >>"$dir/agent.log" 2>&1) &
     LAST_PID=$!
     disown "$LAST_PID"
     AGENT_PIDS+=("$LAST_PID")
@@ -198,7 +205,7 @@ run_wrk() {
     local url=$1 mode=$2 out
     local hdr=()
     [ "$mode" = close ] && hdr=(-H 'Connection: close')
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s --latency "${hdr[@]}" "$url" 2>&1)
+    out=$("${PIN_WRK[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s --latency "${hdr[@]}" "$url" 2>&1)
     echo "$out" >>"$TMP/wrk.log"
     awk '
         /Requests\/sec:/ { rps = $2 }
@@ -213,6 +220,7 @@ run_wrk() {
 
 echo
 echo "wrk -t$THREADS -c$CONNS -d${DURATION}s --latency [-H 'Connection: close'] http://127.0.0.1:<api>/<endpoint>"
+[ -n "${BENCH_AGENT_CPUS:-}${BENCH_WRK_CPUS:-}" ] && echo "pinned: agents on CPUs ${BENCH_AGENT_CPUS:-any}, wrk on CPUs ${BENCH_WRK_CPUS:-any}"
 echo "Warden $W_VER (release build)${PATRONI:+ vs Patroni $P_VER}; $(nproc) CPUs; single-node clusters (each node is the leader)"
 echo
 fmt="%-9s %-10s %12s %10s %12s %10s %7s\n"

@@ -188,25 +188,17 @@ async fn run(
         ttl: dynamic.ttl,
         ..NodeStatus::default()
     });
-    let listener = tokio::net::TcpListener::bind(listen_addr(&cfg.restapi.listen)?)
-        .await
+    let listener = std::net::TcpListener::bind(listen_addr(&cfg.restapi.listen)?)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .with_context(|| format!("restapi.listen: cannot listen on {}", cfg.restapi.listen))?;
     let opts = api_options(
         &cfg,
-        management::AgentManagement::new(dcs.clone(), cmd_tx.clone(), api.clone()),
+        management::OnRuntime::new(
+            management::AgentManagement::new(dcs.clone(), cmd_tx.clone(), api.clone()),
+            tokio::runtime::Handle::current(),
+        ),
     )?;
-    {
-        let api = api.clone();
-        let mut rx = stop_rx.clone();
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = warden_api::serve_with(listener, api, opts, shutdown).await {
-                error!("REST API stopped: {e}");
-            }
-        });
-    }
+    spawn_api_thread(listener, api.clone(), opts, stop_rx.clone())?;
 
     let pg_settings = settings::pg_settings(&cfg, &dynamic)?;
     supervisor::spawn_external_guard(&cfg.postgresql.data_dir)
@@ -259,6 +251,42 @@ fn listen_addr(listen: &str) -> Result<String> {
 }
 
 /// REST API options from `restapi.*`.
+/// Serves the REST API on a thread of its own with a single-threaded runtime: health
+/// checks never compete with the HA loop for a worker, and the HA loop's DCS and
+/// PostgreSQL calls never queue behind a burst of requests.
+fn spawn_api_thread(
+    listener: std::net::TcpListener,
+    api: StatusHandle,
+    opts: warden_api::ApiOptions,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the REST API runtime")?;
+    std::thread::Builder::new()
+        .name("warden-api".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        error!("REST API stopped: {e}");
+                        return;
+                    }
+                };
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = warden_api::serve_with(listener, api, opts, shutdown).await {
+                    error!("REST API stopped: {e}");
+                }
+            })
+        })
+        .context("cannot start the REST API thread")?;
+    Ok(())
+}
+
 fn api_options(
     cfg: &Config,
     management: std::sync::Arc<dyn warden_api::management::Management>,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use warden_api::management::{
-    Management, MgmtFuture, MgmtResponse, RestartRequest, SwitchoverKind, SwitchoverRequest,
+    FailsafeFuture, FailsafeOutcome, Management, MgmtFuture, MgmtResponse, RestartRequest,
+    SwitchoverKind, SwitchoverRequest,
 };
 use warden_api::StatusHandle;
 use warden_core::cluster::Cluster;
@@ -41,6 +42,64 @@ pub enum Command {
     },
     /// `POST /reload` / SIGHUP.
     Reload,
+}
+
+/// Runs another [`Management`]'s futures on the agent's main runtime: the REST API has
+/// a thread and runtime of its own (so a flood of requests cannot delay the HA loop),
+/// while DCS clients and the HA loop's channels live on the main runtime.
+pub struct OnRuntime {
+    inner: Arc<dyn Management>,
+    main: tokio::runtime::Handle,
+}
+
+impl OnRuntime {
+    /// Wraps `inner`; its futures are spawned on `main`.
+    pub fn new(inner: Arc<dyn Management>, main: tokio::runtime::Handle) -> Arc<Self> {
+        Arc::new(OnRuntime { inner, main })
+    }
+
+    fn run(&self, f: MgmtFuture) -> MgmtFuture {
+        let task = self.main.spawn(f);
+        Box::pin(async move {
+            task.await.unwrap_or_else(|e| {
+                MgmtResponse::text(503, format!("management request failed: {e}"))
+            })
+        })
+    }
+}
+
+impl Management for OnRuntime {
+    fn switchover(&self, req: SwitchoverRequest) -> MgmtFuture {
+        self.run(self.inner.switchover(req))
+    }
+    fn delete_switchover(&self) -> MgmtFuture {
+        self.run(self.inner.delete_switchover())
+    }
+    fn restart(&self, req: RestartRequest) -> MgmtFuture {
+        self.run(self.inner.restart(req))
+    }
+    fn delete_restart(&self) -> MgmtFuture {
+        self.run(self.inner.delete_restart())
+    }
+    fn reinitialize(&self, force: bool, from_leader: bool) -> MgmtFuture {
+        self.run(self.inner.reinitialize(force, from_leader))
+    }
+    fn reload(&self) -> MgmtFuture {
+        self.run(self.inner.reload())
+    }
+    fn patch_config(&self, patch: Map<String, Value>) -> MgmtFuture {
+        self.run(self.inner.patch_config(patch))
+    }
+    fn put_config(&self, config: Value) -> MgmtFuture {
+        self.run(self.inner.put_config(config))
+    }
+    fn failsafe(&self, post: Map<String, Value>) -> FailsafeFuture {
+        let task = self.main.spawn(self.inner.failsafe(post));
+        Box::pin(async move {
+            task.await
+                .unwrap_or_else(|e| FailsafeOutcome::Refused(format!("failed: {e}")))
+        })
+    }
 }
 
 /// Implements [`Management`] for one node.

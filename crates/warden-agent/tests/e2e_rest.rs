@@ -972,3 +972,79 @@ async fn patroni_wal_positions_are_fresh_between_ha_cycles() {
     }
     panic!("every attempt overlapped an HA cycle of the replica");
 }
+
+/// A flood of REST requests on the leader (64 kept-alive connections hammering
+/// `/patroni` and `/primary`) does not hold up its HA loop: cycles keep coming at
+/// loop_wait, the leader keeps its lock and the health check keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_flood_does_not_stall_the_ha_loop() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = TestCluster::new("floodtest", 2, &[]);
+    let l = start_cluster_led_by_0(&mut c).await;
+    let addr = format!("127.0.0.1:{}", c.nodes[l].api_port);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut flood = Vec::new();
+    for i in 0..64 {
+        let (addr, stop, answered) = (addr.clone(), stop.clone(), answered.clone());
+        flood.push(tokio::spawn(async move {
+            let path = if i % 2 == 0 { "/patroni" } else { "/primary" };
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+                return;
+            };
+            let mut buf = vec![0u8; 8192];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if s.write_all(req.as_bytes()).await.is_err() {
+                    return;
+                }
+                // One response per request: read until its body is complete.
+                let mut got = Vec::new();
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|h| h.strip_prefix("Content-Length: "))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            break;
+                        }
+                    }
+                }
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    let start = ha_cycles(&c, l).await.expect("leader metrics");
+    let t0 = Instant::now();
+    // loop_wait is 2 s: 12 s of flood should see at least 4 cycles.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let cycles = ha_cycles(&c, l).await.expect("leader metrics under flood");
+    let code = api_get(&c, l, "/primary").await.map(|(code, _)| code);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flood {
+        let _ = f.await;
+    }
+    let n = answered.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "flood: {n} requests answered in {:?}, {} HA cycles",
+        t0.elapsed(),
+        cycles - start
+    );
+    assert!(n > 1000, "the flood did not get going ({n} answers)");
+    assert!(
+        cycles >= start + 4,
+        "HA cycles {start} -> {cycles} under flood"
+    );
+    assert_eq!(code, Some(200), "/primary on the leader under flood");
+    assert_eq!(
+        c.etcd_get("leader").as_deref(),
+        Some(c.nodes[l].name.as_str())
+    );
+}
