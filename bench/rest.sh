@@ -251,8 +251,9 @@ for n in "${NOTES[@]:-}"; do [ -n "$n" ] && echo "note: $n"; done
 W_RSS1=$(rss_kb "$W_PID")
 echo
 echo "Agent RSS (VmRSS of the agent process; PostgreSQL not included):"
-echo "  Warden:  before load $((W_RSS0 / 1024)) MiB, after load $((W_RSS1 / 1024)) MiB (pid $W_PID)"
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+echo "  Warden:  before load $(mib "$W_RSS0") MiB, after load $(mib "$W_RSS1") MiB (pid $W_PID)"
 if [ -n "$PATRONI" ]; then
     P_RSS1=$(rss_kb "$P_PID")
-    echo "  Patroni: before load $((P_RSS0 / 1024)) MiB, after load $((P_RSS1 / 1024)) MiB (pid $P_PID)"
+    echo "  Patroni: before load $(mib "$P_RSS0") MiB, after load $(mib "$P_RSS1") MiB (pid $P_PID)"
 fi
