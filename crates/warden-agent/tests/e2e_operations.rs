@@ -335,6 +335,14 @@ async fn manual_failover_pause_restart_reinit_and_rejections() {
     .await;
 
     // Pause: a dead primary PostgreSQL triggers no failover; resume restores automation.
+    // Both replicas first stream and have everything: pg0's restart above cut pg2's
+    // stream (it retries every 5 s), and a replica still behind pg1's fresh clone when
+    // pg0 dies could never stream from pg1, which never had that WAL (PostgreSQL:
+    // "requested WAL segment … has already been removed"; Patroni is stuck there too).
+    for i in 1..3 {
+        wait_streaming(&c, i, Duration::from_secs(60)).await;
+    }
+    wait_caught_up(&c, 0).await;
     let (code, out, err) = run(Command::new(TestCluster::bin("wardenctl"))
         .arg("-c")
         .arg(&c.nodes[0].config)

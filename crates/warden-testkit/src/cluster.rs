@@ -233,23 +233,73 @@ impl TestCluster {
     pub fn logs_tail(&self, lines: usize) -> String {
         let mut out = String::new();
         for n in &self.nodes {
-            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
-            let all: Vec<&str> = text.lines().collect();
-            let from = all.len().saturating_sub(lines);
             out.push_str(&format!("----- {} ({}) -----\n", n.name, n.log.display()));
-            for l in &all[from..] {
-                out.push_str(l);
-                out.push('\n');
-            }
+            out.push_str(&tail_collapsed(&n.log, lines));
+        }
+        out
+    }
+
+    /// What a failing test prints: each agent's log tail with repeated messages collapsed
+    /// (so the decisions before a long steady state stay visible), then each node's
+    /// PostgreSQL log tail (`<data_dir>.postmaster.log`).
+    pub fn failure_report(&self) -> String {
+        let mut out = self.logs_tail(60);
+        for n in &self.nodes {
+            let mut p = n.data_dir.as_os_str().to_owned();
+            p.push(".postmaster.log");
+            let p = PathBuf::from(p);
+            out.push_str(&format!(
+                "----- {} postgres ({}) -----\n",
+                n.name,
+                p.display()
+            ));
+            out.push_str(&tail_collapsed(&p, 25));
         }
         out
     }
 }
 
+/// The last `lines` lines of a log, where a run of lines that differ only in their
+/// leading timestamp counts once (`… repeated N times`).
+fn tail_collapsed(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Agent lines start with "YYYY-MM-DD HH:MM:SS,mmm "; PostgreSQL's with a timestamp too.
+    let body = |l: &str| -> String {
+        let mut it = l.splitn(3, ' ');
+        let (a, b, rest) = (it.next(), it.next(), it.next());
+        match (a, b, rest) {
+            (Some(d), Some(_), Some(rest)) if d.len() == 10 && d.as_bytes()[4] == b'-' => {
+                rest.to_string()
+            }
+            _ => l.to_string(),
+        }
+    };
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    for l in text.lines() {
+        match runs.last_mut() {
+            Some((last, n)) if body(last) == body(l) => {
+                *n += 1;
+                *last = l.to_string();
+            }
+            _ => runs.push((l.to_string(), 1)),
+        }
+    }
+    let from = runs.len().saturating_sub(lines);
+    let mut out = String::new();
+    for (l, n) in &runs[from..] {
+        out.push_str(l);
+        if *n > 1 {
+            out.push_str(&format!("   … repeated {n} times"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("{}", self.logs_tail(60));
+            eprintln!("{}", self.failure_report());
         }
         for n in &mut self.nodes {
             if let Some(mut a) = n.agent.take() {
@@ -359,4 +409,27 @@ tags:
         node_dir = node_dir.display(),
         bin = bin.display(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn collapses_repeated_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.log");
+        std::fs::write(
+            &p,
+            "2026-11-22 22:10:01,000 INFO: starting\n\
+             2026-11-22 22:10:02,000 INFO: no action\n\
+             2026-11-22 22:10:04,000 INFO: no action\n\
+             2026-11-22 22:10:06,000 INFO: no action\n\
+             plain line\n",
+        )
+        .unwrap();
+        let t = super::tail_collapsed(&p, 2);
+        assert_eq!(
+            t,
+            "2026-11-22 22:10:06,000 INFO: no action   … repeated 3 times\nplain line\n"
+        );
+    }
 }
