@@ -46,6 +46,10 @@ pub struct Node<D: Dcs> {
     memory: NodeMemory,
     /// Member we configured PostgreSQL to stream from.
     following: Option<String>,
+    /// Set after a promotion until the background CHECKPOINT that puts the new timeline
+    /// into pg_control has finished: until then the member key says
+    /// `checkpoint_after_promote: false` and nobody may pg_rewind from us.
+    checkpoint_after_promote: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// PostgreSQL state as Patroni names it.
     state: String,
     /// Role as published when PostgreSQL does not answer.
@@ -146,6 +150,7 @@ impl<D: Dcs> Node<D> {
             scheduled_restart: None,
             pending_restart_reason: Map::new(),
             pg_config_changed: false,
+            checkpoint_after_promote: None,
             cycles: 0,
             last_cycle_ms: 0,
             dcs_round_trip_ms: 0,
@@ -165,6 +170,10 @@ impl<D: Dcs> Node<D> {
         let mut wake = self.dcs.subscribe();
         loop {
             let started = monotonic_ms();
+            // Mark DCS events seen *before* this cycle reads the cluster: one that lands
+            // while the cycle runs (e.g. the new leader's key appearing right after we
+            // read) must wake the next cycle at once, not wait for loop_wait.
+            wake.borrow_and_update();
             if let Some(exit) = self.cycle().await {
                 return exit;
             }
@@ -181,7 +190,6 @@ impl<D: Dcs> Node<D> {
                 info!("Loop time exceeded, rescheduling immediately.");
                 continue;
             }
-            wake.borrow_and_update();
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(due - now)) => {}
                 _ = wake.changed() => {}
@@ -997,6 +1005,7 @@ impl<D: Dcs> Node<D> {
             }
             Action::Promote => {
                 self.pg.promote().await?;
+                self.start_checkpoint_after_promote();
                 self.following = None;
                 self.role = "primary".into();
                 self.callback_role = Some("primary".into());
@@ -1015,6 +1024,7 @@ impl<D: Dcs> Node<D> {
                     }
                 }
                 self.fence.set_primary_running(false);
+                self.checkpoint_after_promote = None;
                 self.state = "stopping".into();
                 self.publish();
                 let role_before = self.role.clone();
@@ -1339,6 +1349,14 @@ impl<D: Dcs> Node<D> {
         if let Some(sr) = self.scheduled_restart_json() {
             d.extra.insert("scheduled_restart".into(), sr);
         }
+        if self
+            .checkpoint_after_promote
+            .as_ref()
+            .is_some_and(|done| !done.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            d.extra
+                .insert("checkpoint_after_promote".into(), Value::Bool(false));
+        }
         if let Some(st) = &self.last_pg {
             d.role = Some(if st.in_recovery { "replica" } else { "primary" }.into());
             d.xlog_location = Some(st.wal_position);
@@ -1350,6 +1368,32 @@ impl<D: Dcs> Node<D> {
             }
         }
         d
+    }
+
+    /// Runs CHECKPOINT in the background after a promotion (retrying a few times), so
+    /// that pg_control names the new timeline before anyone rewinds from us; the member
+    /// key shows `checkpoint_after_promote: false` meanwhile (postgres-management.md §4).
+    fn start_checkpoint_after_promote(&mut self) {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.checkpoint_after_promote = Some(done.clone());
+        let pg = self.pg.clone();
+        tokio::spawn(async move {
+            for attempt in 1..=5u64 {
+                match pg.checkpoint().await {
+                    Ok(()) => {
+                        info!("CHECKPOINT after promote done");
+                        break;
+                    }
+                    Err(e) => {
+                        warn!("CHECKPOINT after promote failed (attempt {attempt}): {e}");
+                        tokio::time::sleep(Duration::from_secs(attempt)).await;
+                    }
+                }
+            }
+            // After the attempts, rewinding replicas check (and request) the checkpoint
+            // themselves: never block them forever on this flag.
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
     }
 
     async fn touch_member(&mut self) {

@@ -1,4 +1,5 @@
-//! Keeps the WAL positions the REST API serves current between HA cycles.
+//! Keeps the WAL positions (and a replica's `replication_state`) the REST API serves
+//! current between HA cycles.
 //!
 //! Peers judge a switchover candidate by the `xlog` of its `GET /patroni` (Patroni
 //! reads it from PostgreSQL on every call). A snapshot from the last HA cycle can be
@@ -61,8 +62,9 @@ pub async fn run(fence: Arc<Fence>, api: StatusHandle, mut stop: watch::Receiver
         let Some(m) = &monitor else { continue };
         match m.read().await {
             Ok(w) => {
+                let state = w.replication_state.clone();
                 if let Some(x) = to_xlog(w) {
-                    api.update_xlog(x);
+                    api.update_wal(x, state);
                 }
             }
             Err(e) => {

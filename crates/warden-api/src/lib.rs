@@ -69,22 +69,26 @@ impl StatusHandle {
         *g = s;
     }
 
-    /// Replaces the snapshot's WAL positions with fresher ones read between HA cycles,
-    /// if PostgreSQL answered the last cycle and is still in the role the snapshot
-    /// shows (primary vs replica); a role change waits for the next cycle. Returns
-    /// whether the snapshot changed.
-    pub fn update_xlog(&self, fresh: Xlog) -> bool {
+    /// Replaces the snapshot's WAL positions and replication state with fresher ones
+    /// read between HA cycles, if PostgreSQL answered the last cycle and is still in the
+    /// role the snapshot shows (primary vs replica); a role change waits for the next
+    /// cycle. Returns whether the snapshot changed.
+    pub fn update_wal(&self, fresh: Xlog, replication_state: Option<String>) -> bool {
         let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let same_role = matches!(
             (&g.xlog, &fresh),
             (Some(Xlog::Primary { .. }), Xlog::Primary { .. })
                 | (Some(Xlog::Replica { .. }), Xlog::Replica { .. })
         );
-        if !g.pg_answered || !same_role || g.xlog.as_ref() == Some(&fresh) {
+        if !g.pg_answered
+            || !same_role
+            || (g.xlog.as_ref() == Some(&fresh) && g.replication_state == replication_state)
+        {
             return false;
         }
         let mut s = NodeStatus::clone(&g);
         s.xlog = Some(fresh);
+        s.replication_state = replication_state;
         *g = Arc::new(s);
         true
     }
@@ -115,18 +119,20 @@ mod tests {
     }
 
     #[test]
-    fn update_xlog_keeps_the_snapshot_role() {
+    fn update_wal_keeps_the_snapshot_role() {
         let h = StatusHandle::new(NodeStatus {
             pg_answered: true,
             role: "replica".into(),
             xlog: Some(replica_at(100)),
             ..NodeStatus::default()
         });
-        assert!(h.update_xlog(replica_at(200)));
+        assert!(h.update_wal(replica_at(200), None));
         assert_eq!(h.get().xlog, Some(replica_at(200)));
-        assert!(!h.update_xlog(replica_at(200)), "no change");
+        assert!(!h.update_wal(replica_at(200), None), "no change");
+        assert!(h.update_wal(replica_at(200), Some("streaming".into())));
+        assert_eq!(h.get().replication_state.as_deref(), Some("streaming"));
         // promoted since the last cycle: the next cycle publishes the new shape
-        assert!(!h.update_xlog(Xlog::Primary { location: 300 }));
+        assert!(!h.update_wal(Xlog::Primary { location: 300 }, None));
         assert_eq!(h.get().xlog, Some(replica_at(200)));
         // PostgreSQL did not answer the last cycle: nothing to refresh
         h.publish(NodeStatus {
@@ -134,7 +140,7 @@ mod tests {
             xlog: None,
             ..NodeStatus::default()
         });
-        assert!(!h.update_xlog(replica_at(300)));
+        assert!(!h.update_wal(replica_at(300), None));
         assert_eq!(h.get().xlog, None);
         h.publish(NodeStatus {
             pg_answered: true,
@@ -142,7 +148,7 @@ mod tests {
             xlog: Some(Xlog::Primary { location: 5 }),
             ..NodeStatus::default()
         });
-        assert!(h.update_xlog(Xlog::Primary { location: 9 }));
+        assert!(h.update_wal(Xlog::Primary { location: 9 }, None));
         assert_eq!(h.get().xlog, Some(Xlog::Primary { location: 9 }));
     }
 }

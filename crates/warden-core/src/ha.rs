@@ -578,6 +578,19 @@ fn pg_not_running(i: &HaInput<'_>, cluster: &Cluster, i_hold_lock: bool) -> Step
 /// RW1: rewind when possible, else re-clone when allowed, else start anyway.
 fn rewind_or_reinit(i: &HaInput<'_>, leader: &str, follow: Option<String>) -> Step {
     if i.settings.can_rewind {
+        // §6 step 3: a just-promoted leader's pg_control names its old timeline until its
+        // first checkpoint; pg_rewind against it would compute the wrong fork point.
+        let checkpoint_pending = i
+            .cluster
+            .and_then(|c| c.member(leader))
+            .and_then(|m| m.data.extra.get("checkpoint_after_promote"))
+            .is_some_and(|v| v.as_bool() == Some(false));
+        if checkpoint_pending {
+            return act(
+                vec![],
+                format!("Waiting for checkpoint on {leader} before rewind"),
+            );
+        }
         act(
             vec![
                 Action::Rewind {

@@ -952,13 +952,7 @@ impl Postgres {
                 .or(checkpoint_tli)
                 .and_then(|t| u32::try_from(t).ok());
             let pos = receive_lsn.unwrap_or(0).max(replay_lsn.unwrap_or(0));
-            let state = if wr_status.as_deref() == Some("streaming") {
-                Some("streaming".to_string())
-            } else if restore_command.as_deref().is_some_and(|c| !c.is_empty()) {
-                Some("in archive recovery".to_string())
-            } else {
-                None
-            };
+            let state = replication_state(true, wr_status.as_deref(), restore_command.as_deref());
             (tl, pos, state)
         } else {
             (
@@ -1299,6 +1293,10 @@ impl Postgres {
     /// (or superuser) credentials in pgpass, `PGPASSFILE`, `LANG=C`, `LC_ALL=C`,
     /// `PGOPTIONS=-c statement_timeout=0`.
     pub async fn rewind(&self, from: &Upstream) -> Result<(), PgError> {
+        // Before touching anything local: the source must be a primary whose pg_control
+        // already carries its new timeline, or pg_rewind computes the divergence from
+        // the old one and leaves a data directory that cannot start.
+        self.ensure_rewind_source(from).await?;
         if self.is_running() {
             self.stop(StopMode::Fast, self.s.pg_ctl_timeout).await?;
         }
@@ -1312,6 +1310,15 @@ impl Postgres {
                 cd.state()
             );
             self.crash_recovery().await?;
+        }
+        // pg_rewind runs its own single-user crash recovery when the target was not
+        // shut down cleanly, which refuses to run in standby mode; the signal files are
+        // written again when PostgreSQL starts as a replica.
+        for f in ["standby.signal", "recovery.signal"] {
+            let p = self.s.data_dir.join(f);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| PgError::io("remove", &p, e))?;
+            }
         }
         let creds = self
             .s
@@ -1333,6 +1340,66 @@ impl Postgres {
             .env("LC_ALL", "C")
             .env("PGOPTIONS", "-c statement_timeout=0");
         self.run(cmd, None).await.map(|_| ())
+    }
+
+    /// Checks that `from` can be rewound from (postgres-management.md §6 step 3): it is
+    /// not in recovery, and its last checkpoint is on its current timeline. A freshly
+    /// promoted primary's pg_control still names the old timeline until its first
+    /// checkpoint; then one `CHECKPOINT` is requested there (superuser) and the check
+    /// repeated. Err names what is missing ("Waiting for checkpoint on … before rewind").
+    pub async fn ensure_rewind_source(&self, from: &Upstream) -> Result<(), PgError> {
+        let client = self
+            .connect_to(
+                LocalTarget::Tcp(from.host.clone()),
+                from.port,
+                &self.s.superuser,
+                "Patroni",
+                Some(60_000),
+            )
+            .await?;
+        let timelines = || async {
+            let row = client
+                .query_one(
+                    "SELECT pg_catalog.pg_is_in_recovery(), \
+                     (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())::int8, \
+                     CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE ('x' || \
+                       pg_catalog.left(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 8))::bit(32)::int8 END",
+                    &[],
+                )
+                .await
+                .map_err(|e| PgError::query("rewind source timelines", e))?;
+            let get_err = |e: tokio_postgres::Error| PgError::query("rewind source timelines", e);
+            let in_recovery: bool = row.try_get(0).map_err(get_err)?;
+            let checkpoint_tl: Option<i64> = row.try_get(1).map_err(get_err)?;
+            let current_tl: Option<i64> = row.try_get(2).map_err(get_err)?;
+            Ok::<_, PgError>((in_recovery, checkpoint_tl, current_tl))
+        };
+        let where_ = format!("{}:{}", from.host, from.port);
+        let (in_recovery, checkpoint_tl, current_tl) = timelines().await?;
+        if in_recovery {
+            return Err(PgError::Invalid(format!(
+                "the rewind source {where_} is still in recovery"
+            )));
+        }
+        if checkpoint_tl == current_tl {
+            return Ok(());
+        }
+        tracing::info!(
+            "rewind source {where_}: last checkpoint on timeline {checkpoint_tl:?}, current \
+             timeline {current_tl:?}; requesting a CHECKPOINT there"
+        );
+        client
+            .simple_query("CHECKPOINT")
+            .await
+            .map_err(|e| PgError::query("CHECKPOINT on the rewind source", e))?;
+        let (_, checkpoint_tl, current_tl) = timelines().await?;
+        if checkpoint_tl == current_tl {
+            Ok(())
+        } else {
+            Err(PgError::Invalid(format!(
+                "Waiting for checkpoint on {where_} before rewind"
+            )))
+        }
     }
 
     /// `use_pg_rewind` and `pg_rewind --help` works and pg_controldata shows
@@ -1498,6 +1565,24 @@ fn wipe_contents(dir: &Path) -> Result<(), PgError> {
     Ok(())
 }
 
+/// A replica's `replication_state` (Patroni's): `streaming` when the WAL receiver
+/// streams, else `in archive recovery` when a `restore_command` is set, else None.
+fn replication_state(
+    in_recovery: bool,
+    wal_receiver_status: Option<&str>,
+    restore_command: Option<&str>,
+) -> Option<String> {
+    if !in_recovery {
+        None
+    } else if wal_receiver_status == Some("streaming") {
+        Some("streaming".to_string())
+    } else if restore_command.is_some_and(|c| !c.is_empty()) {
+        Some("in archive recovery".to_string())
+    } else {
+        None
+    }
+}
+
 /// A persistent superuser connection that reads [`WalPositions`]; see
 /// [`Postgres::wal_monitor`]. Dropping it closes the connection.
 pub struct WalMonitor {
@@ -1522,7 +1607,14 @@ impl WalMonitor {
         let replay: Option<String> = row.try_get(3).map_err(get_err)?;
         let paused: bool = row.try_get(4).map_err(get_err)?;
         let replay_ts: Option<String> = row.try_get(5).map_err(get_err)?;
+        let restore_command: Option<String> = row.try_get(6).map_err(get_err)?;
+        let wr_status: Option<String> = row.try_get(7).map_err(get_err)?;
         Ok(WalPositions {
+            replication_state: replication_state(
+                in_recovery,
+                wr_status.as_deref(),
+                restore_command.as_deref(),
+            ),
             in_recovery,
             flush_lsn: flush.as_deref().and_then(parse_lsn),
             receive_lsn: receive.as_deref().and_then(parse_lsn),

@@ -86,6 +86,8 @@ pub struct WalPositions {
     pub replay_paused: bool,
     /// `pg_last_xact_replay_timestamp()` as Python's `str(datetime)`
     pub replayed_timestamp: Option<String>,
+    /// As [`PgStatus::replication_state`]: `streaming`, `in archive recovery` or None.
+    pub replication_state: Option<String>,
 }
 
 /// The WAL position query behind [`WalPositions`].
@@ -95,7 +97,10 @@ SELECT pg_catalog.pg_is_in_recovery(),
   pg_catalog.pg_last_wal_receive_lsn()::text,
   pg_catalog.pg_last_wal_replay_lsn()::text,
   CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END,
-  pg_catalog.to_char(pg_catalog.pg_last_xact_replay_timestamp(), 'YYYY-MM-DD HH24:MI:SS.USTZH:TZM')";
+  pg_catalog.to_char(pg_catalog.pg_last_xact_replay_timestamp(), 'YYYY-MM-DD HH24:MI:SS.USTZH:TZM'),
+  pg_catalog.current_setting('restore_command'),
+  w.status
+FROM (SELECT 1) AS dummy LEFT JOIN pg_catalog.pg_stat_wal_receiver AS w ON true";
 
 /// The monitoring query (PostgreSQL 13+).
 pub(crate) const STATUS_SQL: &str = "\

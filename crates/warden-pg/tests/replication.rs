@@ -136,13 +136,30 @@ async fn replica_promote_rewind() {
     assert!(w2.receive_lsn.is_some() && w2.replay_lsn.is_some());
     assert!(st2.replay_lsn >= w2.replay_lsn, "{st2:?} vs {w2:?}");
 
+    // a replica is no rewind source
+    let err = pg1
+        .ensure_rewind_source(&upstream_of(&pg2, None))
+        .await
+        .expect_err("a replica is no rewind source");
+    assert!(err.to_string().contains("still in recovery"), "{err}");
+
     // ---- promote node-2
     pg2.promote().await.expect("promote");
     let st2 = pg2.query_status().await.unwrap();
     assert!(!st2.in_recovery);
     assert_eq!(st2.timeline, Some(2));
     assert_eq!(st2.replication_state, None);
-    pg2.checkpoint().await.expect("checkpoint after promote");
+    // Right after promotion pg_control may still name timeline 1: the rewind-source
+    // check requests the checkpoint itself and returns once it names timeline 2.
+    pg1.ensure_rewind_source(&upstream_of(&pg2, None))
+        .await
+        .expect("freshly promoted node becomes a rewind source");
+    assert_eq!(
+        query_text(n2.port, "SELECT timeline_id FROM pg_control_checkpoint()")
+            .await
+            .as_deref(),
+        Some("2")
+    );
     pg2.ensure_slots(&BTreeSet::from([slot1.clone()]))
         .await
         .expect("slot on new primary");

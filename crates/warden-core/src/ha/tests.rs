@@ -32,6 +32,19 @@ fn member_json(role: &str, port: u16, xlog: u64, tl: u32, extra: &str) -> String
     )
 }
 
+/// pg1's member key says its post-promote CHECKPOINT has not finished.
+fn checkpoint_pending(mut c: Cluster) -> Cluster {
+    for m in &mut c.members {
+        if m.name == "pg1" {
+            m.data.extra.insert(
+                "checkpoint_after_promote".into(),
+                serde_json::Value::Bool(false),
+            );
+        }
+    }
+    c
+}
+
 /// Builds a cluster: `leader` (if any), members pg1..pg3 where pg1 is the primary.
 fn cluster(leader: Option<&str>, initialize: Option<&str>, optime: Option<u64>) -> Cluster {
     let mut kvs = vec![
@@ -436,6 +449,11 @@ fn cases() -> Vec<Case> {
             .settings(|s| s.can_rewind = true)
             .world(World { divergence: Some(Divergence::Diverged), ..World::default() })
             .expect(vec![Action::Rewind { source: "pg1".into() }, start_replica(Some("pg1"))], "running pg_rewind from pg1"),
+        case("old primary, diverged, leader's post-promote checkpoint pending: waits", "pg2",
+                Some(checkpoint_pending(cluster(Some("pg1"), Some(SYSID), Some(100)))), stopped(true, 1))
+            .settings(|s| s.can_rewind = true)
+            .world(World { divergence: Some(Divergence::Diverged), ..World::default() })
+            .expect(vec![], "Waiting for checkpoint on pg1 before rewind"),
         case("old primary, diverged, no rewind: reinit when allowed", "pg2", locked_pg1(), stopped(true, 1))
             .settings(|s| s.reinit_on_divergence = true)
             .world(World { divergence: Some(Divergence::Diverged), ..World::default() })
