@@ -13,13 +13,12 @@ with the same configuration (bench/switchover.py's YAML), all on 127.0.0.1 in a 
   kill to the next successful commit on the new leader, then restarts the killed node and
   reports how long it takes to stream again (pg_rewind rejoin).
 
-With --warden-ttl/--warden-loop-wait a second Warden cluster runs with a lower ttl (safe
-for Warden because a primary whose agent stops renewing fences itself before its lease can
-expire; see README "Fencing").
+With --warden-ttl/--warden-loop-wait a second Warden cluster runs with other timing (Warden,
+like Patroni, refuses a ttl below 20 s).
 
 Usage (as root or as a user that can run PostgreSQL):
     bench/failover.py [--rounds 3] [--ttl 30] [--loop-wait 10] [--warden-only]
-                      [--warden-ttl 10 --warden-loop-wait 2]
+                      [--warden-ttl 20 --warden-loop-wait 5]
 Every process is stopped by PID at exit.
 """
 
@@ -145,7 +144,7 @@ def one_failover(cl, binary):
     time.sleep(3)
     t_kill = time.monotonic()
     kill_node(cl, li)
-    # Next commit after the kill (bounded: 3 ttl).
+    # Next commit after the kill (bounded: 180 s).
     deadline = t_kill + 180
     resumed = None
     while time.monotonic() < deadline:
