@@ -174,6 +174,10 @@ def main():
     ap.add_argument("--warden-ttl", type=int, help="also run Warden with this (lower) ttl")
     ap.add_argument("--warden-loop-wait", type=int, default=2)
     args = ap.parse_args()
+    # SIGTERM/SIGHUP (e.g. `kill`, a closed terminal) unwind through the cleanup below
+    # instead of leaving agents and PostgreSQL running.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(1))
     try:
         import psycopg2  # noqa: F401
     except ImportError:

@@ -280,6 +280,10 @@ def main():
     ap.add_argument("--loop-wait", type=int, default=10)
     ap.add_argument("--warden-only", action="store_true", help="skip the Patroni cluster")
     args = ap.parse_args()
+    # SIGTERM/SIGHUP (e.g. `kill`, a closed terminal) unwind through the cleanup below
+    # instead of leaving agents and PostgreSQL running.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(1))
     try:
         import psycopg2  # noqa: F401
     except ImportError:
