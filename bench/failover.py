@@ -29,7 +29,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
@@ -122,7 +121,7 @@ def start_up(cl):
     cl.start()
     leader_at = wait_until(lambda: any(is_leader(n) for n in cl.nodes), 180)
     if leader_at is None:
-        cl.wait_healthy(timeout=1)  # prints logs and exits
+        cl.fail(f"{cl.kind}: no running leader within 180 s")
     leader = next(i for i, n in enumerate(cl.nodes) if is_leader(n))
     streaming = []
     for i, n in enumerate(cl.nodes):
@@ -130,7 +129,7 @@ def start_up(cl):
             continue
         at = wait_until(lambda n=n: is_streaming(n), 180)
         if at is None:
-            cl.wait_healthy(timeout=1)
+            cl.fail(f"{cl.kind}: {n['name']} not streaming within 180 s")
         streaming.append(at - t0)
     return leader_at - t0, sorted(streaming)
 
@@ -171,29 +170,12 @@ def main():
     ap.add_argument("--ttl", type=int, default=30)
     ap.add_argument("--loop-wait", type=int, default=10)
     ap.add_argument("--warden-only", action="store_true", help="skip the Patroni cluster")
-    ap.add_argument("--warden-ttl", type=int, help="also run Warden with this (lower) ttl")
+    ap.add_argument("--warden-ttl", type=int, help="also run Warden with this ttl (>= 20)")
     ap.add_argument("--warden-loop-wait", type=int, default=2)
     args = ap.parse_args()
-    # SIGTERM/SIGHUP (e.g. `kill`, a closed terminal) unwind through the cleanup below
-    # instead of leaving agents and PostgreSQL running.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: sys.exit(1))
+    tmp = sw.prepare()
     try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        raise SystemExit("needs psycopg2: pip install psycopg2-binary")
-    subprocess.run(["cargo", "build", "--release", "--bins", "--quiet"], cwd=sw.ROOT, check=True)
-    tmp = tempfile.mkdtemp(prefix="warden-bench-")
-    os.chmod(tmp, 0o755)
-    try:
-        etcd_port, peer = sw.free_port(), sw.free_port()
-        sw.spawn(["etcd", "--name", "bench", "--data-dir", os.path.join(tmp, "etcd"),
-                  "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
-                  "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
-                  "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                  "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                  "--initial-cluster", f"bench=http://127.0.0.1:{peer}"], os.path.join(tmp, "etcd.log"))
-        time.sleep(1)
+        etcd_port = sw.start_etcd(tmp)
         runs = [("warden", args.ttl, args.loop_wait)]
         if args.warden_ttl:
             runs.append(("warden", args.warden_ttl, args.warden_loop_wait))

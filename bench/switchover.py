@@ -187,6 +187,10 @@ class Cluster:
                     sum(1 for x in m if x.get("Role") == "Replica" and x.get("State") == "streaming") == 2:
                 return m
             time.sleep(1)
+        self.fail(f"{self.kind} cluster not healthy after {timeout}s")
+
+    def fail(self, why):
+        """Prints the member list and each agent's log tail, then exits with `why`."""
         print(self.ctl("list").stdout, file=sys.stderr)
         for n in self.nodes:
             try:
@@ -195,7 +199,7 @@ class Cluster:
                 print(f"----- {n['name']} -----\n" + "".join(tail), file=sys.stderr)
             except OSError:
                 pass
-        raise SystemExit(f"{self.kind} cluster not healthy after {timeout}s")
+        raise SystemExit(why)
 
     def dsn(self):
         hosts = ",".join("127.0.0.1" for _ in self.nodes)
@@ -254,6 +258,41 @@ class Writer(threading.Thread):
         return max(b - a for a, b in zip(pts, pts[1:]))
 
 
+def prepare():
+    """Checks psycopg2, builds the release binaries, makes the temp dir, and makes
+    SIGTERM/SIGHUP (e.g. `kill`, a closed terminal) unwind through the caller's cleanup
+    instead of leaving agents and PostgreSQL running."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(1))
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        raise SystemExit("needs psycopg2: pip install psycopg2-binary")
+    subprocess.run(["cargo", "build", "--release", "--bins", "--quiet"], cwd=ROOT, check=True)
+    tmp = tempfile.mkdtemp(prefix="warden-bench-")
+    os.chmod(tmp, 0o755)
+    return tmp
+
+
+def start_etcd(tmp):
+    """One etcd on 127.0.0.1 with its data in `tmp`; returns its client port once healthy."""
+    etcd_port, peer = free_port(), free_port()
+    spawn(["etcd", "--name", "bench", "--data-dir", os.path.join(tmp, "etcd"),
+           "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+           "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+           "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+           "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+           "--initial-cluster", f"bench=http://127.0.0.1:{peer}"], os.path.join(tmp, "etcd.log"))
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", etcd_port), timeout=1).close()
+            return etcd_port
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("etcd did not start within 30 s")
+
+
 def one_switchover(cl):
     m = cl.wait_healthy()
     leader = next(x["Member"] for x in m if x["Role"] == "Leader")
@@ -280,26 +319,9 @@ def main():
     ap.add_argument("--loop-wait", type=int, default=10)
     ap.add_argument("--warden-only", action="store_true", help="skip the Patroni cluster")
     args = ap.parse_args()
-    # SIGTERM/SIGHUP (e.g. `kill`, a closed terminal) unwind through the cleanup below
-    # instead of leaving agents and PostgreSQL running.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: sys.exit(1))
+    tmp = prepare()
     try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        raise SystemExit("needs psycopg2: pip install psycopg2-binary")
-    subprocess.run(["cargo", "build", "--release", "--bins", "--quiet"], cwd=ROOT, check=True)
-    tmp = tempfile.mkdtemp(prefix="warden-bench-")
-    os.chmod(tmp, 0o755)
-    try:
-        etcd_port, peer = free_port(), free_port()
-        spawn(["etcd", "--name", "bench", "--data-dir", os.path.join(tmp, "etcd"),
-               "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
-               "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
-               "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-               "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-               "--initial-cluster", f"bench=http://127.0.0.1:{peer}"], os.path.join(tmp, "etcd.log"))
-        time.sleep(1)
+        etcd_port = start_etcd(tmp)
         kinds = ["warden"] + (["patroni"] if not args.warden_only and patroni_bin() else [])
         results = {}
         for kind in kinds:

@@ -1014,11 +1014,6 @@ impl Postgres {
         Ok(WalMonitor { client })
     }
 
-    /// The WAL positions alone, over one fresh superuser connection.
-    pub async fn query_wal(&self) -> Result<WalPositions, PgError> {
-        self.wal_monitor().await?.read().await
-    }
-
     /// Runs `sql` (may contain several statements) as the superuser via the simple query
     /// protocol; no statement timeout.
     pub async fn execute(&self, sql: &str) -> Result<(), PgError> {
@@ -1169,6 +1164,22 @@ impl Postgres {
         Ok(())
     }
 
+    /// Superuser connection to another member (`application_name = 'Patroni'`).
+    async fn connect_superuser_to(
+        &self,
+        from: &Upstream,
+        statement_timeout_ms: u64,
+    ) -> Result<Client, PgError> {
+        self.connect_to(
+            LocalTarget::Tcp(from.host.clone()),
+            from.port,
+            &self.s.superuser,
+            "Patroni",
+            Some(statement_timeout_ms),
+        )
+        .await
+    }
+
     /// Reads `pg_wal/<TL>.history` of `from` with `pg_read_binary_file` over a normal
     /// superuser connection and returns `(parent timeline, switch LSN)` per line.
     pub async fn timeline_history(
@@ -1176,15 +1187,7 @@ impl Postgres {
         from: &Upstream,
         timeline: u32,
     ) -> Result<Vec<(u32, u64)>, PgError> {
-        let client = self
-            .connect_to(
-                LocalTarget::Tcp(from.host.clone()),
-                from.port,
-                &self.s.superuser,
-                "Patroni",
-                Some(10_000),
-            )
-            .await?;
+        let client = self.connect_superuser_to(from, 10_000).await?;
         let path = format!("pg_wal/{timeline:08X}.history");
         let row = client
             .query_one(
@@ -1348,15 +1351,7 @@ impl Postgres {
     /// checkpoint; then one `CHECKPOINT` is requested there (superuser) and the check
     /// repeated. Err names what is missing ("Waiting for checkpoint on … before rewind").
     pub async fn ensure_rewind_source(&self, from: &Upstream) -> Result<(), PgError> {
-        let client = self
-            .connect_to(
-                LocalTarget::Tcp(from.host.clone()),
-                from.port,
-                &self.s.superuser,
-                "Patroni",
-                Some(60_000),
-            )
-            .await?;
+        let client = self.connect_superuser_to(from, 60_000).await?;
         let timelines = || async {
             let row = client
                 .query_one(

@@ -70,7 +70,7 @@ pub struct PgStatus {
     pub slots: Vec<SlotInfo>,
 }
 
-/// Result of [`crate::Postgres::query_wal`]: just the WAL positions, for answers that
+/// Result of [`crate::WalMonitor::read`]: just the WAL positions, for answers that
 /// must be fresher than the last HA cycle (a peer's `GET /patroni` before a switchover).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WalPositions {

@@ -130,7 +130,13 @@ async fn replica_promote_rewind() {
     pg2.reload().await.expect("reload replica");
 
     // the lean WAL query agrees with the full status query on a replica
-    let w2 = pg2.query_wal().await.expect("query_wal on replica");
+    let w2 = pg2
+        .wal_monitor()
+        .await
+        .expect("monitor on replica")
+        .read()
+        .await
+        .expect("WAL positions on replica");
     let st2 = pg2.query_status().await.unwrap();
     assert!(w2.in_recovery && w2.flush_lsn.is_none());
     assert!(w2.receive_lsn.is_some() && w2.replay_lsn.is_some());

@@ -75,7 +75,13 @@ async fn single_node_lifecycle() {
     assert!(!st.in_recovery);
     assert_eq!(st.timeline, Some(1));
     assert!(st.wal_position > 0);
-    let w = pg.query_wal().await.expect("query_wal");
+    let w = pg
+        .wal_monitor()
+        .await
+        .expect("monitor")
+        .read()
+        .await
+        .expect("WAL positions");
     assert!(!w.in_recovery && w.receive_lsn.is_none() && !w.replay_paused);
     assert!(w.flush_lsn.is_some_and(|l| l >= st.wal_position), "{w:?}");
     assert!(st.server_version >= 150000, "{}", st.server_version);
