@@ -9,7 +9,10 @@
 #
 # Knobs (environment): BENCH_DURATION (s, default 10), BENCH_THREADS (2),
 # BENCH_CONNECTIONS (32), BENCH_BASE_PORT (26000), BENCH_SKIP_PATRONI=1,
-# BENCH_AGENT_CPUS / BENCH_WRK_CPUS (taskset -c lists, e.g. 0 and 1),
+# BENCH_SKIP_CEILING=1 (skip the HAProxy reference run), BENCH_WARDEN_BIN (an agent binary
+# to use instead of building one, e.g. a build with symbols for perf),
+# BENCH_AGENT_CPUS / BENCH_WRK_CPUS (taskset -c lists, e.g. 0 and 1), BENCH_HOLD=1
+# (start the agents, print their PIDs and URLs, wait for Ctrl-C: for profiling),
 # PATRONI_BIN (a `patroni` the postgres user can run; as root a venv is made in
 # /opt/warden-bench/patroni-venv if the one on PATH is not readable by postgres).
 set -euo pipefail
@@ -34,9 +37,13 @@ if ! command -v wrk >/dev/null 2>&1; then
     fi
 fi
 
-echo "Building release binaries..."
-cargo build --release --bins --quiet
-WARDEN="$ROOT/target/release/warden"
+if [ -n "${BENCH_WARDEN_BIN:-}" ]; then
+    WARDEN="$BENCH_WARDEN_BIN"
+else
+    echo "Building release binaries..."
+    cargo build --release --bins --quiet
+    WARDEN="$ROOT/target/release/warden"
+fi
 
 TMP=$(mktemp -d /tmp/warden-bench.XXXXXX)
 chmod 755 "$TMP"
@@ -83,6 +90,7 @@ PIN_AGENT=(); PIN_WRK=()
 
 AGENT_PIDS=()
 ETCD_PID=""
+CEIL_PID=""
 cleanup() {
     trap - EXIT INT TERM
     for pid in "${AGENT_PIDS[@]:-}"; do [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true; done
@@ -97,6 +105,7 @@ cleanup() {
         [ -f "$pidfile" ] && kill -QUIT "$(head -1 "$pidfile")" 2>/dev/null || true
     done
     [ -n "$ETCD_PID" ] && kill -KILL "$ETCD_PID" 2>/dev/null || true
+    [ -n "$CEIL_PID" ] && kill -KILL "$CEIL_PID" 2>/dev/null || true
     sleep 0.5
     rm -rf "$TMP"
 }
@@ -196,9 +205,17 @@ W_VER=$(curl -s "http://127.0.0.1:$W_API/patroni" | python3 -c 'import json,sys;
 P_VER=""
 [ -n "$PATRONI" ] && P_VER=$("$PATRONI" --version 2>/dev/null | awk '{print $2}')
 
+if [ -n "${BENCH_HOLD:-}" ]; then
+    # For profiling: keep the agents up until Ctrl-C / SIGTERM, then clean up as usual.
+    echo "holding: Warden pid $W_PID at http://127.0.0.1:$W_API/${PATRONI:+, Patroni pid $P_PID at http://127.0.0.1:$P_API/}"
+    while :; do sleep 1; done
+fi
+
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-W_RSS0=$(rss_kb "$W_PID"); P_RSS0=""
-[ -n "$PATRONI" ] && P_RSS0=$(rss_kb "$P_PID")
+# The agent's own memory: anonymous pages (heap, stacks), not the mapped binary and libraries.
+anon_kb() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+W_RSS0=$(rss_kb "$W_PID"); W_ANON0=$(anon_kb "$W_PID"); P_RSS0=""; P_ANON0=""
+[ -n "$PATRONI" ] && P_RSS0=$(rss_kb "$P_PID") && P_ANON0=$(anon_kb "$P_PID")
 
 # run_wrk <url> <mode>: prints "req/s p99_ms non2xx socket_errors requests".
 run_wrk() {
@@ -227,6 +244,7 @@ fmt="%-9s %-10s %12s %10s %12s %10s %7s\n"
 printf "$fmt" endpoint mode "Warden r/s" "W p99 ms" "Patroni r/s" "P p99 ms" ratio
 printf "$fmt" --------- ---------- ------------ ---------- ------------ ---------- -------
 NOTES=()
+declare -A W_PRIMARY=() P_PRIMARY=()
 for ep in primary replica patroni; do
     for mode in keepalive close; do
         read -r w_rps w_p99 w_non w_err w_n < <(run_wrk "http://127.0.0.1:$W_API/$ep" "$mode")
@@ -240,6 +258,7 @@ for ep in primary replica patroni; do
         [ "$w_err" != 0 ] && NOTES+=("Warden /$ep $mode: $w_n requests, socket errors $w_err")
         [ "$w_non" != 0 ] && [ "$ep" != replica ] && NOTES+=("Warden /$ep $mode: $w_non non-2xx")
         printf "$fmt" "/$ep" "$mode" "$w_rps" "$w_p99" "$p_rps" "$p_p99" "$ratio"
+        [ "$ep" = primary ] && W_PRIMARY[$mode]=$w_rps && P_PRIMARY[$mode]=$p_rps
     done
 done
 echo
@@ -248,12 +267,58 @@ echo " wrk counts a 'read' socket error each time a server closes the connection
 echo " response, as HTTP/1.0 servers do; wrk then reconnects.)"
 for n in "${NOTES[@]:-}"; do [ -n "$n" ] && echo "note: $n"; done
 
-W_RSS1=$(rss_kb "$W_PID")
+W_RSS1=$(rss_kb "$W_PID"); W_ANON1=$(anon_kb "$W_PID")
+
+# --- The machine's ceiling --------------------------------------------------------------
+# What the fastest server we have here does under the same wrk: HAProxy (C, one thread,
+# no backend) answering Warden's own /primary body from a file. Its ratio to Patroni is
+# the most any server could show on this machine; Warden's share of it says how much of
+# the gap is Warden's code rather than the kernel and wrk.
+if [ -z "${BENCH_SKIP_CEILING:-}" ] && command -v haproxy >/dev/null 2>&1; then
+    C_PORT=$((BASE_PORT + 10))
+    mkdir -p "$TMP/ceiling"
+    curl -s "http://127.0.0.1:$W_API/primary" >"$TMP/ceiling/primary.json"
+    cat >"$TMP/ceiling/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    maxconn 1000
+defaults
+    mode http
+    timeout client 5s
+    timeout server 5s
+    timeout connect 5s
+frontend ceiling
+    bind 127.0.0.1:$C_PORT
+    http-request return status 200 content-type application/json file $TMP/ceiling/primary.json
+CFG
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$TMP/ceiling"
+    # -db: stay in the foreground, so $! is HAProxy's own PID.
+    "${PIN_AGENT[@]}" "${AS[@]}" haproxy -db -f "$TMP/ceiling/haproxy.cfg" >"$TMP/ceiling/haproxy.log" 2>&1 &
+    CEIL_PID=$!
+    disown "$CEIL_PID"
+    for _ in $(seq 1 50); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$C_PORT/primary" || true)" = 200 ] && break
+        sleep 0.1
+    done
+    echo
+    echo "Machine ceiling: $(haproxy -v | head -1 | awk '{print "HAProxy", $3}'), one thread, answering Warden's /primary body from a file:"
+    for mode in keepalive close; do
+        read -r c_rps c_p99 _ _ _ < <(run_wrk "http://127.0.0.1:$C_PORT/primary" "$mode")
+        w_rps=${W_PRIMARY[$mode]}
+        line=$(awk -v c="$c_rps" -v w="$w_rps" 'BEGIN { printf "Warden /primary = %.0f%% of it", (c > 0 ? 100 * w / c : 0) }')
+        if [ -n "$PATRONI" ]; then
+            line+=$(awk -v c="$c_rps" -v p="${P_PRIMARY[$mode]}" 'BEGIN { if (p > 0) printf "; ceiling / Patroni = %.1fx", c / p }')
+        fi
+        printf "  %-10s %12s r/s  p99 %6s ms   %s\n" "$mode" "$c_rps" "$c_p99" "$line"
+    done
+    kill -TERM "$CEIL_PID" 2>/dev/null || true
+fi
 echo
-echo "Agent RSS (VmRSS of the agent process; PostgreSQL not included):"
+echo "Agent memory (the agent process; PostgreSQL not included). VmRSS, and in brackets"
+echo "RssAnon: its own heap and stacks, without the mapped binary and shared libraries:"
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-echo "  Warden:  before load $(mib "$W_RSS0") MiB, after load $(mib "$W_RSS1") MiB (pid $W_PID)"
+echo "  Warden:  before load $(mib "$W_RSS0") MiB ($(mib "$W_ANON0")), after load $(mib "$W_RSS1") MiB ($(mib "$W_ANON1")) (pid $W_PID)"
 if [ -n "$PATRONI" ]; then
-    P_RSS1=$(rss_kb "$P_PID")
-    echo "  Patroni: before load $(mib "$P_RSS0") MiB, after load $(mib "$P_RSS1") MiB (pid $P_PID)"
+    P_RSS1=$(rss_kb "$P_PID"); P_ANON1=$(anon_kb "$P_PID")
+    echo "  Patroni: before load $(mib "$P_RSS0") MiB ($(mib "$P_ANON0")), after load $(mib "$P_RSS1") MiB ($(mib "$P_ANON1")) (pid $P_PID)"
 fi
