@@ -13,12 +13,14 @@ with the same configuration (bench/switchover.py's YAML), all on 127.0.0.1 in a 
   kill to the next successful commit on the new leader, then restarts the killed node and
   reports how long it takes to stream again (pg_rewind rejoin).
 
-With --warden-ttl/--warden-loop-wait a second Warden cluster runs with other timing (Warden,
-like Patroni, refuses a ttl below 20 s).
+With --warden-ttl/--warden-loop-wait a second Warden cluster runs with other timing; a ttl
+below Patroni's floor of 20 s is written with `warden: {min_ttl: <ttl>}` (Warden-only, safe
+because every Warden primary is fenced before its lock can expire). With
+--patroni-ttl/--patroni-loop-wait a second Patroni cluster runs too (e.g. at its floor, 20).
 
 Usage (as root or as a user that can run PostgreSQL):
     bench/failover.py [--rounds 3] [--ttl 30] [--loop-wait 10] [--warden-only]
-                      [--warden-ttl 20 --warden-loop-wait 5]
+                      [--warden-ttl 8 --warden-loop-wait 2] [--patroni-ttl 20 --patroni-loop-wait 2]
 Every process is stopped by PID at exit.
 """
 
@@ -170,8 +172,10 @@ def main():
     ap.add_argument("--ttl", type=int, default=30)
     ap.add_argument("--loop-wait", type=int, default=10)
     ap.add_argument("--warden-only", action="store_true", help="skip the Patroni cluster")
-    ap.add_argument("--warden-ttl", type=int, help="also run Warden with this ttl (>= 20)")
+    ap.add_argument("--warden-ttl", type=int, help="also run Warden with this ttl (>= 8)")
     ap.add_argument("--warden-loop-wait", type=int, default=2)
+    ap.add_argument("--patroni-ttl", type=int, help="also run Patroni with this ttl (>= 20)")
+    ap.add_argument("--patroni-loop-wait", type=int, default=2)
     args = ap.parse_args()
     tmp = sw.prepare()
     try:
@@ -181,6 +185,8 @@ def main():
             runs.append(("warden", args.warden_ttl, args.warden_loop_wait))
         if not args.warden_only and sw.patroni_bin():
             runs.append(("patroni", args.ttl, args.loop_wait))
+            if args.patroni_ttl:
+                runs.append(("patroni", args.patroni_ttl, args.patroni_loop_wait))
         results = []
         for idx, (kind, ttl, loop_wait) in enumerate(runs):
             label = f"{kind} ttl={ttl} lw={loop_wait}"
@@ -189,8 +195,11 @@ def main():
             for n in cl.nodes:  # the scope is in the YAML too
                 with open(n["cfg"]) as fh:
                     text = fh.read()
+                text = text.replace(f"scope: bench-{kind}\n", f"scope: {cl.scope}\n", 1)
+                if kind == "warden" and ttl < 20:
+                    text += f"warden:\n  min_ttl: {ttl}\n"
                 with open(n["cfg"], "w") as fh:
-                    fh.write(text.replace(f"scope: bench-{kind}\n", f"scope: {cl.scope}\n", 1))
+                    fh.write(text)
             binary = os.path.join(sw.ROOT, "target/release/warden") if kind == "warden" else sw.patroni_bin()
             leader_s, streaming = start_up(cl)
             print(f"{label:24} start-up: leader writable after {leader_s:.1f} s, replicas streaming after "

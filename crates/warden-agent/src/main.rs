@@ -122,7 +122,7 @@ async fn run(
     if let Some(rule) = cfg
         .bootstrap
         .as_ref()
-        .and_then(|b| sample::unsafe_timing(&b.dcs))
+        .and_then(|b| sample::unsafe_timing(&b.dcs, cfg.warden.min_ttl))
     {
         anyhow::bail!("refusing to start: {rule}");
     }
@@ -132,7 +132,8 @@ async fn run(
         .as_ref()
         .map(|b| b.dcs.clone())
         .unwrap_or_else(|| serde_json::json!({}));
-    let (dynamic, warnings) = DynamicConfig::from_value(&bootstrap_dcs);
+    let (dynamic, warnings) =
+        DynamicConfig::from_value_with_min_ttl(&bootstrap_dcs, cfg.warden.min_ttl);
     for w in warnings {
         warn!("{w}");
     }

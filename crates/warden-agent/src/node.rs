@@ -418,10 +418,11 @@ impl<D: Dcs> Node<D> {
                 .map(|b| b.dcs.clone())
                 .unwrap_or(Value::Object(Default::default())),
         };
-        if source == self.dynamic.raw {
+        let min_ttl = self.cfg.warden.min_ttl;
+        if source == self.dynamic.raw && min_ttl == self.dynamic.min_ttl {
             return;
         }
-        let (dynamic, warnings) = DynamicConfig::from_value(&source);
+        let (dynamic, warnings) = DynamicConfig::from_value_with_min_ttl(&source, min_ttl);
         for w in warnings {
             warn!("{w}");
         }

@@ -53,12 +53,18 @@ tags:
   nofailover: false            # true: never become the leader
   noloadbalance: false         # true: GET /replica answers 503
   clonefrom: false             # true: preferred pg_basebackup source for new replicas
+
+# Warden-only (Patroni ignores this section). Patroni raises any ttl below 20 s to 20;
+# Warden's fence guard stops a primary before its lock can expire, so it may go lower:
+# warden:
+#   min_ttl: 8                 # 8..20; then e.g. ttl: 8, loop_wait: 2, retry_timeout: 3
 "#;
 
 /// Refuses `bootstrap.dcs` timings that would let a leader keep writing after its lock
 /// could have expired (ha-loop.md §1). Patroni silently adjusts them; a new cluster
-/// should not start with a configuration that does not say what it will do.
-pub fn unsafe_timing(dcs: &Value) -> Option<String> {
+/// should not start with a configuration that does not say what it will do. `min_ttl`
+/// is `warden.min_ttl` (20, as Patroni, unless lowered).
+pub fn unsafe_timing(dcs: &Value, min_ttl: u64) -> Option<String> {
     let get = |k: &str, d: i64| -> i64 {
         match dcs.get(k) {
             Some(Value::Number(n)) => n.as_i64().unwrap_or(d),
@@ -71,10 +77,16 @@ pub fn unsafe_timing(dcs: &Value) -> Option<String> {
         get("loop_wait", 10),
         get("retry_timeout", 10),
     );
-    if ttl < 20 {
-        return Some(format!(
-            "bootstrap.dcs.ttl: {ttl} is below the minimum of 20 seconds"
-        ));
+    if ttl < min_ttl as i64 {
+        return Some(if min_ttl == warden_config::PATRONI_MIN_TTL {
+            format!(
+                "bootstrap.dcs.ttl: {ttl} is below the minimum of 20 seconds \
+                 (Warden allows down to {} with warden.min_ttl)",
+                warden_config::MIN_TTL_FLOOR
+            )
+        } else {
+            format!("bootstrap.dcs.ttl: {ttl} is below warden.min_ttl ({min_ttl} seconds)")
+        });
     }
     if loop_wait < 1 {
         return Some(format!(
@@ -104,21 +116,39 @@ mod tests {
     fn sample_is_a_valid_config() {
         let v = warden_config::parse_yaml_str(SAMPLE_CONFIG, "sample").expect("sample parses");
         assert_eq!(v["scope"], "batman");
-        assert!(unsafe_timing(&v["bootstrap"]["dcs"]).is_none());
+        assert!(unsafe_timing(&v["bootstrap"]["dcs"], 20).is_none());
     }
 
     #[test]
     fn timing_rules() {
-        assert!(unsafe_timing(&json!({})).is_none());
-        assert!(unsafe_timing(&json!({"ttl": 10})).unwrap().contains("ttl"));
-        assert!(unsafe_timing(&json!({"loop_wait": 0}))
+        assert!(unsafe_timing(&json!({}), 20).is_none());
+        assert!(unsafe_timing(&json!({"ttl": 10}), 20)
+            .unwrap()
+            .contains("ttl"));
+        assert!(unsafe_timing(&json!({"loop_wait": 0}), 20)
             .unwrap()
             .contains("loop_wait"));
-        assert!(unsafe_timing(&json!({"retry_timeout": 1}))
+        assert!(unsafe_timing(&json!({"retry_timeout": 1}), 20)
             .unwrap()
             .contains("retry_timeout"));
-        let e = unsafe_timing(&json!({"ttl": 20, "loop_wait": 10, "retry_timeout": 10})).unwrap();
+        let e = unsafe_timing(
+            &json!({"ttl": 20, "loop_wait": 10, "retry_timeout": 10}),
+            20,
+        )
+        .unwrap();
         assert!(e.contains("loop_wait (10) + 2*retry_timeout (10)"), "{e}");
-        assert!(unsafe_timing(&json!({"ttl": 20, "loop_wait": 2, "retry_timeout": 5})).is_none());
+        assert!(
+            unsafe_timing(&json!({"ttl": 20, "loop_wait": 2, "retry_timeout": 5}), 20).is_none()
+        );
+        // warden.min_ttl lowers the floor; the loop_wait/retry_timeout rule still holds.
+        let short = json!({"ttl": 8, "loop_wait": 2, "retry_timeout": 3});
+        assert!(unsafe_timing(&short, 20)
+            .unwrap()
+            .contains("warden.min_ttl"));
+        assert!(unsafe_timing(&short, 8).is_none());
+        let e = unsafe_timing(&json!({"ttl": 8}), 8).unwrap();
+        assert!(e.contains("loop_wait (10) + 2*retry_timeout (10)"), "{e}");
+        let e = unsafe_timing(&json!({"ttl": 7, "loop_wait": 1, "retry_timeout": 3}), 8).unwrap();
+        assert!(e.contains("below warden.min_ttl (8 seconds)"), "{e}");
     }
 }

@@ -23,15 +23,20 @@ async fn healthy(c: &mut TestCluster) -> usize {
     l
 }
 
-/// Writes on node `i` must stop before `fault + TTL - 1 s` (the lock's earliest expiry
+/// Writes on node `i` must stop before `fault + ttl - 1 s` (the lock's earliest expiry
 /// is the last renewal + ttl, and the last renewal happened before the fault).
-async fn writes_stop_before_expiry(c: &TestCluster, i: usize, fault: Instant) -> Duration {
+async fn writes_stop_before_expiry(
+    c: &TestCluster,
+    i: usize,
+    fault: Instant,
+    ttl: u64,
+) -> Duration {
     loop {
         if exec(c, i, "INSERT INTO t VALUES (1)").await.is_err() {
             return fault.elapsed();
         }
         assert!(
-            fault.elapsed() < Duration::from_secs(TTL - 1),
+            fault.elapsed() < Duration::from_secs(ttl - 1),
             "{} still accepts writes {:?} after its agent stopped\n{}",
             c.nodes[i].name,
             fault.elapsed(),
@@ -52,7 +57,7 @@ async fn frozen_or_killed_agent_never_leaves_two_primaries() {
     let pid = nix::unistd::Pid::from_raw(agent_pid as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
     let frozen = Instant::now();
-    let fenced = writes_stop_before_expiry(&c, l, frozen).await;
+    let fenced = writes_stop_before_expiry(&c, l, frozen, TTL).await;
     let new = wait_for_leader(&c, Duration::from_secs(TTL + 20)).await;
     assert_ne!(new, l);
     // Thawed, the old agent finds it lost the lock and rejoins as a replica.
@@ -70,7 +75,7 @@ async fn frozen_or_killed_agent_never_leaves_two_primaries() {
         a.kill();
     }
     let killed = Instant::now();
-    let fenced = writes_stop_before_expiry(&c, new, killed).await;
+    let fenced = writes_stop_before_expiry(&c, new, killed, TTL).await;
     warden_testkit::wait_for(
         "the fenced postmaster to exit",
         Duration::from_secs(10),
@@ -118,4 +123,84 @@ async fn postgres_survives_a_quick_agent_restart() {
         warden_testkit::postmaster_pid(&c.nodes[l].data_dir),
         Some(postmaster)
     );
+}
+
+/// Warden-only `warden.min_ttl`: with the fence guard, a lock shorter than Patroni's 20 s
+/// floor is safe, and failover is correspondingly faster.
+const SHORT_TTL: u64 = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_ttl_fails_over_within_it_and_still_fences() {
+    let mut c = TestCluster::new("shortttl", 3, &[]);
+    for n in &c.nodes {
+        let text = std::fs::read_to_string(&n.config).expect("read config");
+        let timing = "    ttl: 20\n    loop_wait: 2\n    retry_timeout: 5\n";
+        assert!(text.contains(timing), "harness timing changed");
+        let text = text.replace(
+            timing,
+            "    ttl: 8\n    loop_wait: 2\n    retry_timeout: 3\n",
+        );
+        std::fs::write(
+            &n.config,
+            format!("{text}\nwarden:\n  min_ttl: {SHORT_TTL}\n"),
+        )
+        .expect("write config");
+    }
+    let l = healthy(&mut c).await;
+    let monitor = WritableMonitor::start(dsns(&c));
+
+    // 1. Frozen leader agent: fenced before its 8 s lock can expire, then replaced.
+    let agent_pid = c.nodes[l].agent.as_ref().map(|a| a.pid()).expect("agent");
+    let pid = nix::unistd::Pid::from_raw(agent_pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let frozen = Instant::now();
+    let fenced = writes_stop_before_expiry(&c, l, frozen, SHORT_TTL).await;
+    let new = wait_for_leader(&c, Duration::from_secs(SHORT_TTL + 20)).await;
+    assert_ne!(new, l);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    wait_streaming(&c, l, Duration::from_secs(90)).await;
+    eprintln!("short ttl, frozen agent: PostgreSQL fenced {fenced:?} after the freeze");
+
+    // 2. Crash of the whole leader node (agent, PostgreSQL and guard): a replica takes
+    // over once the 8 s lease runs out. At Patroni's 20 s floor the lease alone would
+    // outlast this bound (the last renewal is at most loop_wait = 2 s before the kill).
+    for i in (0..3).filter(|i| *i != new) {
+        wait_streaming(&c, i, Duration::from_secs(60)).await;
+    }
+    wait_caught_up(&c, new).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let postmaster = warden_testkit::postmaster_pid(&c.nodes[new].data_dir).expect("postmaster");
+    if let Some(mut a) = c.nodes[new].agent.take() {
+        a.kill();
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(postmaster),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let crashed = Instant::now();
+    let bound = Duration::from_secs(16);
+    loop {
+        let holder = c
+            .leader()
+            .and_then(|name| c.nodes.iter().position(|n| n.name == name));
+        if holder.is_some_and(|i| i != new) {
+            break;
+        }
+        assert!(
+            crashed.elapsed() < bound,
+            "no replica took the lock within {bound:?} of the crash\n{}",
+            c.failure_report()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = crashed.elapsed();
+    let third = wait_for_leader(&c, Duration::from_secs(20)).await;
+    assert_ne!(third, new);
+    eprintln!(
+        "short ttl, crashed leader: {} holds the lock {took:?} after the crash",
+        c.nodes[third].name
+    );
+
+    let (max, events) = monitor.finish().await;
+    assert!(max <= 1, "two writable nodes at once: {events:?}");
 }

@@ -32,8 +32,10 @@ pub const NEVER_SETTABLE_PARAMETERS: &[&str] = &["listen_addresses", "port", "cl
 /// Typed view of the dynamic configuration, with defaults applied and timings validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DynamicConfig {
-    /// Leader lease TTL in seconds (default 30, minimum 20).
+    /// Leader lease TTL in seconds (default 30, minimum 20 or `warden.min_ttl`).
     pub ttl: u64,
+    /// The `ttl` minimum this was built with ([`crate::WardenSection::min_ttl`]).
+    pub min_ttl: u64,
     /// Seconds between HA cycles (default 10, minimum 1).
     pub loop_wait: u64,
     /// Deadline of DCS / PostgreSQL operations in seconds (default 10, minimum 3).
@@ -81,6 +83,7 @@ impl Default for DynamicConfig {
     fn default() -> Self {
         DynamicConfig {
             ttl: 30,
+            min_ttl: crate::PATRONI_MIN_TTL,
             loop_wait: 10,
             retry_timeout: 10,
             maximum_lag_on_failover: 1_048_576,
@@ -134,8 +137,15 @@ impl DynamicConfig {
     /// (values below the minimum are raised, `loop_wait + 2*retry_timeout <= ttl` enforced),
     /// each adjustment producing a warning in Patroni's wording. Never fails.
     pub fn from_value(v: &Value) -> (DynamicConfig, Vec<String>) {
+        Self::from_value_with_min_ttl(v, crate::PATRONI_MIN_TTL)
+    }
+
+    /// [`DynamicConfig::from_value`] with `ttl` raised to `min_ttl` instead of Patroni's
+    /// 20 (`warden.min_ttl`, see [`crate::WardenSection`]).
+    pub fn from_value_with_min_ttl(v: &Value, min_ttl: u64) -> (DynamicConfig, Vec<String>) {
         let mut d = DynamicConfig {
             raw: v.clone(),
+            min_ttl,
             ..DynamicConfig::default()
         };
         let mut w = Vec::new();
@@ -203,7 +213,7 @@ impl DynamicConfig {
         for (name, val, min) in [
             ("loop_wait", &mut loop_wait, 1),
             ("retry_timeout", &mut retry_timeout, 3),
-            ("ttl", &mut ttl, 20),
+            ("ttl", &mut ttl, min_ttl as i64),
         ] {
             if *val < min {
                 w.push(format!(

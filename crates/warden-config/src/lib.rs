@@ -131,6 +131,8 @@ pub(crate) struct Loader {
     pub validate: bool,
     /// Problems found only by the extra validation checks.
     pub problems: Vec<ConfigProblem>,
+    /// `warden.min_ttl`, once parsed (the `ttl` minimum the validation applies).
+    pub min_ttl: Option<u64>,
 }
 
 fn read_file(path: &Path) -> Result<String, ConfigError> {

@@ -39,6 +39,8 @@ pub struct Config {
     pub watchdog: Watchdog,
     /// `log` section.
     pub log: Log,
+    /// `warden` section: settings only Warden reads.
+    pub warden: WardenSection,
     /// Non-fatal findings: ignored sections/keys, unparseable env values, deprecated keys…
     pub warnings: Vec<String>,
     /// Environment variable names that were recognised (remove them from the agent's
@@ -495,6 +497,34 @@ impl Default for Watchdog {
     }
 }
 
+/// Patroni's lowest `ttl` (seconds), the default of [`WardenSection::min_ttl`].
+pub const PATRONI_MIN_TTL: u64 = 20;
+
+/// The lowest `warden.min_ttl` accepted: `loop_wait` 2 + 2 × `retry_timeout` 3, so the
+/// leader still renews its lock at least once within `ttl` minus the fence margin.
+pub const MIN_TTL_FLOOR: u64 = 8;
+
+/// `warden` section: settings only Warden reads (Patroni ignores unknown sections, so a
+/// shared `patroni.yml` keeps working for both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WardenSection {
+    /// Lowest dynamic `ttl` this agent uses (default [`PATRONI_MIN_TTL`], down to
+    /// [`MIN_TTL_FLOOR`]). Patroni raises any `ttl` below 20 to 20, because without a
+    /// watchdog a stuck primary could keep writing after its lock expired. Every Warden
+    /// primary has an external fence guard that stops PostgreSQL before its lock can
+    /// expire, so a shorter lock (and a faster failover) is safe when the operator opts
+    /// in. Patroni members of the same cluster still raise it to 20 for themselves.
+    pub min_ttl: u64,
+}
+
+impl Default for WardenSection {
+    fn default() -> Self {
+        WardenSection {
+            min_ttl: PATRONI_MIN_TTL,
+        }
+    }
+}
+
 /// `log` section (§3).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Log {
@@ -732,6 +762,7 @@ const KNOWN_TOP: &[&str] = &[
     "citus",
     "thread_pool_size",
     "thread_stack_size",
+    "warden",
 ];
 
 const DYNAMIC_ONLY_TOP: &[&str] = &[
@@ -902,6 +933,10 @@ pub(crate) fn build_config(
         Some(m) => parse_etcd3(ld, m),
         None => Etcd3::default(),
     };
+    // Before `bootstrap`: its `ttl` is checked against `warden.min_ttl`.
+    let m = ld.obj(&doc, "warden", "").unwrap_or(&empty);
+    let warden = parse_warden(ld, m);
+    ld.min_ttl = Some(warden.min_ttl);
     let bootstrap = ld
         .obj(&doc, "bootstrap", "")
         .map(|m| parse_bootstrap(ld, m));
@@ -946,6 +981,7 @@ pub(crate) fn build_config(
         tags,
         watchdog,
         log,
+        warden,
         warnings: Vec::new(),
         consumed_env: Vec::new(),
         raw: Value::Object(doc),
@@ -1410,8 +1446,18 @@ fn check_dcs(ld: &mut Loader, dcs: &Obj) {
                     "master_stop_timeout" => "primary_stop_timeout",
                     other => other,
                 };
-                if let Some((_, min)) = crate::TIMING_MINIMUMS.iter().find(|(n, _)| *n == min_key) {
-                    if i < *min {
+                let min = match min_key {
+                    "ttl" => ld.min_ttl.map(|t| t as i64),
+                    _ => None,
+                }
+                .or_else(|| {
+                    crate::TIMING_MINIMUMS
+                        .iter()
+                        .find(|(n, _)| *n == min_key)
+                        .map(|(_, m)| *m)
+                });
+                if let Some(min) = min {
+                    if i < min {
                         ld.problem(join(p, k), format!("{i} is below the minimum {min}"));
                     }
                 }
@@ -1813,6 +1859,25 @@ fn parse_watchdog(ld: &mut Loader, m: &Obj) -> Watchdog {
             .unwrap_or_else(|| PathBuf::from("/dev/watchdog")),
         safety_margin: ld.int(m, "safety_margin", p).unwrap_or(5),
     }
+}
+
+fn parse_warden(ld: &mut Loader, m: &Obj) -> WardenSection {
+    let mut w = WardenSection::default();
+    if let Some(t) = ld.int(m, "min_ttl", "warden") {
+        if (MIN_TTL_FLOOR as i64..=PATRONI_MIN_TTL as i64).contains(&t) {
+            w.min_ttl = t as u64;
+        } else {
+            ld.invalid(
+                "warden.min_ttl".into(),
+                format!("must be between {MIN_TTL_FLOOR} and {PATRONI_MIN_TTL} seconds, got {t}"),
+            );
+        }
+    }
+    for k in m.keys().filter(|k| k.as_str() != "min_ttl") {
+        ld.warnings
+            .push(format!("unknown key 'warden.{k}' ignored"));
+    }
+    w
 }
 
 fn parse_log(ld: &mut Loader, m: &Obj) -> Log {

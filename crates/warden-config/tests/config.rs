@@ -794,6 +794,20 @@ fn validate_file_reports_all_problems() {
         ttl.to_string(),
         "bootstrap.dcs.ttl: 10 is below the minimum 20"
     );
+    // warden.min_ttl moves that minimum.
+    let p = write(&dir, "short.yml", &format!("{bad}warden:\n  min_ttl: 8\n"));
+    let problems = validate_file_with_env(&p, &no_env());
+    assert!(
+        problems.iter().all(|p| p.path != "bootstrap.dcs.ttl"),
+        "{problems:#?}"
+    );
+    let p = write(&dir, "short.yml", &format!("{bad}warden:\n  min_ttl: 12\n"));
+    let problems = validate_file_with_env(&p, &no_env());
+    let ttl = problems
+        .iter()
+        .find(|p| p.path == "bootstrap.dcs.ttl")
+        .expect("ttl");
+    assert_eq!(ttl.message, "10 is below the minimum 12");
 
     // a good config: only environment-dependent problems (binaries) may remain
     let good = minimal_text().replace(
@@ -981,4 +995,59 @@ fn no_panic_on_garbled_input() {
         }
     }
     assert!(cases > 400);
+}
+
+#[test]
+fn warden_min_ttl_lowers_the_ttl_floor_within_bounds() {
+    // Default: Patroni's floor.
+    let c = load_str(&minimal_text()).expect("loads");
+    assert_eq!(c.warden.min_ttl, 20);
+
+    let c = load_str(&format!("{}warden:\n  min_ttl: 8\n", minimal_text())).expect("loads");
+    assert_eq!(c.warden.min_ttl, 8);
+    assert!(
+        c.warnings.iter().all(|w| !w.contains("warden")),
+        "{:?}",
+        c.warnings
+    );
+
+    // Out of range or not an integer: a load error naming the key.
+    for bad in ["7", "21", "0"] {
+        let e = err_of(&format!("{}warden:\n  min_ttl: {bad}\n", minimal_text()));
+        assert!(
+            e.contains("warden.min_ttl") && e.contains("between 8 and 20"),
+            "{e}"
+        );
+    }
+    let e = err_of(&format!("{}warden:\n  min_ttl: short\n", minimal_text()));
+    assert!(e.contains("warden.min_ttl") && e.contains("integer"), "{e}");
+
+    // Unknown keys in the section are named.
+    let c = load_str(&format!("{}warden:\n  min_tll: 8\n", minimal_text())).expect("loads");
+    assert!(
+        c.warnings.iter().any(|w| w.contains("warden.min_tll")),
+        "{:?}",
+        c.warnings
+    );
+
+    // The dynamic config honours the floor it is given, and still applies rules 2 and 3.
+    let (d, w) = DynamicConfig::from_value_with_min_ttl(
+        &json!({"ttl": 8, "loop_wait": 2, "retry_timeout": 3}),
+        8,
+    );
+    assert_eq!(
+        (d.ttl, d.loop_wait, d.retry_timeout, d.min_ttl),
+        (8, 2, 3, 8)
+    );
+    assert!(w.is_empty(), "{w:?}");
+    let (d, w) = DynamicConfig::from_value_with_min_ttl(&json!({"ttl": 5}), 8);
+    assert_eq!((d.ttl, d.loop_wait, d.retry_timeout), (8, 1, 3));
+    assert!(
+        w.iter()
+            .any(|m| m.contains("ttl=5 can't be smaller than 8")),
+        "{w:?}"
+    );
+    // Without the opt-in, Patroni's behaviour.
+    let (d, _) = DynamicConfig::from_value(&json!({"ttl": 8, "loop_wait": 2, "retry_timeout": 3}));
+    assert_eq!((d.ttl, d.min_ttl), (20, 20));
 }
