@@ -18,7 +18,9 @@ use warden_core::ha::{
     LockUpdate, NodeMemory, PeerStatus, Question, Step,
 };
 
+/// Patroni's floor, and the Warden-only `warden.min_ttl` floor.
 const TTL_MS: u64 = 20_000;
+const SHORT_TTL_MS: u64 = 8_000;
 const LOOP_MS: u64 = 2_000;
 const FENCE_MARGIN: u64 = 2_000;
 const SYSID: &str = "7000000000000000001";
@@ -78,10 +80,12 @@ struct World {
     rng: Rng,
     /// highest timeline ever promoted (timelines only grow)
     max_tl: u32,
+    /// leader lock / member key lifetime
+    ttl_ms: u64,
 }
 
 impl World {
-    fn new(seed: u64) -> World {
+    fn new(seed: u64, ttl_ms: u64) -> World {
         let nodes = (0..3)
             .map(|i| Node {
                 name: format!("n{i}"),
@@ -104,6 +108,7 @@ impl World {
             nodes,
             rng: Rng(seed.max(1)),
             max_tl: 1,
+            ttl_ms,
         }
     }
 
@@ -179,7 +184,7 @@ impl World {
             streaming: n.pg.running && !n.pg.primary && n.following.is_some(),
         };
         let settings = HaSettings {
-            ttl: TTL_MS / 1000,
+            ttl: self.ttl_ms / 1000,
             loop_wait: LOOP_MS / 1000,
             can_rewind: true,
             ..HaSettings::default()
@@ -217,8 +222,8 @@ impl World {
                             };
                             let won = !partitioned && free;
                             if won {
-                                self.dcs.leader = Some((me.clone(), self.now + TTL_MS));
-                                self.nodes[i].memory.leader_until_ms = Some(self.now + TTL_MS);
+                                self.dcs.leader = Some((me.clone(), self.now + self.ttl_ms));
+                                self.nodes[i].memory.leader_until_ms = Some(self.now + self.ttl_ms);
                             }
                             answers.acquire = Some(won);
                         }
@@ -226,8 +231,8 @@ impl World {
                             answers.update = Some(if partitioned {
                                 LockUpdate::DcsError
                             } else if self.lease_valid_for(&me) {
-                                self.dcs.leader = Some((me.clone(), self.now + TTL_MS));
-                                self.nodes[i].memory.leader_until_ms = Some(self.now + TTL_MS);
+                                self.dcs.leader = Some((me.clone(), self.now + self.ttl_ms));
+                                self.nodes[i].memory.leader_until_ms = Some(self.now + self.ttl_ms);
                                 LockUpdate::Renewed
                             } else {
                                 self.nodes[i].memory.leader_until_ms = None;
@@ -276,7 +281,7 @@ impl World {
                 n.pg.wal,
                 n.pg.timeline
             );
-            self.dcs.members.insert(me, (self.now + TTL_MS, json));
+            self.dcs.members.insert(me, (self.now + self.ttl_ms, json));
         }
     }
 
@@ -298,8 +303,8 @@ impl World {
                     wal: 1,
                 };
                 self.dcs.initialize = Some(SYSID.into());
-                self.dcs.leader = Some((me, self.now + TTL_MS));
-                self.nodes[i].memory.leader_until_ms = Some(self.now + TTL_MS);
+                self.dcs.leader = Some((me, self.now + self.ttl_ms));
+                self.nodes[i].memory.leader_until_ms = Some(self.now + self.ttl_ms);
             }
             Action::CloneFrom { source, follow } => {
                 let src = self
@@ -530,8 +535,8 @@ fn kv(key: &str, value: &str) -> KeyValue {
 
 /// Runs one seeded scenario: bootstrap, 5 minutes of faults, then heal and converge.
 /// Returns how many promotions happened (so the test knows failovers were exercised).
-fn scenario(seed: u64) -> u32 {
-    let mut w = World::new(seed);
+fn scenario(seed: u64, ttl_ms: u64) -> u32 {
+    let mut w = World::new(seed, ttl_ms);
     // Bootstrap converges.
     for _ in 0..600 {
         w.step();
@@ -556,7 +561,7 @@ fn scenario(seed: u64) -> u32 {
         n.frozen_until = 0;
         n.partitioned_until = 0;
     }
-    while w.now < heal + 3 * TTL_MS + 30_000 && !w.healthy() {
+    while w.now < heal + 3 * w.ttl_ms + 30_000 && !w.healthy() {
         w.step();
     }
     assert!(
@@ -574,11 +579,24 @@ fn scenario(seed: u64) -> u32 {
 
 #[test]
 fn random_faults_never_make_two_primaries_and_the_cluster_converges() {
-    let promotions: u32 = (1..=40u64).map(|seed| scenario(seed * 7919)).sum();
+    let promotions: u32 = (1..=40u64).map(|seed| scenario(seed * 7919, TTL_MS)).sum();
     // The faults must actually have forced failovers, or the test proves nothing.
     assert!(
         promotions >= 40,
         "only {promotions} promotions in 40 scenarios"
     );
     eprintln!("{promotions} promotions in 40 simulated scenarios");
+}
+
+/// `warden.min_ttl`: the same faults with an 8 s lock (loop_wait 2 s, fence margin 2 s).
+#[test]
+fn a_short_ttl_with_the_fence_guard_is_as_safe() {
+    let promotions: u32 = (1..=40u64)
+        .map(|seed| scenario(seed * 104_729, SHORT_TTL_MS))
+        .sum();
+    assert!(
+        promotions >= 40,
+        "only {promotions} promotions in 40 scenarios"
+    );
+    eprintln!("{promotions} promotions in 40 simulated scenarios at ttl 8 s");
 }
