@@ -11,7 +11,10 @@ with the same configuration (bench/switchover.py's YAML), all on 127.0.0.1 in a 
   connection (target_session_attrs=read-write); the leader's agent, PostgreSQL and
   everything else in its session get SIGKILL (a node crash); reports the time from the
   kill to the next successful commit on the new leader, then restarts the killed node and
-  reports how long it takes to stream again (pg_rewind rejoin).
+  reports how long it takes to stream again (pg_rewind rejoin). The kill comes 3 s plus a
+  random fraction of loop_wait after the writer starts (the same seeded draws for every
+  cluster), so rounds sample the whole lease-renewal cycle: expect ttl - loop_wait .. ttl
+  plus the promotion.
 
 With --warden-ttl/--warden-loop-wait a second Warden cluster runs with other timing; a ttl
 below Patroni's floor of 20 s is written with `warden: {min_ttl: <ttl>}` (Warden-only, safe
@@ -27,6 +30,7 @@ Every process is stopped by PID at exit.
 import argparse
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -136,13 +140,15 @@ def start_up(cl):
     return leader_at - t0, sorted(streaming)
 
 
-def one_failover(cl, binary):
+def one_failover(cl, binary, delay):
     m = cl.wait_healthy()
     leader_name = next(x["Member"] for x in m if x["Role"] == "Leader")
     li = next(i for i, n in enumerate(cl.nodes) if n["name"] == leader_name)
     w = sw.Writer(cl.dsn())
     w.start()
-    time.sleep(3)
+    # 3 s of writes, then a delay drawn per round: where the kill lands in the leader's
+    # renewal cycle decides how much of the ttl is left, so both agents get the same draws.
+    time.sleep(3 + delay)
     t_kill = time.monotonic()
     kill_node(cl, li)
     # Next commit after the kill (bounded: 180 s).
@@ -176,6 +182,7 @@ def main():
     ap.add_argument("--warden-loop-wait", type=int, default=2)
     ap.add_argument("--patroni-ttl", type=int, help="also run Patroni with this ttl (>= 20)")
     ap.add_argument("--patroni-loop-wait", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1, help="seed of the per-round kill delays")
     args = ap.parse_args()
     tmp = sw.prepare()
     try:
@@ -205,8 +212,9 @@ def main():
             print(f"{label:24} start-up: leader writable after {leader_s:.1f} s, replicas streaming after "
                   + ", ".join(f"{s:.1f}" for s in streaming) + " s", flush=True)
             rounds = []
+            draws = random.Random(args.seed)
             for i in range(args.rounds):
-                gap, rejoin = one_failover(cl, binary)
+                gap, rejoin = one_failover(cl, binary, draws.random() * loop_wait)
                 print(f"{label:24} round {i + 1}: writes resumed {gap:.1f} s after the kill; "
                       f"old leader streaming {rejoin:.1f} s after its restart", flush=True)
                 rounds.append((gap, rejoin))
