@@ -1051,3 +1051,30 @@ fn warden_min_ttl_lowers_the_ttl_floor_within_bounds() {
     let (d, _) = DynamicConfig::from_value(&json!({"ttl": 8, "loop_wait": 2, "retry_timeout": 3}));
     assert_eq!((d.ttl, d.min_ttl), (20, 20));
 }
+
+#[test]
+fn yaml_booleans_are_exactly_pyyamls() {
+    // Expected: `python3 -c "import yaml, json; print(json.dumps(yaml.safe_load(doc)))"`,
+    // except the key `on`, which PyYAML makes the boolean key True (JSON: "true").
+    let doc = r#"
+a: [y, Y, n, N, yes, Yes, YES, yEs, no, No, NO, nO, on, On, ON, oN, off, Off, OFF, true, True, TRUE, false, False, FALSE, 'yes', "n", ~, 0644, 1_000]
+y: 1
+n: {on: x, 'off': y}
+name: n
+password: y
+nested: [{k: n}, [Y, yes]]
+"#;
+    let expected: Value = serde_json::from_str(
+        r#"{"a": ["y", "Y", "n", "N", true, true, true, "yEs", false, false, false, "nO", true, true, true, "oN", false, false, false, true, true, true, false, false, false, "yes", "n", null, 420, 1000], "y": 1, "n": {"on": "x", "off": "y"}, "name": "n", "password": "y", "nested": [{"k": "n"}, ["Y", true]]}"#,
+    )
+    .expect("json");
+    assert_eq!(parse_yaml_str(doc, "test").expect("parses"), expected);
+
+    // A member called `n` with a replication password `y` loads, as with Patroni.
+    let text = minimal_text()
+        .replace("name: pg1", "name: n")
+        .replace("password: rep-pass", "password: y");
+    assert!(text.contains("name: n\n") && text.contains("password: y}"));
+    let c = load_str(&text).expect("loads");
+    assert_eq!(c.name, "n");
+}
