@@ -8,6 +8,9 @@ ensure_deps with-patroni
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # The Prometheus-parser test must not skip itself when this script installed the parser.
 export WARDEN_REQUIRE_PROM_PARSER=1
+# The real Patroni agent, for the node-by-node replacement test (which must not skip here).
+WARDEN_TEST_PATRONI=$(ensure_patroni_agent)
+export WARDEN_TEST_PATRONI WARDEN_REQUIRE_PATRONI=1
 # The e2e tests start the built `warden`/`wardenctl` binaries, so build them first.
 cargo build --workspace --bins --quiet
 # Test binaries run one after another; inside one, at most two clusters run at once.

@@ -58,3 +58,30 @@ ensure_deps() {
         exit 1
     fi
 }
+
+# ensure_patroni_agent: prints the path of a `patroni` (the agent, for the mixed-cluster
+# test) that the user running PostgreSQL can execute. As root that is the postgres user:
+# a pip install under /root (pyenv) is not readable by it, so the same version goes into
+# a venv under /opt once. Prints nothing when Patroni is not installed.
+ensure_patroni_agent() {
+    local p ver venv=/opt/warden-test/patroni-venv
+    p=$(command -v patroni 2>/dev/null) || return 0
+    if [ "$(id -u)" != 0 ]; then
+        echo "$p"
+        return 0
+    fi
+    if setpriv --reuid=postgres --regid=postgres --init-groups -- "$p" --version >/dev/null 2>&1; then
+        echo "$p"
+        return 0
+    fi
+    ver=$("$p" --version | awk '{print $2}')
+    if ! setpriv --reuid=postgres --regid=postgres --init-groups -- "$venv/bin/patroni" --version 2>/dev/null | grep -q "$ver"; then
+        echo "Installing patroni $ver into $venv (runnable by postgres, for the mixed-cluster test)" >&2
+        rm -rf "$venv"
+        mkdir -p "$(dirname "$venv")"
+        /usr/bin/python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install -q "patroni[etcd3]==$ver" psycopg2-binary >&2
+    fi
+    echo "$venv/bin/patroni"
+}
+

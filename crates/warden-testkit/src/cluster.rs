@@ -126,6 +126,18 @@ impl TestCluster {
         node.agent = Some(ProcessGuard::spawn(&node.name, cmd, &node.log));
     }
 
+    /// Starts node i under the real Patroni agent `patroni` with the same config file
+    /// (mixed-cluster tests); `agent` then holds Patroni's process, so [`Self::stop_node`]
+    /// and [`Self::kill_node`] work alike.
+    pub fn start_patroni_node(&mut self, i: usize, patroni: &std::path::Path) {
+        let node = &mut self.nodes[i];
+        let mut cmd = Command::new(patroni);
+        cmd.arg(&node.config).current_dir(&node.dir);
+        cmd.env("HOME", &node.dir);
+        self.dir.run_as.apply(&mut cmd);
+        node.agent = Some(ProcessGuard::spawn(&node.name, cmd, &node.log));
+    }
+
     /// Starts every node.
     pub fn start_all(&mut self) {
         for i in 0..self.nodes.len() {

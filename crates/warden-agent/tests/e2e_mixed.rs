@@ -1,0 +1,174 @@
+//! The adoption path: a live 3-node cluster under the real Patroni agent becomes a Warden
+//! cluster one node at a time, with switchovers between Patroni and Warden members on the
+//! way (by the real patronictl, then by wardenctl) and the last Patroni leader handing
+//! over on SIGTERM. Writes keep working, no committed row is lost, and there are never
+//! two writable primaries.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::time::Duration;
+use warden_testkit::cluster::TestCluster;
+
+/// The Patroni agent the PostgreSQL user can run (`WARDEN_TEST_PATRONI`, set by
+/// `./test.sh`). Without it the test is skipped, unless `WARDEN_REQUIRE_PATRONI` is set.
+fn patroni_agent() -> Option<PathBuf> {
+    let p = std::env::var_os("WARDEN_TEST_PATRONI").filter(|p| !p.is_empty());
+    if p.is_none() {
+        assert!(
+            std::env::var_os("WARDEN_REQUIRE_PATRONI").is_none(),
+            "WARDEN_REQUIRE_PATRONI is set but WARDEN_TEST_PATRONI names no Patroni agent"
+        );
+        eprintln!("skipped: set WARDEN_TEST_PATRONI to a `patroni` the PostgreSQL user can run");
+    }
+    p.map(PathBuf::from)
+}
+
+async fn count_rows(c: &TestCluster, i: usize) -> Option<String> {
+    query_one(c, i, "SELECT count(*) FROM t").await
+}
+
+/// Replaces node i's agent (Patroni stops PostgreSQL on SIGTERM) with Warden and waits
+/// for it to stream from the leader again.
+async fn replace_with_warden(c: &mut TestCluster, i: usize) {
+    assert!(
+        c.stop_node(i, Duration::from_secs(60)).is_some(),
+        "Patroni on {} did not stop\n{}",
+        c.nodes[i].name,
+        c.failure_report()
+    );
+    c.start_node(i);
+    wait_streaming(c, i, Duration::from_secs(90)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patroni_cluster_is_replaced_node_by_node() {
+    let Some(patroni) = patroni_agent() else {
+        return;
+    };
+    let mut c = TestCluster::new("mixed", 3, &[]);
+    for i in 0..3 {
+        c.start_patroni_node(i, &patroni);
+    }
+    let leader = wait_for_leader(&c, Duration::from_secs(90)).await;
+    let replicas: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for &r in &replicas {
+        wait_streaming(&c, r, Duration::from_secs(120)).await;
+    }
+    exec(&c, leader, "CREATE TABLE t(id int)")
+        .await
+        .expect("create");
+    exec(&c, leader, "INSERT INTO t VALUES (1)")
+        .await
+        .expect("insert");
+    let monitor = WritableMonitor::start(dsns(&c));
+
+    // 1. Both Patroni replicas become Warden replicas of the Patroni leader.
+    for (n, &r) in replicas.iter().enumerate() {
+        replace_with_warden(&mut c, r).await;
+        exec(&c, leader, &format!("INSERT INTO t VALUES ({})", n + 2))
+            .await
+            .expect("insert on the Patroni leader");
+    }
+    wait_caught_up(&c, leader).await;
+
+    // 2. The real patronictl moves the leader from Patroni to a Warden member; the old
+    // leader, still under Patroni, follows it.
+    let candidate = replicas[0];
+    let (code, out, err) = patronictl(
+        &c,
+        &[
+            "switchover",
+            "--leader",
+            &c.nodes[leader].name,
+            "--candidate",
+            &c.nodes[candidate].name,
+            "--force",
+        ],
+    );
+    assert_eq!(
+        code,
+        0,
+        "patronictl switchover: {out}\n{err}\n{}",
+        c.failure_report()
+    );
+    let new_leader = wait_for_leader(&c, Duration::from_secs(60)).await;
+    assert_eq!(
+        new_leader,
+        candidate,
+        "the Warden candidate must lead\n{}",
+        c.failure_report()
+    );
+    wait_streaming(&c, leader, Duration::from_secs(120)).await;
+    exec(&c, new_leader, "INSERT INTO t VALUES (4)")
+        .await
+        .expect("insert on the Warden leader");
+
+    // 3. wardenctl moves it back to the Patroni member; the Warden one follows.
+    let (code, out, err) = wardenctl(
+        &c,
+        &[
+            "switchover",
+            "--leader",
+            &c.nodes[candidate].name,
+            "--candidate",
+            &c.nodes[leader].name,
+            "--force",
+        ],
+    );
+    assert_eq!(
+        code,
+        0,
+        "wardenctl switchover: {out}\n{err}\n{}",
+        c.failure_report()
+    );
+    let back = wait_for_leader(&c, Duration::from_secs(60)).await;
+    assert_eq!(
+        back,
+        leader,
+        "the Patroni candidate must lead\n{}",
+        c.failure_report()
+    );
+    wait_streaming(&c, candidate, Duration::from_secs(120)).await;
+    exec(&c, leader, "INSERT INTO t VALUES (5)")
+        .await
+        .expect("insert on the Patroni leader");
+
+    // 4. The last Patroni node, the leader, becomes Warden: Patroni hands the lock over on
+    // SIGTERM, a Warden replica takes it, and the node rejoins under Warden.
+    replace_with_warden(&mut c, leader).await;
+    let last = wait_for_leader(&c, Duration::from_secs(60)).await;
+    assert_ne!(last, leader);
+    exec(&c, last, "INSERT INTO t VALUES (6)")
+        .await
+        .expect("insert");
+    wait_caught_up(&c, last).await;
+    for i in 0..3 {
+        assert_eq!(
+            count_rows(&c, i).await.as_deref(),
+            Some("6"),
+            "{} lost rows\n{}",
+            c.nodes[i].name,
+            c.failure_report()
+        );
+    }
+    let (code, out, _) = wardenctl(&c, &["list", "-f", "json"]);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).expect("list json");
+    let roles: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|m| m["Role"].as_str())
+        .collect();
+    assert_eq!(roles.iter().filter(|r| **r == "Leader").count(), 1, "{out}");
+    assert_eq!(
+        roles.iter().filter(|r| **r == "Replica").count(),
+        2,
+        "{out}"
+    );
+
+    let (max, events) = monitor.finish().await;
+    assert!(max <= 1, "two writable nodes at once: {events:?}");
+}
