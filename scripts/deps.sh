@@ -79,7 +79,11 @@ ensure_patroni_agent() {
         echo "Installing patroni $ver into $venv (runnable by postgres, for the mixed-cluster test)" >&2
         rm -rf "$venv"
         mkdir -p "$(dirname "$venv")"
-        /usr/bin/python3 -m venv "$venv" >&2
+        if ! /usr/bin/python3 -m venv "$venv" >&2; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            rm -rf "$venv"
+            /usr/bin/python3 -m venv "$venv" >&2 || return 0
+        fi
         "$venv/bin/pip" install -q "patroni[etcd3]==$ver" psycopg2-binary >&2
     fi
     echo "$venv/bin/patroni"
