@@ -126,6 +126,21 @@ async fn run(
     {
         anyhow::bail!("refusing to start: {rule}");
     }
+    match cfg.watchdog.mode {
+        // Patroni exits the same way where it has no watchdog support; leading without
+        // the watchdog the operator required would be worse.
+        warden_config::WatchdogMode::Required => anyhow::bail!(
+            "refusing to start: watchdog.mode is 'required' but Warden has no kernel watchdog \
+             driver; set it to 'automatic' or 'off' (Warden's external fence guard stops \
+             PostgreSQL before the leader lock can expire)"
+        ),
+        warden_config::WatchdogMode::Automatic if cfg.watchdog.device.exists() => warn!(
+            "watchdog: {} exists but Warden does not use kernel watchdogs; the external fence \
+             guard stops PostgreSQL before the leader lock can expire",
+            cfg.watchdog.device.display()
+        ),
+        _ => {}
+    }
     // Dynamic config until the DCS has one (S5): bootstrap.dcs, else defaults.
     let bootstrap_dcs = cfg
         .bootstrap

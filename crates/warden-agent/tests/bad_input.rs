@@ -163,6 +163,34 @@ fn unsafe_timing_is_refused_at_start_with_the_rule() {
 }
 
 #[test]
+fn required_watchdog_is_refused_at_start() {
+    let dir = TestDir::new("warden-watchdog-");
+    let data = dir.path().join("data");
+    let cfg = minimal_config(&dir, &data, free_port());
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    let cfg = dir.write_file(
+        "required.yml",
+        &format!("{text}\nwatchdog:\n  mode: required\n"),
+    );
+    let mut cmd = warden();
+    cmd.arg(&cfg);
+    dir.run_as.apply(&mut cmd);
+    let (code, _o, err) = run(&mut cmd);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("watchdog.mode is 'required' but Warden has no kernel watchdog driver"),
+        "{err}"
+    );
+    assert!(!data.exists(), "nothing may be created");
+    let (code, out, err) = run(warden().arg("--validate-config").arg(&cfg));
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("watchdog.mode: 'required' is not supported"),
+        "{out}{err}"
+    );
+}
+
+#[test]
 fn sample_config_generates_and_loads() {
     let (code, out, err) = run(warden().arg("--generate-sample-config"));
     assert_eq!(code, 0, "{err}");

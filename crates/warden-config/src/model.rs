@@ -960,6 +960,12 @@ pub(crate) fn build_config(
     let log = parse_log(ld, m);
 
     if ld.validate {
+        if watchdog.mode == WatchdogMode::Required {
+            ld.problem(
+                "watchdog.mode".to_string(),
+                "'required' is not supported: Warden has no kernel watchdog driver (use automatic or off; the external fence guard is always on)",
+            );
+        }
         if let Some((h, _)) = split_host_port(&restapi.connect_address, None) {
             check_not_loopback(ld, "restapi.connect_address", &h);
         }
