@@ -14,7 +14,7 @@
 # BENCH_AGENT_CPUS / BENCH_WRK_CPUS (taskset -c lists, e.g. 0 and 1), BENCH_HOLD=1
 # (start the agents, print their PIDs and URLs, wait for Ctrl-C: for profiling),
 # PATRONI_BIN (a `patroni` the postgres user can run; as root a venv is made in
-# /opt/warden-bench/patroni-venv if the one on PATH is not readable by postgres).
+# /opt/warden/patroni-venv if the one on PATH is not runnable by postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -57,25 +57,7 @@ fi
 # --- Patroni (optional) ---------------------------------------------------------------
 PATRONI=""
 if [ -z "${BENCH_SKIP_PATRONI:-}" ]; then
-    if [ -n "${PATRONI_BIN:-}" ]; then
-        PATRONI="$PATRONI_BIN"
-    elif command -v patroni >/dev/null 2>&1; then
-        PATRONI=$(command -v patroni)
-        if [ "$(id -u)" = 0 ] && ! "${AS[@]}" "$PATRONI" --version >/dev/null 2>&1; then
-            # e.g. a pyenv under /root: the postgres user cannot run it. Use (or make) a
-            # venv it can read, with the same Patroni version.
-            ver=$(patroni --version | awk '{print $2}')
-            VENV=/opt/warden-bench/patroni-venv
-            if ! "${AS[@]}" "$VENV/bin/patroni" --version 2>/dev/null | grep -q "$ver"; then
-                echo "Installing patroni $ver into $VENV (readable by postgres)..."
-                rm -rf "$VENV"
-                mkdir -p "$(dirname "$VENV")"
-                /usr/bin/python3 -m venv "$VENV"
-                "$VENV/bin/pip" install -q "patroni[etcd3]==$ver" psycopg2-binary
-            fi
-            PATRONI="$VENV/bin/patroni"
-        fi
-    fi
+    PATRONI=$(ensure_patroni_agent)
 fi
 if [ -n "$PATRONI" ] && ! "${AS[@]}" "$PATRONI" --version >/dev/null 2>&1; then
     echo "note: $PATRONI cannot be run by the PostgreSQL user; skipping Patroni" >&2

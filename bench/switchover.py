@@ -14,6 +14,7 @@ Usage (as root or as a user that can run PostgreSQL):
 """
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -31,28 +32,17 @@ PG_BIN = os.environ.get("WARDEN_PG_BIN_DIR", "/usr/lib/postgresql/15/bin")
 PROCS = []
 
 
-VENV = "/opt/warden-bench/patroni-venv"
 
 
+@functools.lru_cache(maxsize=None)
 def patroni_bin():
-    """A `patroni` the postgres user can run (pyenv installs live under /root)."""
-    if os.environ.get("PATRONI_BIN"):
-        return os.environ["PATRONI_BIN"]
-    found = shutil.which("patroni")
-    if not found:
-        return None
-    if os.geteuid() != 0:
-        return found
-    ver = subprocess.run([found, "--version"], capture_output=True, text=True).stdout.split()[-1]
-    mine = os.path.join(VENV, "bin", "patroni")
-    ok = subprocess.run(as_pg_user([mine, "--version"]), capture_output=True, text=True)
-    if ver not in ok.stdout:
-        print(f"Installing patroni {ver} into {VENV} (readable by postgres)...", flush=True)
-        os.makedirs(os.path.dirname(VENV), exist_ok=True)
-        subprocess.run(["/usr/bin/python3", "-m", "venv", VENV], check=True)
-        subprocess.run([os.path.join(VENV, "bin", "pip"), "install", "-q", f"patroni[etcd3]=={ver}",
-                        "psycopg2-binary"], check=True)
-    return mine
+    """A `patroni` the postgres user can run ($PATRONI_BIN, else the one on PATH, copied
+    into a venv under /opt when it lives under /root): scripts/deps.sh decides."""
+    out = subprocess.run(["bash", "-c", ". scripts/deps.sh && ensure_patroni_agent"], cwd=ROOT,
+                         capture_output=True, text=True)
+    if out.stderr:
+        print(out.stderr, end="", flush=True)
+    return out.stdout.strip() or None
 
 
 def free_port():

@@ -60,11 +60,16 @@ ensure_deps() {
 }
 
 # ensure_patroni_agent: prints the path of a `patroni` (the agent, for the mixed-cluster
-# test) that the user running PostgreSQL can execute. As root that is the postgres user:
-# a pip install under /root (pyenv) is not readable by it, so the same version goes into
-# a venv under /opt once. Prints nothing when Patroni is not installed.
+# test and the benchmarks) that the user running PostgreSQL can execute: $PATRONI_BIN if
+# set, else the one on PATH. As root that user is postgres: a pip install under /root
+# (pyenv) is not readable by it, so the same version goes into a venv under /opt once.
+# Prints nothing when Patroni is not installed.
 ensure_patroni_agent() {
-    local p ver venv=/opt/warden-test/patroni-venv
+    local p ver venv=/opt/warden/patroni-venv
+    if [ -n "${PATRONI_BIN:-}" ]; then
+        echo "$PATRONI_BIN"
+        return 0
+    fi
     p=$(command -v patroni 2>/dev/null) || return 0
     if [ "$(id -u)" != 0 ]; then
         echo "$p"
@@ -76,7 +81,7 @@ ensure_patroni_agent() {
     fi
     ver=$("$p" --version | awk '{print $2}')
     if ! setpriv --reuid=postgres --regid=postgres --init-groups -- "$venv/bin/patroni" --version 2>/dev/null | grep -q "$ver"; then
-        echo "Installing patroni $ver into $venv (runnable by postgres, for the mixed-cluster test)" >&2
+        echo "Installing patroni $ver into $venv (runnable by postgres)" >&2
         rm -rf "$venv"
         mkdir -p "$(dirname "$venv")"
         if ! /usr/bin/python3 -m venv "$venv" >&2; then

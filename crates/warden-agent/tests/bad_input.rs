@@ -138,50 +138,51 @@ fn version_flag() {
     assert!(out.starts_with("warden "), "{out}");
 }
 
-#[test]
-fn unsafe_timing_is_refused_at_start_with_the_rule() {
-    let dir = TestDir::new("warden-timing-");
+/// Starts the agent on the minimal config edited by `edit`: it must exit 1 naming
+/// `expected`, before creating anything. Returns the edited config file.
+fn refused_at_start(
+    prefix: &str,
+    edit: impl Fn(&str) -> String,
+    expected: &str,
+) -> (TestDir, std::path::PathBuf) {
+    let dir = TestDir::new(prefix);
     let data = dir.path().join("data");
     let cfg = minimal_config(&dir, &data, free_port());
     let text = std::fs::read_to_string(&cfg).expect("read");
-    let bad = text.replace(
-        "{ttl: 20, loop_wait: 2, retry_timeout: 5}",
-        "{ttl: 20, loop_wait: 10, retry_timeout: 10}",
-    );
+    let bad = edit(&text);
     assert_ne!(bad, text);
-    let cfg = dir.write_file("unsafe.yml", &bad);
+    let cfg = dir.write_file("refused.yml", &bad);
     let mut cmd = warden();
     cmd.arg(&cfg);
     dir.run_as.apply(&mut cmd);
     let (code, _o, err) = run(&mut cmd);
     assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("loop_wait (10) + 2*retry_timeout (10) must not exceed ttl (20)"),
-        "{err}"
-    );
+    assert!(err.contains(expected), "{err}");
     assert!(!data.exists(), "nothing may be created");
+    (dir, cfg)
+}
+
+#[test]
+fn unsafe_timing_is_refused_at_start_with_the_rule() {
+    refused_at_start(
+        "warden-timing-",
+        |t| {
+            t.replace(
+                "{ttl: 20, loop_wait: 2, retry_timeout: 5}",
+                "{ttl: 20, loop_wait: 10, retry_timeout: 10}",
+            )
+        },
+        "loop_wait (10) + 2*retry_timeout (10) must not exceed ttl (20)",
+    );
 }
 
 #[test]
 fn required_watchdog_is_refused_at_start() {
-    let dir = TestDir::new("warden-watchdog-");
-    let data = dir.path().join("data");
-    let cfg = minimal_config(&dir, &data, free_port());
-    let text = std::fs::read_to_string(&cfg).expect("read");
-    let cfg = dir.write_file(
-        "required.yml",
-        &format!("{text}\nwatchdog:\n  mode: required\n"),
+    let (_dir, cfg) = refused_at_start(
+        "warden-watchdog-",
+        |t| format!("{t}\nwatchdog:\n  mode: required\n"),
+        "watchdog.mode is 'required' but Warden has no kernel watchdog driver",
     );
-    let mut cmd = warden();
-    cmd.arg(&cfg);
-    dir.run_as.apply(&mut cmd);
-    let (code, _o, err) = run(&mut cmd);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("watchdog.mode is 'required' but Warden has no kernel watchdog driver"),
-        "{err}"
-    );
-    assert!(!data.exists(), "nothing may be created");
     let (code, out, err) = run(warden().arg("--validate-config").arg(&cfg));
     assert_ne!(code, 0);
     assert!(

@@ -46,6 +46,24 @@ async fn writes_stop_before_expiry(
     }
 }
 
+/// Freezes the leader's agent (SIGSTOP; PostgreSQL keeps running): its PostgreSQL must
+/// stop taking writes before the lock can expire, another node must take over, and the
+/// thawed agent must rejoin as a replica. Returns the new leader.
+async fn frozen_leader_is_fenced_and_replaced(c: &TestCluster, l: usize, ttl: u64) -> usize {
+    let agent_pid = c.nodes[l].agent.as_ref().map(|a| a.pid()).expect("agent");
+    let pid = nix::unistd::Pid::from_raw(agent_pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let frozen = Instant::now();
+    let fenced = writes_stop_before_expiry(c, l, frozen, ttl).await;
+    let new = wait_for_leader(c, Duration::from_secs(ttl + 20)).await;
+    assert_ne!(new, l);
+    // Thawed, the old agent finds it lost the lock and rejoins as a replica.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    wait_streaming(c, l, Duration::from_secs(90)).await;
+    eprintln!("ttl {ttl}, frozen agent: PostgreSQL fenced {fenced:?} after the freeze");
+    new
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_or_killed_agent_never_leaves_two_primaries() {
     let mut c = TestCluster::new("fence", 3, &[]);
@@ -53,17 +71,7 @@ async fn frozen_or_killed_agent_never_leaves_two_primaries() {
     let monitor = WritableMonitor::start(dsns(&c));
 
     // 1. Frozen agent: PostgreSQL keeps running, the agent cannot renew the lock.
-    let agent_pid = c.nodes[l].agent.as_ref().map(|a| a.pid()).expect("agent");
-    let pid = nix::unistd::Pid::from_raw(agent_pid as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
-    let frozen = Instant::now();
-    let fenced = writes_stop_before_expiry(&c, l, frozen, TTL).await;
-    let new = wait_for_leader(&c, Duration::from_secs(TTL + 20)).await;
-    assert_ne!(new, l);
-    // Thawed, the old agent finds it lost the lock and rejoins as a replica.
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
-    wait_streaming(&c, l, Duration::from_secs(90)).await;
-    eprintln!("frozen agent: PostgreSQL fenced {fenced:?} after the freeze");
+    let new = frozen_leader_is_fenced_and_replaced(&c, l, TTL).await;
 
     // 2. Killed agent, PostgreSQL left running: fenced too.
     for i in (0..3).filter(|i| *i != new) {
@@ -150,16 +158,7 @@ async fn short_ttl_fails_over_within_it_and_still_fences() {
     let monitor = WritableMonitor::start(dsns(&c));
 
     // 1. Frozen leader agent: fenced before its 8 s lock can expire, then replaced.
-    let agent_pid = c.nodes[l].agent.as_ref().map(|a| a.pid()).expect("agent");
-    let pid = nix::unistd::Pid::from_raw(agent_pid as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
-    let frozen = Instant::now();
-    let fenced = writes_stop_before_expiry(&c, l, frozen, SHORT_TTL).await;
-    let new = wait_for_leader(&c, Duration::from_secs(SHORT_TTL + 20)).await;
-    assert_ne!(new, l);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
-    wait_streaming(&c, l, Duration::from_secs(90)).await;
-    eprintln!("short ttl, frozen agent: PostgreSQL fenced {fenced:?} after the freeze");
+    let new = frozen_leader_is_fenced_and_replaced(&c, l, SHORT_TTL).await;
 
     // 2. Crash of the whole leader node (agent, PostgreSQL and guard): a replica takes
     // over once the 8 s lease runs out. At Patroni's 20 s floor the lease alone would

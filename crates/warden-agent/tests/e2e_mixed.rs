@@ -42,14 +42,14 @@ async fn replace_with_warden(c: &mut TestCluster, i: usize) {
     wait_streaming(c, i, Duration::from_secs(90)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn patroni_cluster_is_replaced_node_by_node() {
-    let Some(patroni) = patroni_agent() else {
-        return;
-    };
-    let mut c = TestCluster::new("mixed", 3, &[]);
+/// A healthy 3-node cluster under Patroni with table `t`: (cluster, leader, replicas).
+async fn patroni_cluster(
+    scope: &str,
+    patroni: &std::path::Path,
+) -> (TestCluster, usize, Vec<usize>) {
+    let mut c = TestCluster::new(scope, 3, &[]);
     for i in 0..3 {
-        c.start_patroni_node(i, &patroni);
+        c.start_patroni_node(i, patroni);
     }
     let leader = wait_for_leader(&c, Duration::from_secs(90)).await;
     let replicas: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
@@ -59,6 +59,15 @@ async fn patroni_cluster_is_replaced_node_by_node() {
     exec(&c, leader, "CREATE TABLE t(id int)")
         .await
         .expect("create");
+    (c, leader, replicas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patroni_cluster_is_replaced_node_by_node() {
+    let Some(patroni) = patroni_agent() else {
+        return;
+    };
+    let (mut c, leader, replicas) = patroni_cluster("mixed", &patroni).await;
     exec(&c, leader, "INSERT INTO t VALUES (1)")
         .await
         .expect("insert");
@@ -182,18 +191,7 @@ async fn mixed_cluster_fails_over_after_a_leader_crash() {
     let Some(patroni) = patroni_agent() else {
         return;
     };
-    let mut c = TestCluster::new("mixedcrash", 3, &[]);
-    for i in 0..3 {
-        c.start_patroni_node(i, &patroni);
-    }
-    let leader = wait_for_leader(&c, Duration::from_secs(90)).await;
-    let replicas: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    for &r in &replicas {
-        wait_streaming(&c, r, Duration::from_secs(120)).await;
-    }
-    exec(&c, leader, "CREATE TABLE t(id int)")
-        .await
-        .expect("create");
+    let (mut c, leader, replicas) = patroni_cluster("mixedcrash", &patroni).await;
     replace_with_warden(&mut c, replicas[1]).await;
     exec(&c, leader, "INSERT INTO t VALUES (1)")
         .await
