@@ -207,6 +207,13 @@ impl DynamicConfig {
         d.primary_stop_timeout =
             int(&["primary_stop_timeout", "master_stop_timeout"], 0, &mut w).max(0) as u64;
         d.primary_race_backoff = int(&["primary_race_backoff"], 0, &mut w).max(0) as u64;
+        if d.primary_race_backoff > 0 {
+            // Say so rather than ignore it silently (Patroni 4.1's U1 is not built yet).
+            w.push(format!(
+                "primary_race_backoff={} is not implemented by Warden: replicas race for the leader lock as soon as it expires (a Warden primary is fenced before its lock can expire)",
+                d.primary_race_backoff
+            ));
+        }
         d.synchronous_node_count = int(&["synchronous_node_count"], 1, &mut w).max(1) as u64;
 
         // rule 1
@@ -274,6 +281,28 @@ impl DynamicConfig {
                 }
             },
         };
+        // Patroni features Warden does not have yet: say so rather than ignore them.
+        if d.synchronous_mode != "off" {
+            w.push(format!(
+                "synchronous_mode={} is not implemented by Warden: replication stays asynchronous and no synchronous standby is managed",
+                d.synchronous_mode
+            ));
+        }
+        if d.failsafe_mode {
+            w.push("failsafe_mode is not implemented by Warden: a primary that loses etcd stops taking writes before its lock can expire".to_string());
+        }
+        if m.get("standby_cluster").is_some_and(|v| !v.is_null()) {
+            w.push("standby_cluster is not implemented by Warden: it would run this cluster as a primary cluster; do not put Warden on a standby cluster's nodes yet".to_string());
+        }
+        for key in ["slots", "permanent_slots", "permanent_replication_slots"] {
+            if m.get(key)
+                .is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+            {
+                w.push(format!(
+                    "{key}: permanent replication slots are not implemented by Warden; only member slots are managed"
+                ));
+            }
+        }
         d.member_slots_ttl = match m.get("member_slots_ttl").filter(|v| !v.is_null()) {
             None => 1800,
             Some(val) => match parse_duration_secs(val) {

@@ -1047,6 +1047,26 @@ fn warden_min_ttl_lowers_the_ttl_floor_within_bounds() {
             .any(|m| m.contains("ttl=5 can't be smaller than 8")),
         "{w:?}"
     );
+    // Settings Warden does not honour are named, not silently ignored.
+    let (d, w) = DynamicConfig::from_value(&json!({"primary_race_backoff": 10}));
+    assert_eq!(d.primary_race_backoff, 10);
+    assert!(
+        w.iter()
+            .any(|m| m.starts_with("primary_race_backoff=10 is not implemented by Warden")),
+        "{w:?}"
+    );
+    let (_, w) = DynamicConfig::from_value(&json!({
+        "synchronous_mode": "quorum", "failsafe_mode": true,
+        "standby_cluster": {"host": "10.0.0.9"}, "slots": {"s1": {"type": "physical"}}
+    }));
+    for what in [
+        "synchronous_mode=quorum is not implemented",
+        "failsafe_mode is not implemented",
+        "standby_cluster is not implemented",
+        "slots: permanent replication slots are not implemented",
+    ] {
+        assert!(w.iter().any(|m| m.starts_with(what)), "{what}: {w:?}");
+    }
     // Without the opt-in, Patroni's behaviour.
     let (d, _) = DynamicConfig::from_value(&json!({"ttl": 8, "loop_wait": 2, "retry_timeout": 3}));
     assert_eq!((d.ttl, d.min_ttl), (20, 20));
