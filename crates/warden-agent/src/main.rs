@@ -126,6 +126,16 @@ async fn run(
     {
         anyhow::bail!("refusing to start: {rule}");
     }
+    if cfg
+        .bootstrap
+        .as_ref()
+        .is_some_and(|b| warden_core::cluster::GlobalFlags::from_config(&b.dcs).standby_cluster)
+    {
+        anyhow::bail!(
+            "refusing to start: bootstrap.dcs: {}",
+            warden_core::ha::STANDBY_CLUSTER_UNSUPPORTED
+        );
+    }
     match cfg.watchdog.mode {
         // Patroni exits the same way where it has no watchdog support; leading without
         // the watchdog the operator required would be worse.

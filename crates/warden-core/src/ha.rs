@@ -330,6 +330,9 @@ pub struct HaInput<'a> {
     pub now_epoch_ms: i64,
 }
 
+/// Why an agent exits when the cluster is configured as a standby cluster.
+pub const STANDBY_CLUSTER_UNSUPPORTED: &str = "standby_cluster is configured, but Warden does not support standby clusters yet: exiting without touching PostgreSQL (continuing would run this cluster as a primary cluster)";
+
 fn act(actions: Vec<Action>, reason: impl Into<String>) -> Step {
     Step::Act(Decision {
         actions,
@@ -355,6 +358,18 @@ fn decide_inner(i: &HaInput<'_>) -> Step {
     };
     let me = i.me;
     let i_hold_lock = cluster.leader_name() == Some(me);
+
+    // Standby clusters are not built yet. Going on would run this cluster as a primary
+    // cluster (promote its standby leader, or bootstrap a new primary), so stop here and
+    // leave PostgreSQL exactly as it is.
+    if crate::cluster::GlobalFlags::from_cluster(Some(cluster)).standby_cluster {
+        return act(
+            vec![Action::Exit {
+                message: STANDBY_CLUSTER_UNSUPPORTED.into(),
+            }],
+            "standby_cluster is configured and not supported",
+        );
+    }
 
     // L9: the data directory.
     let sysid = match &i.pg.data_dir {

@@ -287,6 +287,19 @@ fn cases() -> Vec<Case> {
             .expect(vec![Action::ReleaseLeader], "released leader key voluntarily as data dir empty"),
         case("invalid data dir: refuse to touch it", "pg2", locked_pg1(), LocalPg { data_dir: DataDir::Invalid("no pg_control".into()), ..LocalPg::default() })
             .expect(vec![], "system ID is invalid"),
+        // --- not supported: standby clusters (exit, PostgreSQL untouched)
+        case("standby cluster config: exit without touching anything", "pg1", {
+            let mut c = cluster(Some("pg1"), Some(SYSID), Some(100));
+            c.config = Some(crate::cluster::ConfigKey {
+                value: serde_json::json!({"standby_cluster": {"host": "10.0.0.9", "port": 5432}}),
+                version: 1,
+            });
+            Some(c)
+        }, replica(100))
+            .expect(
+                vec![Action::Exit { message: STANDBY_CLUSTER_UNSUPPORTED.into() }],
+                "standby_cluster is configured and not supported",
+            ),
         // --- L9 sysid checks
         case("sysid mismatch is fatal", "pg2", Some(cluster(Some("pg1"), Some("1111111111111111111"), None)), replica(100))
             .expect(
