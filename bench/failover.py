@@ -101,19 +101,8 @@ def restart_node(cl, i, binary):
 
 
 def stop_cluster(cl):
-    """SIGTERM every agent session of the cluster (they stop PostgreSQL), then SIGKILL."""
-    for p in cl.procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + 30
-    for p in cl.procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            subprocess.run(["pkill", "-KILL", "-s", str(p.pid)], check=False)
+    """Stops every agent session of the cluster, then any postmaster left behind."""
+    sw.stop_sessions(cl.procs)
     for n in cl.nodes:
         try:
             with open(os.path.join(n["dir"], "data", "postmaster.pid")) as fh:

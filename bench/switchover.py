@@ -67,22 +67,28 @@ def spawn(cmd, log, cwd=None, env=None):
     return p
 
 
-def cleanup(tmp):
-    for p in reversed(PROCS):
+def stop_sessions(procs):
+    """SIGTERM each process group (agents stop their PostgreSQL), SIGKILL what is left
+    after 30 s in all."""
+    for p in reversed(procs):
         if p.poll() is None:
             try:
                 os.killpg(p.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-    deadline = time.time() + 30
-    for p in PROCS:
+    deadline = time.monotonic() + 30
+    for p in procs:
         try:
-            p.wait(timeout=max(0.1, deadline - time.time()))
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             try:
                 os.killpg(p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def cleanup(tmp):
+    stop_sessions(PROCS)
     # Any postmaster left behind (an agent killed before it stopped PostgreSQL).
     for root, dirs, files in os.walk(tmp):
         if "postmaster.pid" in files:
