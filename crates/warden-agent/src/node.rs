@@ -20,12 +20,25 @@ use warden_api::{monotonic_ms, StatusHandle};
 use warden_config::{Config, DynamicConfig};
 use warden_core::cluster::{Cluster, HistoryLine, MemberData, Status};
 use warden_core::ha::{
-    self, Action, Answers, DataDir, DemoteMode, Divergence, HaInput, LocalPg, LockUpdate,
-    NodeMemory, Question, Step,
+    self, Action, Answers, DataDir, DemoteMode, Divergence, HaInput, LocalPg, LocalWalEnd,
+    LockUpdate, NodeMemory, Question, Step,
 };
 use warden_core::status::{NodeStatus, Xlog};
 use warden_dcs::Dcs;
 use warden_pg::{DataDirState, PgStatus, Postgres, StopMode, Upstream};
+
+/// A bootstrap that failed and was cleaned up: the agent exits ("Failed to bootstrap
+/// cluster"), as Patroni does, instead of retrying on a half-initialised directory.
+#[derive(Debug)]
+struct BootstrapFailed(String);
+
+impl std::fmt::Display for BootstrapFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Failed to bootstrap cluster: {}", self.0)
+    }
+}
+
+impl std::error::Error for BootstrapFailed {}
 
 /// Why the loop ended.
 pub enum Exit {
@@ -290,6 +303,11 @@ impl<D: Dcs> Node<D> {
             }
             let what = format!("{action:?}");
             if let Err(e) = self.execute(action, &cluster_ref, &local).await {
+                if e.downcast_ref::<BootstrapFailed>().is_some() {
+                    // B4: never run (let alone promote) a half-initialised cluster.
+                    crate::logging::critical(&format!("{e:#}"));
+                    return Some(Exit::Fatal);
+                }
                 error!("{what} failed: {e:#}");
                 break;
             }
@@ -876,64 +894,51 @@ impl<D: Dcs> Node<D> {
             .timeline
             .ok_or_else(|| anyhow!("leader {leader} did not publish its timeline"))?;
         let up = self.upstream_of(cluster, leader, false)?;
-        let (my_tl, my_lsn, clean) = if local.running {
+        let me = if local.running {
             let st = self
                 .last_pg
                 .as_ref()
                 .ok_or_else(|| anyhow!("no local status"))?;
-            (
-                st.timeline.unwrap_or(0),
-                st.replay_lsn.unwrap_or(st.wal_position),
-                true,
-            )
+            LocalWalEnd {
+                timeline: st.timeline.unwrap_or(0),
+                lsn: st.replay_lsn.unwrap_or(st.wal_position),
+                in_recovery: !local.is_primary,
+                clean_shutdown: true,
+            }
         } else {
             let cd = self.pg.controldata().await?;
             let st = cd.state().unwrap_or("").to_string();
-            let in_recovery = st == "shut down in recovery" || st == "in archive recovery";
-            if in_recovery {
-                (
-                    cd.min_recovery_timeline()
+            if st == "shut down in recovery" || st == "in archive recovery" {
+                LocalWalEnd {
+                    timeline: cd
+                        .min_recovery_timeline()
                         .filter(|t| *t > 0)
                         .or(cd.timeline())
                         .unwrap_or(0),
-                    cd.min_recovery_lsn()
+                    lsn: cd
+                        .min_recovery_lsn()
                         .filter(|l| *l > 0)
                         .or(cd.checkpoint_lsn())
                         .unwrap_or(0),
-                    true,
-                )
+                    in_recovery: true,
+                    clean_shutdown: true,
+                }
             } else {
-                (
-                    cd.timeline().unwrap_or(0),
-                    cd.checkpoint_lsn().unwrap_or(0),
-                    st == "shut down",
-                )
+                LocalWalEnd {
+                    timeline: cd.timeline().unwrap_or(0),
+                    lsn: cd.checkpoint_lsn().unwrap_or(0),
+                    in_recovery: false,
+                    clean_shutdown: st == "shut down",
+                }
             }
         };
-        if my_tl == leader_tl {
-            return Ok(Divergence::NotDiverged);
-        }
-        if my_tl > leader_tl {
-            return Ok(Divergence::Diverged);
-        }
-        let history = self.pg.timeline_history(&up, leader_tl).await?;
-        // The first line whose parent is my timeline tells where the leader forked off.
-        for (parent, switch) in history {
-            if parent > my_tl {
-                return Ok(Divergence::Diverged);
-            }
-            if parent == my_tl {
-                // A clean shutdown checkpoint before the fork point is contained in the
-                // leader's history; anything written at or past it (or an unclean
-                // stop, whose end of WAL we do not know) is not.
-                return Ok(if clean && my_lsn < switch {
-                    Divergence::NotDiverged
-                } else {
-                    Divergence::Diverged
-                });
-            }
-        }
-        Ok(Divergence::Diverged)
+        // The leader's history is only needed when I am on an older timeline.
+        let history = if me.timeline < leader_tl {
+            Some(self.pg.timeline_history(&up, leader_tl).await?)
+        } else {
+            None
+        };
+        Ok(ha::judge_divergence(me, leader_tl, history.as_deref()))
     }
 
     /// Connection target for a member, with my slot on it when slots are used.
@@ -989,7 +994,9 @@ impl<D: Dcs> Node<D> {
             Action::StartPrimary => {
                 self.state = "starting".into();
                 self.pg.write_config(None, false)?;
-                self.pg.start().await?;
+                let started = self.pg.start().await;
+                self.note_start_result(&started);
+                started?;
                 self.state = "running".into();
                 Ok(())
             }
@@ -1086,6 +1093,16 @@ impl<D: Dcs> Node<D> {
                 self.set_leader_until(None);
                 Ok(())
             }
+            Action::AbandonLeader => {
+                self.fence.set_primary_running(false);
+                self.role = "demoted".into();
+                self.callback_role = Some("demoted".into());
+                self.callbacks.fire("on_role_change", "demoted");
+                self.dcs.delete_leader(&self.cfg.name).await?;
+                self.set_leader_until(None);
+                self.memory.start_failed = false;
+                Ok(())
+            }
             Action::LeaderHousekeeping => self.leader_housekeeping(cluster, local).await,
         }
     }
@@ -1097,7 +1114,9 @@ impl<D: Dcs> Node<D> {
         };
         self.state = "starting".into();
         self.pg.write_config(up.as_ref(), true)?;
-        if let Err(e) = self.pg.start().await {
+        let started = self.pg.start().await;
+        self.note_start_result(&started);
+        if let Err(e) = started {
             self.state = "start failed".into();
             return Err(e.into());
         }
@@ -1105,6 +1124,11 @@ impl<D: Dcs> Node<D> {
         self.role = "replica".into();
         self.following = upstream.map(str::to_string);
         Ok(())
+    }
+
+    /// Remembers whether the postmaster died while starting, for the next decision.
+    fn note_start_result(&mut self, r: &std::result::Result<(), warden_pg::PgError>) {
+        self.memory.start_failed = matches!(r, Err(warden_pg::PgError::StartFailed(_)));
     }
 
     /// B1 won → B4: initdb, start, users, then publish the cluster in the DCS.
@@ -1156,28 +1180,37 @@ impl<D: Dcs> Node<D> {
                 Ok(())
             }
             Err(e) => {
-                // B4: cancel the initialisation so another node can try; keep the data.
+                // B4 as Patroni: give the initialize key back so another node can try, stop
+                // what was started, move the data directory aside (kept for inspection)
+                // and exit: the half-initialised directory must never be started again.
                 self.state = "initdb failed".into();
-                error!("bootstrap failed: {e:#}; cancelling initialization");
-                let _ = self.dcs.cancel_initialization().await;
-                let _ = self
+                error!("bootstrap failed: {e:#}");
+                info!("removing initialize key after failed attempt to bootstrap the cluster");
+                if let Err(ce) = self.dcs.cancel_initialization().await {
+                    error!("could not remove the initialize key: {ce}");
+                }
+                if let Err(se) = self
                     .pg
                     .stop(StopMode::Immediate, Duration::from_secs(10))
-                    .await;
+                    .await
+                {
+                    error!("could not stop PostgreSQL after the failed bootstrap: {se}");
+                }
                 let dir = self.pg.settings().data_dir.clone();
-                let failed = dir.with_extension("failed");
                 if dir.exists() {
-                    if let Err(re) = std::fs::rename(&dir, &failed) {
-                        error!(
-                            "could not rename {} to {}: {re}",
+                    let mut aside = dir.as_os_str().to_owned();
+                    aside.push(chrono::Local::now().format("_%Y-%m-%d-%H-%M-%S").to_string());
+                    let aside = std::path::PathBuf::from(aside);
+                    match std::fs::rename(&dir, &aside) {
+                        Ok(()) => info!("renamed data directory to {}", aside.display()),
+                        Err(re) => error!(
+                            "could not rename data directory {} to {}: {re}",
                             dir.display(),
-                            failed.display()
-                        );
-                    } else {
-                        error!("moved the failed data directory to {}", failed.display());
+                            aside.display()
+                        ),
                     }
                 }
-                Err(e)
+                Err(anyhow::Error::new(BootstrapFailed(format!("{e:#}"))))
             }
         }
     }

@@ -96,6 +96,7 @@ pub fn ha_settings(cfg: &Config, dynamic: &DynamicConfig, can_rewind: bool) -> H
         reinit_on_divergence: cfg.postgresql.remove_data_directory_on_diverged_timelines,
         replicatefrom: cfg.tags.replicatefrom.clone(),
         nostream: cfg.tags.nostream,
+        primary_start_timeout: dynamic.primary_start_timeout,
     }
 }
 
@@ -107,7 +108,7 @@ pub fn use_pg_rewind(cfg: &Config, dynamic: &DynamicConfig) -> bool {
 }
 
 /// Checks the things that make a node unusable before anything is started: the data
-/// directory's parent must exist and the data directory (if present) must be ours.
+/// directory's parent is created when missing and the data directory (if present) must be ours.
 pub fn check_data_dir(cfg: &Config) -> Result<()> {
     let dir: &PathBuf = &cfg.postgresql.data_dir;
     if dir.as_os_str().is_empty() {
@@ -129,13 +130,22 @@ pub fn check_data_dir(cfg: &Config) -> Result<()> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Patroni (initdb, pg_basebackup) creates missing parents: do the same, so a
+            // fresh `data/<name>` layout works; PostgreSQL itself creates the data dir.
             let parent = dir.parent().unwrap_or(dir);
-            std::fs::metadata(parent).with_context(|| {
-                format!(
-                    "postgresql.data_dir: parent directory {} is not accessible",
-                    parent.display()
-                )
-            })?;
+            if !parent.as_os_str().is_empty() && !parent.exists() {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .with_context(|| {
+                        format!(
+                            "postgresql.data_dir: cannot create the parent directory {}",
+                            parent.display()
+                        )
+                    })?;
+            }
         }
         Err(e) => {
             return Err(e)

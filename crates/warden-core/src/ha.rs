@@ -40,6 +40,9 @@ pub struct HaSettings {
     pub replicatefrom: Option<String>,
     /// `nostream` tag.
     pub nostream: bool,
+    /// `primary_start_timeout` (s; legacy `master_start_timeout`). 0: a crashed primary
+    /// holding the lock fails over at once when another member can take over.
+    pub primary_start_timeout: u64,
 }
 
 impl Default for HaSettings {
@@ -57,6 +60,7 @@ impl Default for HaSettings {
             reinit_on_divergence: false,
             replicatefrom: None,
             nostream: false,
+            primary_start_timeout: 300,
         }
     }
 }
@@ -122,6 +126,9 @@ pub struct NodeMemory {
     pub leader_until_ms: Option<u64>,
     /// PostgreSQL was running at the end of the previous cycle (so a stop now is a crash).
     pub was_running: bool,
+    /// My last attempt to start PostgreSQL failed (the postmaster exited): a lock holder
+    /// gives the lock up instead of trying again for ever (Patroni's `post_recover`).
+    pub start_failed: bool,
 }
 
 /// What the executor found when probing another member's REST API (`GET /patroni`).
@@ -152,6 +159,65 @@ pub enum Divergence {
     Diverged,
     /// Could not tell (leader unreachable, …).
     Unknown,
+}
+
+/// Where my WAL ends, as the executor read it (running status or pg_control).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalWalEnd {
+    /// My timeline.
+    pub timeline: u32,
+    /// A replica (running, or shut down in recovery): its replayed position. A stopped
+    /// former primary: its last checkpoint's location.
+    pub lsn: u64,
+    /// The position is a replica's replay position (PostgreSQL was in recovery).
+    pub in_recovery: bool,
+    /// A former primary that was shut down cleanly (its last record is the shutdown
+    /// checkpoint at `lsn`); false after a crash, when the end of its WAL is unknown.
+    pub clean_shutdown: bool,
+}
+
+/// Judges divergence from the leader's timeline history (postgres-management.md §6,
+/// Patroni's `_check_timeline_and_lsn`). `history` is the leader's `<tl>.history` as
+/// (parent timeline, switch point) pairs, or `None` when my timeline equals or exceeds
+/// the leader's and no history is needed.
+///
+/// A replica has not diverged while its replay position is not past the switch point. A
+/// cleanly shut-down former primary has not diverged when its shutdown checkpoint starts
+/// before the switch point: nothing follows a shutdown checkpoint, and after a clean
+/// switchover the new timeline forks exactly at that record's end. After a crash the end
+/// of the WAL is unknown, so only a rewind (or re-clone) is safe.
+pub fn judge_divergence(
+    me: LocalWalEnd,
+    leader_timeline: u32,
+    history: Option<&[(u32, u64)]>,
+) -> Divergence {
+    if me.timeline == leader_timeline {
+        return Divergence::NotDiverged;
+    }
+    if me.timeline > leader_timeline {
+        return Divergence::Diverged;
+    }
+    let Some(history) = history else {
+        return Divergence::Unknown;
+    };
+    for &(parent, switch) in history {
+        if parent > me.timeline {
+            return Divergence::Diverged;
+        }
+        if parent == me.timeline {
+            let fits = if me.in_recovery {
+                me.lsn <= switch
+            } else {
+                me.clean_shutdown && me.lsn < switch
+            };
+            return if fits {
+                Divergence::NotDiverged
+            } else {
+                Divergence::Diverged
+            };
+        }
+    }
+    Divergence::Diverged
 }
 
 /// Outcome of a leader lock update.
@@ -272,6 +338,9 @@ pub enum Action {
     RemoveDataDir,
     /// Delete the leader key (compare on my name).
     ReleaseLeader,
+    /// PostgreSQL failed to start while I hold the lock: report the role `demoted`
+    /// (on_role_change) and delete the leader key.
+    AbandonLeader,
     /// Leader housekeeping: publish `status`, keep member slots, update `history`.
     LeaderHousekeeping,
     /// Clear the `failover` key (`{}`, compare-and-set on its version).
@@ -544,6 +613,34 @@ fn pg_not_running(i: &HaInput<'_>, cluster: &Cluster, i_hold_lock: bool) -> Step
             Some(LockUpdate::DcsError) => return dcs_unreachable(i),
             Some(LockUpdate::Lost) => {}
             Some(LockUpdate::Renewed) => {
+                if i.memory.start_failed {
+                    // R3: PostgreSQL cannot start here; let a replica take over.
+                    return act(
+                        vec![Action::AbandonLeader],
+                        "removed leader key after trying and failing to start postgres",
+                    );
+                }
+                if i.pg.was_primary && i.settings.primary_start_timeout == 0 {
+                    // R2 with primary_start_timeout 0: prefer a failover to a restart, if
+                    // anyone can take over.
+                    let peers = match probes(i, cluster) {
+                        Ok(p) => p,
+                        Err(step) => return step,
+                    };
+                    let max_lag = i.settings.maximum_lag_on_failover;
+                    if peers.iter().any(|p| {
+                        counts(p)
+                            && !p.is_primary
+                            && i.pg.wal_position.saturating_sub(p.wal_position) <= max_lag
+                    }) {
+                        return act(
+                            vec![Action::Demote {
+                                mode: DemoteMode::Immediate,
+                            }],
+                            "stopped PostgreSQL to fail over after a crash",
+                        );
+                    }
+                }
                 if i.pg.was_primary {
                     return act(vec![Action::StartPrimary], "starting primary after failure");
                 }

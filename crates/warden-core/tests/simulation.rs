@@ -375,7 +375,7 @@ impl World {
                 }
             }
             Action::RemoveDataDir => self.nodes[i].pg = Pg::default(),
-            Action::ReleaseLeader => {
+            Action::ReleaseLeader | Action::AbandonLeader => {
                 if !partitioned && matches!(&self.dcs.leader, Some((l, _)) if *l == me) {
                     self.dcs.leader = None;
                 }

@@ -453,6 +453,17 @@ fn cases() -> Vec<Case> {
         // --- PostgreSQL not running (R1–R6)
         case("lock holder crashed: restart as primary", "pg1", locked_pg1(), stopped(true, 1))
             .expect(vec![Action::StartPrimary], "starting primary after failure"),
+        case("lock holder whose PostgreSQL failed to start gives up the lock", "pg1", locked_pg1(), stopped(true, 1))
+            .memory(NodeMemory { start_failed: true, ..NodeMemory::default() })
+            .expect(vec![Action::AbandonLeader], "removed leader key after trying and failing to start postgres"),
+        case("primary_start_timeout 0: crashed primary fails over to a healthy replica", "pg1", locked_pg1(), stopped(true, 1))
+            .settings(|s| s.primary_start_timeout = 0)
+            .world(World { probes: vec![peer("pg2", 100), peer("pg3", 90)], ..World::default() })
+            .expect(vec![demote(DemoteMode::Immediate)], "stopped PostgreSQL to fail over after a crash"),
+        case("primary_start_timeout 0 but nobody can take over: restart", "pg1", locked_pg1(), stopped(true, 1))
+            .settings(|s| s.primary_start_timeout = 0)
+            .world(World { probes: vec![PeerStatus { nofailover: true, ..peer("pg2", 100) }, PeerStatus { reachable: false, ..peer("pg3", 100) }], ..World::default() })
+            .expect(vec![Action::StartPrimary], "starting primary after failure"),
         case("lock holder replica stopped: start read-only", "pg1", locked_pg1(), stopped(false, 1))
             .expect(vec![start_replica(None)], "starting as readonly because i had the session lock"),
         case("stopped replica restarts following the leader", "pg2", locked_pg1(), stopped(false, 1))
@@ -575,4 +586,65 @@ fn decide_is_deterministic() {
         );
         assert_eq!(a, b, "{}", c.name);
     }
+}
+
+#[test]
+fn divergence_judged_as_patroni_does() {
+    let hist: &[(u32, u64)] = &[(1, 0x3000148)];
+    let end = |lsn, in_recovery, clean| LocalWalEnd {
+        timeline: 1,
+        lsn,
+        in_recovery,
+        clean_shutdown: clean,
+    };
+    // A former primary after a clean switchover: its shutdown checkpoint starts just
+    // before the fork point (which is that record's end): no rewind.
+    assert_eq!(
+        judge_divergence(end(0x30000d8, false, true), 2, Some(hist)),
+        Divergence::NotDiverged
+    );
+    // The same node restarted read-only: it replayed up to exactly the switch point.
+    assert_eq!(
+        judge_divergence(end(0x3000148, true, true), 2, Some(hist)),
+        Divergence::NotDiverged
+    );
+    // A replica that replayed past the switch point, a crashed primary, a primary whose
+    // checkpoint lies past the fork: diverged.
+    assert_eq!(
+        judge_divergence(end(0x3000150, true, true), 2, Some(hist)),
+        Divergence::Diverged
+    );
+    assert_eq!(
+        judge_divergence(end(0x30000d8, false, false), 2, Some(hist)),
+        Divergence::Diverged
+    );
+    assert_eq!(
+        judge_divergence(end(0x3000148, false, true), 2, Some(hist)),
+        Divergence::Diverged
+    );
+    // Same timeline: nothing to compare; ahead of the leader: diverged; a history
+    // that forks from a later timeline than mine: diverged; no history: unknown.
+    assert_eq!(
+        judge_divergence(end(0x9000000, false, false), 1, None),
+        Divergence::NotDiverged
+    );
+    assert_eq!(
+        judge_divergence(
+            LocalWalEnd {
+                timeline: 3,
+                ..end(0, true, true)
+            },
+            2,
+            None
+        ),
+        Divergence::Diverged
+    );
+    assert_eq!(
+        judge_divergence(end(0x100, true, true), 3, Some(&[(2, 0x5000000)])),
+        Divergence::Diverged
+    );
+    assert_eq!(
+        judge_divergence(end(0x100, true, true), 2, None),
+        Divergence::Unknown
+    );
 }
