@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use warden_config::{Config, DynamicConfig};
 use warden_core::ha::HaSettings;
-use warden_pg::{Credentials, PgSettings};
+use warden_pg::{Credentials, PgSettings, SslOptions};
 
 /// Splits Patroni's `host[,host2]:port` into (hosts, port).
 pub fn split_listen(listen: &str, key: &str) -> Result<(String, u16)> {
@@ -48,9 +48,13 @@ pub fn pg_settings(cfg: &Config, dynamic: &DynamicConfig) -> Result<PgSettings> 
     let pg = &cfg.postgresql;
     let (listen_addresses, port) = split_listen(&pg.listen, "postgresql.listen")?;
     let (connect_host, _) = split_listen(&pg.connect_address, "postgresql.connect_address")?;
-    let cred = |u: &warden_config::PgUser| Credentials {
-        username: u.username.clone(),
-        password: u.password.clone(),
+    let cred = |u: &warden_config::PgUser| -> Result<Credentials> {
+        Ok(Credentials {
+            username: u.username.clone(),
+            password: u.password.clone(),
+            ssl: SslOptions::from_pairs(u.ssl_options())
+                .map_err(|k| anyhow!("postgresql.authentication: unknown libpq option {k}"))?,
+        })
     };
     let parameters = warden_config::effective_postgresql_parameters(dynamic, pg);
     let pg_hba = pg.pg_hba.clone().or_else(|| dynamic.pg_hba.clone());
@@ -64,9 +68,9 @@ pub fn pg_settings(cfg: &Config, dynamic: &DynamicConfig) -> Result<PgSettings> 
         port,
         connect_host,
         pgpass: pg.pgpass.clone(),
-        superuser: cred(&pg.authentication.superuser),
-        replication: cred(&pg.authentication.replication),
-        rewind: pg.authentication.rewind.as_ref().map(cred),
+        superuser: cred(&pg.authentication.superuser)?,
+        replication: cred(&pg.authentication.replication)?,
+        rewind: pg.authentication.rewind.as_ref().map(cred).transpose()?,
         database: pg.database.clone(),
         parameters,
         pg_hba,
