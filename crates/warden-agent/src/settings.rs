@@ -111,7 +111,8 @@ pub fn use_pg_rewind(cfg: &Config, dynamic: &DynamicConfig) -> bool {
 }
 
 /// Checks the things that make a node unusable before anything is started: the data
-/// directory's parent must exist and the data directory (if present) must be ours.
+/// directory (if present) must be ours. A missing parent directory is created (mode
+/// 0700), as Patroni does.
 pub fn check_data_dir(cfg: &Config) -> Result<()> {
     let dir: &PathBuf = &cfg.postgresql.data_dir;
     if dir.as_os_str().is_empty() {
@@ -134,12 +135,26 @@ pub fn check_data_dir(cfg: &Config) -> Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let parent = dir.parent().unwrap_or(dir);
-            std::fs::metadata(parent).with_context(|| {
-                format!(
-                    "postgresql.data_dir: parent directory {} is not accessible",
-                    parent.display()
-                )
-            })?;
+            match std::fs::metadata(parent) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    warden_pg::create_private_dir_all(parent, None).with_context(|| {
+                        format!(
+                            "postgresql.data_dir: cannot create parent directory {}",
+                            parent.display()
+                        )
+                    })?;
+                    tracing::info!("created directory {}", parent.display());
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "postgresql.data_dir: parent directory {} is not accessible",
+                            parent.display()
+                        )
+                    })
+                }
+            }
         }
         Err(e) => {
             return Err(e)
@@ -152,6 +167,22 @@ pub fn check_data_dir(cfg: &Config) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_data_dir_parent_is_created() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let parent = tmp.path().join("a/b");
+        let mut cfg = Config::default();
+        cfg.postgresql.data_dir = parent.join("data");
+        check_data_dir(&cfg).unwrap();
+        for p in [tmp.path().join("a"), parent.clone()] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", p.display());
+        }
+        assert!(!cfg.postgresql.data_dir.exists());
+        check_data_dir(&cfg).unwrap();
+    }
 
     #[test]
     fn listen_forms() {
