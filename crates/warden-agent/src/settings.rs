@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use warden_config::{Config, DynamicConfig};
 use warden_core::ha::HaSettings;
-use warden_pg::{Credentials, PgSettings};
+use warden_pg::{Credentials, PgSettings, SslOptions};
 
 /// Splits Patroni's `host[,host2]:port` into (hosts, port).
 pub fn split_listen(listen: &str, key: &str) -> Result<(String, u16)> {
@@ -48,9 +48,13 @@ pub fn pg_settings(cfg: &Config, dynamic: &DynamicConfig) -> Result<PgSettings> 
     let pg = &cfg.postgresql;
     let (listen_addresses, port) = split_listen(&pg.listen, "postgresql.listen")?;
     let (connect_host, _) = split_listen(&pg.connect_address, "postgresql.connect_address")?;
-    let cred = |u: &warden_config::PgUser| Credentials {
-        username: u.username.clone(),
-        password: u.password.clone(),
+    let cred = |u: &warden_config::PgUser| -> Result<Credentials> {
+        Ok(Credentials {
+            username: u.username.clone(),
+            password: u.password.clone(),
+            ssl: SslOptions::from_pairs(u.ssl_options())
+                .map_err(|k| anyhow!("postgresql.authentication: unknown libpq option {k}"))?,
+        })
     };
     let parameters = warden_config::effective_postgresql_parameters(dynamic, pg);
     let pg_hba = pg.pg_hba.clone().or_else(|| dynamic.pg_hba.clone());
@@ -64,9 +68,9 @@ pub fn pg_settings(cfg: &Config, dynamic: &DynamicConfig) -> Result<PgSettings> 
         port,
         connect_host,
         pgpass: pg.pgpass.clone(),
-        superuser: cred(&pg.authentication.superuser),
-        replication: cred(&pg.authentication.replication),
-        rewind: pg.authentication.rewind.as_ref().map(cred),
+        superuser: cred(&pg.authentication.superuser)?,
+        replication: cred(&pg.authentication.replication)?,
+        rewind: pg.authentication.rewind.as_ref().map(cred).transpose()?,
         database: pg.database.clone(),
         parameters,
         pg_hba,
@@ -108,7 +112,8 @@ pub fn use_pg_rewind(cfg: &Config, dynamic: &DynamicConfig) -> bool {
 }
 
 /// Checks the things that make a node unusable before anything is started: the data
-/// directory's parent is created when missing and the data directory (if present) must be ours.
+/// directory (if present) must be ours. A missing parent directory is created (mode
+/// 0700), as Patroni does.
 pub fn check_data_dir(cfg: &Config) -> Result<()> {
     let dir: &PathBuf = &cfg.postgresql.data_dir;
     if dir.as_os_str().is_empty() {
@@ -130,21 +135,26 @@ pub fn check_data_dir(cfg: &Config) -> Result<()> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Patroni (initdb, pg_basebackup) creates missing parents: do the same, so a
-            // fresh `data/<name>` layout works; PostgreSQL itself creates the data dir.
             let parent = dir.parent().unwrap_or(dir);
-            if !parent.as_os_str().is_empty() && !parent.exists() {
-                use std::os::unix::fs::DirBuilderExt;
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(parent)
-                    .with_context(|| {
+            match std::fs::metadata(parent) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    warden_pg::create_private_dir_all(parent, None).with_context(|| {
                         format!(
-                            "postgresql.data_dir: cannot create the parent directory {}",
+                            "postgresql.data_dir: cannot create parent directory {}",
                             parent.display()
                         )
                     })?;
+                    tracing::info!("created directory {}", parent.display());
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "postgresql.data_dir: parent directory {} is not accessible",
+                            parent.display()
+                        )
+                    })
+                }
             }
         }
         Err(e) => {
@@ -158,6 +168,22 @@ pub fn check_data_dir(cfg: &Config) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_data_dir_parent_is_created() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let parent = tmp.path().join("a/b");
+        let mut cfg = Config::default();
+        cfg.postgresql.data_dir = parent.join("data");
+        check_data_dir(&cfg).unwrap();
+        for p in [tmp.path().join("a"), parent.clone()] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", p.display());
+        }
+        assert!(!cfg.postgresql.data_dir.exists());
+        check_data_dir(&cfg).unwrap();
+    }
 
     #[test]
     fn listen_forms() {

@@ -246,33 +246,20 @@ pub fn run_external_guard(data_dir: &Path, parent: i32) -> i32 {
 }
 
 /// Runs `bootstrap.post_bootstrap` with the superuser connection string as last argument
-/// (password via the pgpass file in `PGPASSFILE`), as Patroni does. Non-zero exit fails
-/// the bootstrap.
+/// (password via the pgpass file in `PGPASSFILE`, TLS options in the string), as Patroni
+/// does. Non-zero exit fails the bootstrap.
 pub async fn run_post_bootstrap(cmd: &str, pg: &Postgres) -> anyhow::Result<()> {
-    let s = pg.settings();
     let words = shell_split(cmd);
-    let Some((prog, args)) = words.split_first() else {
-        return Ok(());
-    };
-    let dsn = format!(
-        "dbname={} user={} host={} port={}",
-        s.database, s.superuser.username, "127.0.0.1", s.port
-    );
-    let status = tokio::process::Command::new(prog)
-        .args(args)
-        .arg(&dsn)
-        .env("PGPASSFILE", &s.pgpass)
-        .env(
-            "PGOPTIONS",
-            "-c synchronous_commit=local -c statement_timeout=0",
-        )
-        .status()
-        .await
-        .map_err(|e| anyhow::anyhow!("bootstrap.post_bootstrap: cannot run '{cmd}': {e}"))?;
-    if !status.success() {
-        anyhow::bail!("bootstrap.post_bootstrap: '{cmd}' exited with {status}");
+    match pg.run_post_bootstrap_script(&words).await {
+        Ok(()) => Ok(()),
+        Err(warden_pg::PgError::Spawn { source, .. }) => Err(anyhow::anyhow!(
+            "bootstrap.post_bootstrap: cannot run '{cmd}': {source}"
+        )),
+        Err(warden_pg::PgError::Command { status, .. }) => Err(anyhow::anyhow!(
+            "bootstrap.post_bootstrap: '{cmd}' exited with {status}"
+        )),
+        Err(e) => Err(anyhow::anyhow!("bootstrap.post_bootstrap: {e}")),
     }
-    Ok(())
 }
 
 /// Splits a command line like a POSIX shell would (quotes and backslashes), no shell.

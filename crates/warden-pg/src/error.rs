@@ -89,6 +89,10 @@ pub enum PgError {
         /// what was wrong
         detail: String,
     },
+    /// A user's TLS settings cannot be used (bad value, missing root certificate,
+    /// unreadable or encrypted key); the message names the user and the option.
+    #[error("{0}")]
+    Tls(String),
     /// The request is invalid for the current state (e.g. no data directory).
     #[error("{0}")]
     Invalid(String),

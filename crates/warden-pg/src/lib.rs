@@ -15,17 +15,21 @@ mod process;
 mod render;
 mod settings;
 mod status;
+mod tls;
 
 pub use controldata::{ControlData, DataDirState};
 pub use error::PgError;
-pub use postgres::{parse_timeline_history, Postgres, ReadyState, WalMonitor};
+pub use postgres::{
+    create_private_dir_all, parse_timeline_history, Postgres, ReadyState, WalMonitor,
+};
 pub use render::{
     conf_quote, dsn_escape, format_dsn, format_lsn, parse_lsn, pgpass_content, pgpass_escape,
     primary_conninfo, quote_ident, quote_literal, render_lines_file, render_postgresql_conf,
-    slot_name_for_member, ConninfoParams, DSN_KEY_ORDER, GENERATED_HEADER,
+    service_file_content, slot_name_for_member, tool_conninfo, ConninfoParams, DSN_KEY_ORDER,
+    GENERATED_HEADER, SERVICE_NAME,
 };
 pub use settings::{
-    effective_parameters, parse_pg_bool, Credentials, PgSettings, StopMode, Upstream, CMDLINE_GUCS,
-    RECOVERY_GUCS,
+    effective_parameters, parse_pg_bool, Credentials, PgSettings, SslOptions, StopMode, Upstream,
+    CMDLINE_GUCS, RECOVERY_GUCS,
 };
 pub use status::{PgStatus, ReplicationRow, SlotInfo, WalPositions};

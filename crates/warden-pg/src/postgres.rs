@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::controldata::{ControlData, DataDirState};
 use crate::error::PgError;
@@ -22,8 +22,9 @@ use crate::process::{
     signal, tail, tool_path, wait_gone,
 };
 use crate::render::{
-    format_dsn, parse_lsn, pgpass_content, primary_conninfo, python_timestamp, quote_ident,
-    quote_literal, render_lines_file, render_postgresql_conf, ConninfoParams,
+    parse_lsn, pgpass_content, primary_conninfo, python_timestamp, quote_ident, quote_literal,
+    render_lines_file, render_postgresql_conf, service_file_content, tool_conninfo, ConninfoParams,
+    SERVICE_NAME,
 };
 use crate::settings::{
     effective_parameters, Credentials, PgSettings, StopMode, Upstream, CMDLINE_GUCS, RECOVERY_GUCS,
@@ -31,6 +32,7 @@ use crate::settings::{
 use crate::status::{
     PgStatus, RawSlot, ReplicationRow, SlotInfo, WalPositions, STATUS_SQL, WAL_SQL,
 };
+use crate::tls::TlsPlan;
 
 /// Config files copied to `<data_dir>/<name>.backup` after each successful start.
 const CONFIG_FILES_TO_SAVE: [&str; 4] = [
@@ -305,18 +307,12 @@ impl Postgres {
             }
         };
         let desc = format!("{where_} as {} db {}", creds.username, self.s.database);
-        let (client, conn) =
-            match tokio::time::timeout(Duration::from_secs(5), cfg.connect(NoTls)).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => return Err(PgError::connect(desc, e)),
-                Err(_) => return Err(PgError::Timeout(format!("connect to {desc}"))),
-            };
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("postgres connection closed: {e}");
-            }
-        });
-        Ok(client)
+        let plan = match &target {
+            // libpq never uses TLS on a unix socket either.
+            LocalTarget::Socket(_) => TlsPlan::unix_socket(),
+            LocalTarget::Tcp(_) => TlsPlan::new(&creds.ssl, &creds.username)?,
+        };
+        plan.connect(&cfg, &desc).await
     }
 
     /// Superuser connection to the local server.
@@ -345,14 +341,41 @@ impl Postgres {
         self.write_file(&self.s.pgpass, &content, 0o600)
     }
 
-    /// `dbname=… user=… host=… port=…` for tools (never a password: PGPASSFILE is used).
-    fn tool_dsn(&self, from: &Upstream, creds: &Credentials) -> String {
-        let mut m = BTreeMap::new();
-        m.insert("dbname".to_string(), self.s.database.clone());
-        m.insert("user".to_string(), creds.username.clone());
-        m.insert("host".to_string(), from.host.clone());
-        m.insert("port".to_string(), from.port.to_string());
-        format_dsn(&m)
+    /// The connection string for a tool connecting to `host:port` as `creds`
+    /// ([`tool_conninfo`]: the user's TLS options, never a password — the tool reads it
+    /// from `PGPASSFILE`). When the user has an `sslpassword`, it goes to a private libpq
+    /// service file instead of the command line: point `PGSERVICEFILE` at the returned
+    /// file, which is removed when dropped.
+    fn tool_conn(
+        &self,
+        host: &str,
+        port: u16,
+        creds: &Credentials,
+    ) -> Result<(String, Option<TempFile>), PgError> {
+        let service = match &creds.ssl.sslpassword {
+            None => None,
+            Some(pw) => {
+                let content = service_file_content(pw).ok_or_else(|| {
+                    PgError::Tls(format!(
+                        "TLS settings of user {}: sslpassword cannot be handed to the PostgreSQL \
+                         tools (it contains a line break or ends with white space)",
+                        creds.username
+                    ))
+                })?;
+                let p = temp_path("warden-pgservice");
+                self.write_file(&p, &content, 0o600)?;
+                Some(TempFile(p))
+            }
+        };
+        let dsn = tool_conninfo(
+            &self.s.database,
+            &creds.username,
+            host,
+            port,
+            &creds.ssl,
+            service.as_ref().map(|_| SERVICE_NAME),
+        );
+        Ok((dsn, service))
     }
 
     // ------------------------------------------------------------------ state
@@ -467,14 +490,7 @@ impl Postgres {
     // ------------------------------------------------------------------ bootstrap
 
     fn ensure_data_dir(&self) -> Result<(), PgError> {
-        let dd = &self.s.data_dir;
-        if !dd.exists() {
-            std::fs::create_dir_all(dd).map_err(|e| PgError::io("create directory", dd, e))?;
-            std::fs::set_permissions(dd, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| PgError::io("chmod", dd, e))?;
-            self.chown(dd)?;
-        }
-        Ok(())
+        create_private_dir_all(&self.s.data_dir, self.s.run_as)
     }
 
     /// `initdb <options> --username=<superuser> [--pwfile=<tmp>] --pgdata=<data_dir>`.
@@ -572,6 +588,7 @@ impl Postgres {
                 passfile: passfile.as_deref(),
                 application_name: &self.s.name,
                 major_version: self.major_version().unwrap_or(13),
+                ssl: &self.s.replication.ssl,
             });
             r.insert("primary_conninfo".to_string(), ci);
             if let Some(slot) = &up.slot {
@@ -1096,6 +1113,61 @@ impl Postgres {
         Ok(())
     }
 
+    /// Runs the `bootstrap.post_bootstrap` script (config.md, postgres-management.md §9):
+    /// `argv` plus, as its last argument, the local superuser's connection string
+    /// ([`tool_conninfo`]: host, port, dbname, user and the superuser's TLS options, never
+    /// the password). With a superuser password the pgpass file is written for the local
+    /// address and `PGPASSFILE` points at it, as Patroni does;
+    /// `PGOPTIONS=-c synchronous_commit=local -c statement_timeout=0`. The script's
+    /// stdout/stderr are the agent's. Err when it cannot start or exits non-zero.
+    pub async fn run_post_bootstrap_script(&self, argv: &[String]) -> Result<(), PgError> {
+        let Some((prog, args)) = argv.split_first() else {
+            return Ok(());
+        };
+        let host = match self.local_target() {
+            LocalTarget::Tcp(h) => h,
+            LocalTarget::Socket(d) => d.display().to_string(),
+        };
+        let su = &self.s.superuser;
+        let (dsn, service) = self.tool_conn(&host, self.s.port, su)?;
+        let mut cmd = std::process::Command::new(prog);
+        self.prepare_std(&mut cmd);
+        cmd.args(args)
+            .arg(&dsn)
+            .env(
+                "PGOPTIONS",
+                "-c synchronous_commit=local -c statement_timeout=0",
+            )
+            .stdin(Stdio::null());
+        if su.password.is_some() {
+            self.write_pgpass(&host, self.s.port, su)?;
+            cmd.env("PGPASSFILE", &self.s.pgpass);
+        }
+        if let Some(f) = &service {
+            cmd.env("PGSERVICEFILE", &f.0);
+        }
+        let mut shown: Vec<OsString> = args.iter().map(OsString::from).collect();
+        shown.push(OsString::from(&dsn));
+        let desc = describe(Path::new(prog), &shown);
+        tracing::debug!("running {desc}");
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        let status = cmd.status().await.map_err(|e| PgError::Spawn {
+            cmd: desc.clone(),
+            source: e,
+        })?;
+        drop(service);
+        if status.success() {
+            Ok(())
+        } else {
+            Err(PgError::Command {
+                cmd: desc,
+                status: status.to_string(),
+                output: "see its output above".to_string(),
+            })
+        }
+    }
+
     /// Creates missing physical slots in `wanted` (`pg_create_physical_replication_slot(name,
     /// true)`) and drops inactive physical slots not in `wanted`. Logical slots are never
     /// touched; a slot that cannot be dropped (became active) is logged and skipped.
@@ -1217,10 +1289,11 @@ impl Postgres {
 
     /// Clones the data directory from `from` (spec §5): pgpass with the replication
     /// credentials, `PGPASSFILE`, `pg_basebackup --pgdata=<data_dir> -X stream
-    /// --dbname=<dsn without password> <basebackup_options>`; 2 attempts 5 s apart, the
+    /// --dbname=<dsn without password, with the replication user's TLS options>
+    /// <basebackup_options>`; 2 attempts 5 s apart, the
     /// data directory wiped before each attempt and after the final failure.
     pub async fn basebackup(&self, from: &Upstream) -> Result<(), PgError> {
-        let dsn = self.tool_dsn(from, &self.s.replication);
+        let (dsn, service) = self.tool_conn(&from.host, from.port, &self.s.replication)?;
         let mut last = None;
         for attempt in 0..2 {
             if attempt > 0 {
@@ -1235,6 +1308,9 @@ impl Postgres {
                 .arg(format!("--dbname={dsn}"))
                 .args(&self.s.basebackup_options)
                 .env("PGPASSFILE", &self.s.pgpass);
+            if let Some(f) = &service {
+                cmd.env("PGSERVICEFILE", &f.0);
+            }
             match self.run(cmd, None).await {
                 Ok(_) => {
                     let dd = &self.s.data_dir;
@@ -1292,8 +1368,8 @@ impl Postgres {
     /// Rewinds the (stopped) data directory to `from` (spec §6 step 4). A running
     /// postmaster is stopped (fast) first; when pg_controldata's state is not `shut down`
     /// / `shut down in recovery`, single-user crash recovery runs first. Then
-    /// `pg_rewind [--config-file=…] -D <data_dir> --source-server '<dsn>'` with the rewind
-    /// (or superuser) credentials in pgpass, `PGPASSFILE`, `LANG=C`, `LC_ALL=C`,
+    /// `pg_rewind [--config-file=…] -D <data_dir> --source-server '<dsn>'` (the rewind or
+    /// superuser's name and TLS options) with that user's password in pgpass, `PGPASSFILE`, `LANG=C`, `LC_ALL=C`,
     /// `PGOPTIONS=-c statement_timeout=0`.
     pub async fn rewind(&self, from: &Upstream) -> Result<(), PgError> {
         // Before touching anything local: the source must be a primary whose pg_control
@@ -1329,7 +1405,7 @@ impl Postgres {
             .clone()
             .unwrap_or_else(|| self.s.superuser.clone());
         self.write_pgpass(&from.host, from.port, &creds)?;
-        let dsn = self.tool_dsn(from, &creds);
+        let (dsn, service) = self.tool_conn(&from.host, from.port, &creds)?;
         let mut cmd = self.tokio_cmd("pg_rewind");
         if self.s.config_dir != self.s.data_dir && self.major_version().unwrap_or(15) >= 15 {
             cmd.arg(format!("--config-file={}", self.config_file().display()));
@@ -1342,6 +1418,9 @@ impl Postgres {
             .env("LANG", "C")
             .env("LC_ALL", "C")
             .env("PGOPTIONS", "-c statement_timeout=0");
+        if let Some(f) = &service {
+            cmd.env("PGSERVICEFILE", &f.0);
+        }
         self.run(cmd, None).await.map(|_| ())
     }
 
@@ -1420,6 +1499,57 @@ impl Postgres {
             Err(_) => false,
         }
     }
+}
+
+/// Creates `dir` and every missing parent with mode 0700, owned by `run_as` (None = the
+/// current user), as Patroni creates a data directory whose parent does not exist yet.
+/// Existing directories are left alone.
+pub fn create_private_dir_all(dir: &Path, run_as: Option<(u32, u32)>) -> Result<(), PgError> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(p) = cur {
+        if p.as_os_str().is_empty() || p.exists() {
+            break;
+        }
+        missing.push(p);
+        cur = p.parent();
+    }
+    for p in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(0o700).create(p) {
+            Ok(()) => {}
+            // created concurrently: someone else's, leave it as it is
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(PgError::io("create directory", p, e)),
+        }
+        // DirBuilder's mode is filtered by the umask; 0700 is what we mean.
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| PgError::io("chmod", p, e))?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                .map_err(|e| PgError::io("chown", p, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// A private file in the system temp dir, removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A fresh path `<tmp>/<prefix>.<pid>.<n>` (not created).
+fn temp_path(prefix: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!("{prefix}.{}.{n}.{nanos}", std::process::id()))
 }
 
 /// Parses a timeline history file: `parentTLI<TAB>switchpoint<TAB>reason` lines.
@@ -1506,7 +1636,7 @@ async fn create_or_update_role(
 fn wipe_dir(dd: &Path, run_as: Option<(u32, u32)>) -> Result<(), PgError> {
     match std::fs::read_dir(dd) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dd).map_err(|e| PgError::io("create directory", dd, e))?;
+            create_private_dir_all(dd, run_as)?;
         }
         Err(e) => return Err(PgError::io("read directory", dd, e)),
         Ok(rd) => {
@@ -1641,6 +1771,7 @@ mod tests {
         send(pg.rewind(up));
         send(pg.ensure_slots(wanted));
         send(pg.post_bootstrap());
+        send(pg.run_post_bootstrap_script(&[]));
         send(pg.timeline_history(up, 2));
         send(pg.initdb(&[]));
         send(pg.promote());

@@ -2,18 +2,153 @@
 //! (protected GUCs, config.md §6.2).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::controldata::ControlData;
 
-/// A user name and optional password (from `postgresql.authentication.*`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A user name, optional password and libpq TLS/GSS options (from
+/// `postgresql.authentication.*`). `Debug` never prints the password.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     /// role name
     pub username: String,
     /// password (None = no password: trust/peer/cert auth)
     pub password: Option<String>,
+    /// libpq options used on every connection as this user (conninfo strings for the
+    /// tools and `primary_conninfo`, and the agent's own TCP connections)
+    pub ssl: SslOptions,
+}
+
+impl Credentials {
+    /// Credentials without TLS/GSS options.
+    pub fn new(username: &str, password: Option<&str>) -> Credentials {
+        Credentials {
+            username: username.to_string(),
+            password: password.map(str::to_string),
+            ssl: SslOptions::default(),
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ssl", &self.ssl)
+            .finish()
+    }
+}
+
+/// libpq connection options of a user besides name and password (config.md
+/// `authentication.<user>`): `None` = not set (libpq's default applies). `Debug` never
+/// prints `sslpassword`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SslOptions {
+    /// `sslmode`: disable, allow, prefer (libpq's default), require, verify-ca, verify-full
+    pub sslmode: Option<String>,
+    /// `sslcert`: client certificate (PEM)
+    pub sslcert: Option<String>,
+    /// `sslkey`: client private key (PEM)
+    pub sslkey: Option<String>,
+    /// `sslpassword`: passphrase of an encrypted `sslkey` (a secret)
+    pub sslpassword: Option<String>,
+    /// `sslrootcert`: CA certificates the server certificate is verified against, or
+    /// `system`
+    pub sslrootcert: Option<String>,
+    /// `sslcrl`: certificate revocation list file
+    pub sslcrl: Option<String>,
+    /// `sslcrldir`: directory of certificate revocation lists
+    pub sslcrldir: Option<String>,
+    /// `gssencmode`: disable, prefer, require
+    pub gssencmode: Option<String>,
+    /// `channel_binding`: disable, prefer, require
+    pub channel_binding: Option<String>,
+    /// `sslnegotiation`: postgres, direct (PostgreSQL 17+)
+    pub sslnegotiation: Option<String>,
+}
+
+impl SslOptions {
+    /// The option names, in the order of a rendered conninfo string.
+    pub const NAMES: [&'static str; 10] = [
+        "sslmode",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "gssencmode",
+        "channel_binding",
+        "sslnegotiation",
+    ];
+
+    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+        Some(match name {
+            "sslmode" => &mut self.sslmode,
+            "sslcert" => &mut self.sslcert,
+            "sslkey" => &mut self.sslkey,
+            "sslpassword" => &mut self.sslpassword,
+            "sslrootcert" => &mut self.sslrootcert,
+            "sslcrl" => &mut self.sslcrl,
+            "sslcrldir" => &mut self.sslcrldir,
+            "gssencmode" => &mut self.gssencmode,
+            "channel_binding" => &mut self.channel_binding,
+            "sslnegotiation" => &mut self.sslnegotiation,
+            _ => return None,
+        })
+    }
+
+    /// Builds the options from `(name, value)` pairs (warden-config's
+    /// `PgUser::ssl_options()`); Err names the first unknown option.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<SslOptions, String> {
+        let mut o = SslOptions::default();
+        for (k, v) in pairs {
+            *o.slot(k).ok_or_else(|| k.to_string())? = Some(v.to_string());
+        }
+        Ok(o)
+    }
+
+    /// The value of option `name` (one of [`SslOptions::NAMES`]).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let v = match name {
+            "sslmode" => &self.sslmode,
+            "sslcert" => &self.sslcert,
+            "sslkey" => &self.sslkey,
+            "sslpassword" => &self.sslpassword,
+            "sslrootcert" => &self.sslrootcert,
+            "sslcrl" => &self.sslcrl,
+            "sslcrldir" => &self.sslcrldir,
+            "gssencmode" => &self.gssencmode,
+            "channel_binding" => &self.channel_binding,
+            "sslnegotiation" => &self.sslnegotiation,
+            _ => return None,
+        };
+        v.as_deref()
+    }
+
+    /// The options that are set, as `(name, value)` in [`SslOptions::NAMES`] order
+    /// (`sslpassword` included: callers decide where it may go).
+    pub fn pairs(&self) -> Vec<(&'static str, &str)> {
+        Self::NAMES
+            .iter()
+            .filter_map(|k| self.get(k).map(|v| (*k, v)))
+            .collect()
+    }
+}
+
+impl fmt::Debug for SslOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_map();
+        for (k, v) in self.pairs() {
+            d.entry(&k, &if k == "sslpassword" { "<redacted>" } else { v });
+        }
+        d.finish()
+    }
 }
 
 /// Everything the library needs to know about the local PostgreSQL.
@@ -75,14 +210,8 @@ impl Default for PgSettings {
             port: 5432,
             connect_host: "127.0.0.1".to_string(),
             pgpass: PathBuf::new(),
-            superuser: Credentials {
-                username: "postgres".to_string(),
-                password: None,
-            },
-            replication: Credentials {
-                username: "replicator".to_string(),
-                password: None,
-            },
+            superuser: Credentials::new("postgres", None),
+            replication: Credentials::new("replicator", None),
             rewind: None,
             database: "postgres".to_string(),
             parameters: BTreeMap::new(),
@@ -357,6 +486,32 @@ mod tests {
         assert_eq!(effective_parameters(&s, None)["wal_keep_size"], "1GB");
         s.parameters.insert("wal_keep_size".into(), "64".into());
         assert_eq!(effective_parameters(&s, None)["wal_keep_size"], "64");
+    }
+
+    #[test]
+    fn credentials_debug_hides_secrets() {
+        let mut c = Credentials::new("rep", Some("pw-secret"));
+        c.ssl = SslOptions::from_pairs([
+            ("sslmode", "verify-ca"),
+            ("sslpassword", "key-secret"),
+            ("sslcert", "/c.crt"),
+        ])
+        .unwrap();
+        let d = format!("{c:?}");
+        assert!(!d.contains("secret"), "{d}");
+        assert!(d.contains("verify-ca") && d.contains("/c.crt"), "{d}");
+        assert_eq!(
+            c.ssl.pairs(),
+            [
+                ("sslmode", "verify-ca"),
+                ("sslcert", "/c.crt"),
+                ("sslpassword", "key-secret")
+            ]
+        );
+        assert_eq!(
+            SslOptions::from_pairs([("sslfoo", "x")]).unwrap_err(),
+            "sslfoo"
+        );
     }
 
     #[test]

@@ -34,18 +34,9 @@ pub fn settings_for(node: &PgNodeDirs, scope: &str) -> PgSettings {
         port: node.port,
         connect_host: "127.0.0.1".to_string(),
         pgpass: node.pgpass.clone(),
-        superuser: Credentials {
-            username: "postgres".to_string(),
-            password: Some(SUPERUSER_PW.to_string()),
-        },
-        replication: Credentials {
-            username: "replicator".to_string(),
-            password: Some(REPL_PW.to_string()),
-        },
-        rewind: Some(Credentials {
-            username: "rewind_user".to_string(),
-            password: Some(REWIND_PW.to_string()),
-        }),
+        superuser: Credentials::new("postgres", Some(SUPERUSER_PW)),
+        replication: Credentials::new("replicator", Some(REPL_PW)),
+        rewind: Some(Credentials::new("rewind_user", Some(REWIND_PW))),
         database: "postgres".to_string(),
         parameters,
         pg_hba: None,
