@@ -233,6 +233,7 @@ async fn run(
     let fence =
         supervisor::Fence::with_state_file(warden_pg::Postgres::new(pg_settings), Some(state_file));
     tokio::spawn(fence.clone().guard());
+    api.watch_postmaster(cfg.postgresql.data_dir.join("postmaster.pid"));
     tokio::spawn(wal_sampler::run(
         fence.clone(),
         api.clone(),

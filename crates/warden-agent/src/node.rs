@@ -393,6 +393,12 @@ impl<D: Dcs> Node<D> {
             else {
                 continue;
             };
+            // As Patroni: recovery parameters and hot_standby follow the role, not the
+            // config (PostgreSQL marks a postmaster-level GUC pending restart whenever it
+            // disappears from postgresql.conf, e.g. the recovery block after a promote).
+            if name == "hot_standby" || warden_pg::RECOVERY_GUCS.contains(&name.as_str()) {
+                continue;
+            }
             let pending = r.get(3).cloned().flatten().as_deref() == Some("true");
             // Protected parameters are on the command line, so PostgreSQL never marks
             // them pending: compare with what we would start it with.

@@ -1,23 +1,20 @@
-//! Keeps the WAL positions (and a replica's `replication_state`) the REST API serves
-//! current between HA cycles.
+//! Reads the WAL positions (and a replica's `replication_state`) the REST API serves
+//! when a reader asks for them.
 //!
-//! Peers judge a switchover candidate by the `xlog` of its `GET /patroni` (Patroni
-//! reads it from PostgreSQL on every call). A snapshot from the last HA cycle can be
-//! up to `loop_wait` old, long enough for a caught-up replica to look megabytes
-//! behind. This task reads the positions every [`INTERVAL`] over one persistent
-//! connection and patches them into the published snapshot, so requests never wait on
-//! PostgreSQL and still see positions at most [`INTERVAL`] old.
+//! Peers judge a leader-race or switchover candidate by the `xlog` of its `GET
+//! /patroni` (Patroni reads it from PostgreSQL on every call). A snapshot from the last
+//! HA cycle can be up to `loop_wait` old, long enough for a caught-up replica to look
+//! behind and lose a race it should win. So `GET /patroni` asks this task for a sample
+//! that starts after the request ([`warden_api::StatusHandle::fresh`]); it reads over
+//! one persistent connection and patches the snapshot. Nothing is read while nobody
+//! asks: an idle node sends PostgreSQL no queries between HA cycles.
 
 use crate::supervisor::Fence;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 use warden_api::StatusHandle;
 use warden_core::status::Xlog;
 use warden_pg::{WalMonitor, WalPositions};
-
-/// How often the positions are read.
-pub const INTERVAL: Duration = Duration::from_millis(200);
 
 /// The REST API's view of [`WalPositions`].
 pub fn to_xlog(w: WalPositions) -> Option<Xlog> {
@@ -35,43 +32,43 @@ pub fn to_xlog(w: WalPositions) -> Option<Xlog> {
     })
 }
 
-/// Runs until `stop` turns true. Only reads while the last HA cycle found PostgreSQL
-/// answering; drops the connection otherwise, and after any error.
+/// Runs until `stop` turns true, sampling whenever a reader asks. Only reads while the
+/// last HA cycle found PostgreSQL answering; drops the connection after any error.
 pub async fn run(fence: Arc<Fence>, api: StatusHandle, mut stop: watch::Receiver<bool>) {
     let mut monitor: Option<WalMonitor> = None;
-    let mut tick = tokio::time::interval(INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let ticket = tokio::select! {
+            t = api.wal_wanted() => t,
             _ = stop.wait_for(|s| *s) => return,
-        }
-        if !api.get().pg_answered {
+        };
+        if api.get().pg_answered {
+            if monitor.as_ref().is_none_or(WalMonitor::is_closed) {
+                monitor = match fence.postgres().wal_monitor().await {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::debug!("WAL sampler: cannot connect: {e}");
+                        None
+                    }
+                };
+            }
+            if let Some(m) = &monitor {
+                match m.read().await {
+                    Ok(w) => {
+                        let state = w.replication_state.clone();
+                        if let Some(x) = to_xlog(w) {
+                            api.update_wal(x, state);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("WAL sampler: {e}");
+                        monitor = None;
+                    }
+                }
+            }
+        } else {
             monitor = None;
-            continue;
         }
-        if monitor.as_ref().is_none_or(WalMonitor::is_closed) {
-            monitor = match fence.postgres().wal_monitor().await {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    tracing::debug!("WAL sampler: cannot connect: {e}");
-                    None
-                }
-            };
-        }
-        let Some(m) = &monitor else { continue };
-        match m.read().await {
-            Ok(w) => {
-                let state = w.replication_state.clone();
-                if let Some(x) = to_xlog(w) {
-                    api.update_wal(x, state);
-                }
-            }
-            Err(e) => {
-                tracing::debug!("WAL sampler: {e}");
-                monitor = None;
-            }
-        }
+        api.sampled(ticket);
     }
 }
 

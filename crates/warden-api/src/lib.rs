@@ -52,13 +52,34 @@ pub fn monotonic_ms() -> u64 {
 #[derive(Clone, Debug)]
 pub struct StatusHandle {
     inner: Arc<RwLock<Arc<NodeStatus>>>,
+    live: Arc<Liveness>,
 }
+
+/// What lets a reader see past the last HA cycle: the postmaster's pid file, and a WAL
+/// sampler that reads positions when a reader asks for them.
+#[derive(Debug, Default)]
+struct Liveness {
+    /// `<data_dir>/postmaster.pid`. PostgreSQL removes it when it exits, so a snapshot
+    /// that says "running" is contradicted at once after a crash or an external
+    /// `pg_ctl stop` (Patroni queries PostgreSQL per request and sees the same).
+    pid_file: OnceLock<std::path::PathBuf>,
+    /// Tickets handed to readers wanting fresh WAL positions.
+    requested: std::sync::atomic::AtomicU64,
+    /// The highest ticket a finished sample covers (the sample started after it).
+    covered: tokio::sync::watch::Sender<u64>,
+    /// Wakes the sampler.
+    wake: tokio::sync::Notify,
+}
+
+/// How long a reader waits for fresh WAL positions before answering from the snapshot.
+pub const FRESH_WAL_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
 
 impl StatusHandle {
     /// A handle holding `initial`.
     pub fn new(initial: NodeStatus) -> Self {
         StatusHandle {
             inner: Arc::new(RwLock::new(Arc::new(initial))),
+            live: Arc::default(),
         }
     }
 
@@ -93,9 +114,65 @@ impl StatusHandle {
         true
     }
 
-    /// The current snapshot.
+    /// Names the postmaster's pid file, after which [`StatusHandle::get`] reports a
+    /// "running" snapshot as "stopped" as soon as the file is gone.
+    pub fn watch_postmaster(&self, pid_file: std::path::PathBuf) {
+        let _ = self.live.pid_file.set(pid_file);
+    }
+
+    /// The current snapshot (state corrected when the postmaster has gone since).
     pub fn get(&self) -> Arc<NodeStatus> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let s = self.inner.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match self.live.pid_file.get() {
+            Some(pid) if s.state == "running" && !pid.exists() => {
+                let mut dead = NodeStatus::clone(&s);
+                dead.state = "stopped".into();
+                dead.pg_answered = false;
+                Arc::new(dead)
+            }
+            _ => s,
+        }
+    }
+
+    /// The snapshot with WAL positions read after this call (as Patroni's `GET
+    /// /patroni` reads them per request): asks the sampler and waits for a sample that
+    /// started after the request, at most [`FRESH_WAL_TIMEOUT`]; concurrent readers share
+    /// one sample. Without a running PostgreSQL, or a sampler, it is [`StatusHandle::get`].
+    pub async fn fresh(&self) -> Arc<NodeStatus> {
+        use std::sync::atomic::Ordering;
+        if !self.get().pg_answered {
+            return self.get();
+        }
+        let ticket = self.live.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut covered = self.live.covered.subscribe();
+        self.live.wake.notify_one();
+        let _ = tokio::time::timeout(FRESH_WAL_TIMEOUT, covered.wait_for(|c| *c >= ticket)).await;
+        self.get()
+    }
+
+    /// For the sampler: waits until a reader asks for fresh positions, then returns the
+    /// ticket a sample started now covers (pass it to [`StatusHandle::sampled`]).
+    pub async fn wal_wanted(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        loop {
+            let wanted = self.live.requested.load(Ordering::SeqCst);
+            if wanted > *self.live.covered.borrow() {
+                return wanted;
+            }
+            self.live.wake.notified().await;
+        }
+    }
+
+    /// For the sampler: a sample covering `ticket` is in the snapshot (or failed).
+    pub fn sampled(&self, ticket: u64) {
+        self.live.covered.send_if_modified(|c| {
+            if ticket > *c {
+                *c = ticket;
+                true
+            } else {
+                false
+            }
+        });
     }
 }
 

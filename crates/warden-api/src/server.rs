@@ -510,8 +510,15 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
         return bare(code);
     }
     let query = parse_query(raw_query);
+    // GET /patroni is what peers compare WAL positions with before a leader race and a
+    // switchover: it gets positions read for this request; everything else (health
+    // checks, hammered by load balancers) answers from the snapshot.
+    let s = if method == Method::GET && first_segment(path) == "patroni" {
+        app.status.fresh().await
+    } else {
+        app.status.get()
+    };
     let now = monotonic_ms();
-    let s = app.status.get();
 
     match method {
         Method::GET => match first_segment(path) {

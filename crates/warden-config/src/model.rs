@@ -1822,12 +1822,20 @@ fn parse_tags(ld: &mut Loader, m: &Obj) -> Tags {
             }
         }
     }
-    if present(m, "nofailover").is_some() {
-        if let Some(fp) = t.failover_priority {
-            if (fp > 0) == t.nofailover {
+    // Patroni's warning, word for word (operators and its acceptance suite grep it).
+    let py_bool = |b: bool| if b { "True" } else { "False" };
+    for (flag, set, prio_name, prio) in [
+        ("nofailover", t.nofailover, "failover_priority", t.failover_priority),
+        ("nosync", t.nosync, "sync_priority", t.sync_priority),
+    ] {
+        if present(m, flag).is_none() {
+            continue;
+        }
+        if let Some(prio) = prio {
+            if (prio > 0) == set {
                 ld.warnings.push(format!(
-                    "tags: conflicting nofailover={} and failover_priority={fp}; nofailover wins",
-                    t.nofailover
+                    "Conflicting configuration between {flag}: {b} and {prio_name}: {prio}. Defaulting to {flag}: {b}",
+                    b = py_bool(set)
                 ));
             }
         }
