@@ -362,8 +362,8 @@ impl ServerCertVerifier for PgVerifier {
 }
 
 /// tokio-postgres-rustls with one libpq behaviour added: below verify-full the host is
-/// not checked, so a host that is no valid TLS server name (`pg_node_1`) must not stop
-/// the handshake; rustls is then given a placeholder name.
+/// not checked, so a host that is no valid TLS server name (an IPv6 address with a zone,
+/// `fe80::1%eth0`) must not stop the handshake; rustls is then given a placeholder name.
 #[derive(Clone)]
 struct PgMakeTls {
     inner: MakeRustlsConnect,
