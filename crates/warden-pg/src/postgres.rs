@@ -1290,8 +1290,8 @@ impl Postgres {
     /// Clones the data directory from `from` (spec §5): pgpass with the replication
     /// credentials, `PGPASSFILE`, `pg_basebackup --pgdata=<data_dir> -X stream
     /// --dbname=<dsn without password, with the replication user's TLS options>
-    /// <basebackup_options>`; 2 attempts 5 s apart, the
-    /// data directory wiped before each attempt and after the final failure.
+    /// <basebackup_options>`; 2 attempts 5 s apart, the data directory wiped before each
+    /// attempt and after the final failure.
     pub async fn basebackup(&self, from: &Upstream) -> Result<(), PgError> {
         let (dsn, service) = self.tool_conn(&from.host, from.port, &self.s.replication)?;
         let mut last = None;
@@ -1368,9 +1368,9 @@ impl Postgres {
     /// Rewinds the (stopped) data directory to `from` (spec §6 step 4). A running
     /// postmaster is stopped (fast) first; when pg_controldata's state is not `shut down`
     /// / `shut down in recovery`, single-user crash recovery runs first. Then
-    /// `pg_rewind [--config-file=…] -D <data_dir> --source-server '<dsn>'` (the rewind or
-    /// superuser's name and TLS options) with that user's password in pgpass, `PGPASSFILE`, `LANG=C`, `LC_ALL=C`,
-    /// `PGOPTIONS=-c statement_timeout=0`.
+    /// `pg_rewind [--config-file=…] -D <data_dir> --source-server '<dsn>'` (name and TLS
+    /// options of the rewind user, else the superuser) with that user's password in
+    /// pgpass, `PGPASSFILE`, `LANG=C`, `LC_ALL=C`, `PGOPTIONS=-c statement_timeout=0`.
     pub async fn rewind(&self, from: &Upstream) -> Result<(), PgError> {
         // Before touching anything local: the source must be a primary whose pg_control
         // already carries its new timeline, or pg_rewind computes the divergence from

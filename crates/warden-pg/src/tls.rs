@@ -201,6 +201,25 @@ struct Chain {
     webpki: Arc<WebPkiServerVerifier>,
 }
 
+impl Chain {
+    fn new(
+        roots: Vec<CertificateDer<'static>>,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Chain, String> {
+        let mut store = RootCertStore::empty();
+        let (added, _) = store.add_parsable_certificates(roots.iter().cloned());
+        if added == 0 {
+            return Err("no usable CA certificates".to_string());
+        }
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+            .with_crls(crls)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Chain { roots, webpki })
+    }
+}
+
 fn is_name_error(e: &rustls::Error) -> bool {
     matches!(
         e,
@@ -343,8 +362,8 @@ impl ServerCertVerifier for PgVerifier {
 }
 
 /// tokio-postgres-rustls with one libpq behaviour added: below verify-full the host is
-/// not checked, so a host that is no valid TLS server name (`pg_node_1`) must not stop
-/// the handshake; rustls is then given a placeholder name.
+/// not checked, so a host that is no valid TLS server name (an IPv6 address with a zone,
+/// `fe80::1%eth0`) must not stop the handshake; rustls is then given a placeholder name.
 #[derive(Clone)]
 struct PgMakeTls {
     inner: MakeRustlsConnect,
@@ -405,8 +424,9 @@ impl TlsPlan {
     fn build(opts: &SslOptions) -> Result<TlsPlan, String> {
         let rootcert = option(opts, "sslrootcert", "PGSSLROOTCERT");
         let system_roots = rootcert.as_deref() == Some("system");
-        let mode = match option(opts, "sslmode", "PGSSLMODE") {
-            Some(v) => Mode::parse(&v).ok_or_else(|| format!("invalid sslmode value: \"{v}\""))?,
+        let sslmode = option(opts, "sslmode", "PGSSLMODE");
+        let mode = match &sslmode {
+            Some(v) => Mode::parse(v).ok_or_else(|| format!("invalid sslmode value: \"{v}\""))?,
             // libpq 16+: the system CAs only make sense with host name checks.
             None if system_roots => Mode::VerifyFull,
             None => Mode::Prefer,
@@ -414,7 +434,7 @@ impl TlsPlan {
         if system_roots && mode != Mode::VerifyFull {
             return Err(format!(
                 "weak sslmode \"{}\" may not be used with sslrootcert=system (use \"verify-full\")",
-                opts.sslmode.as_deref().unwrap_or_default()
+                sslmode.as_deref().unwrap_or_default()
             ));
         }
         let channel_binding = match option(opts, "channel_binding", "PGCHANNELBINDING").as_deref() {
@@ -486,14 +506,6 @@ impl TlsPlan {
         };
         let chain = match roots {
             Some(roots) => {
-                let mut store = RootCertStore::empty();
-                let (added, _) = store.add_parsable_certificates(roots.iter().cloned());
-                if added == 0 {
-                    return Err(format!(
-                        "sslrootcert {}: no usable CA certificates",
-                        root_path.as_deref().unwrap_or(Path::new("")).display()
-                    ));
-                }
                 let mut crls = Vec::new();
                 let crl = option(opts, "sslcrl", "PGSSLCRL");
                 let crldir = option(opts, "sslcrldir", "PGSSLCRLDIR");
@@ -518,12 +530,13 @@ impl TlsPlan {
                         }
                     }
                 }
-                let webpki =
-                    WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
-                        .with_crls(crls)
-                        .build()
-                        .map_err(|e| format!("sslrootcert/sslcrl: {e}"))?;
-                Some(Chain { roots, webpki })
+                let chain = Chain::new(roots, crls, &provider).map_err(|e| {
+                    format!(
+                        "sslrootcert {}: {e}",
+                        root_path.as_deref().unwrap_or(Path::new("")).display()
+                    )
+                })?;
+                Some(chain)
             }
             None if mode >= Mode::VerifyCa => {
                 return Err(match &root_path {
@@ -744,6 +757,113 @@ mod tests {
             e.contains("certificate present, but not private key file \"/nonexistent/k\""),
             "{e}"
         );
+    }
+
+    mod pki {
+        use rcgen::{
+            date_time_ymd, BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair,
+        };
+        use rustls::pki_types::CertificateDer;
+
+        /// Like the harness's: self-signed, CA:TRUE, SAN IP:127.0.0.1.
+        pub fn self_signed_ca(expired: bool) -> CertificateDer<'static> {
+            let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name
+                .push(DnType::CommonName, "batman.patroni");
+            if expired {
+                p.not_before = date_time_ymd(2000, 1, 1);
+                p.not_after = date_time_ymd(2001, 1, 1);
+            }
+            let key = KeyPair::generate().unwrap();
+            p.self_signed(&key).unwrap().der().clone()
+        }
+
+        /// A CA and a leaf it signed; the leaf has `sans` (none: CN only).
+        pub fn ca_and_leaf(
+            cn: &str,
+            sans: &[&str],
+        ) -> (CertificateDer<'static>, CertificateDer<'static>) {
+            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca.distinguished_name.push(DnType::CommonName, "test CA");
+            let ca_key = KeyPair::generate().unwrap();
+            let ca_cert = ca.self_signed(&ca_key).unwrap().der().clone();
+            let issuer = Issuer::new(ca, ca_key);
+            let mut leaf =
+                CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                    .unwrap();
+            leaf.distinguished_name.push(DnType::CommonName, cn);
+            let leaf_key = KeyPair::generate().unwrap();
+            let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap().der().clone();
+            (ca_cert, leaf_cert)
+        }
+    }
+
+    fn verifier(root: &CertificateDer<'static>, verify_name: bool) -> PgVerifier {
+        let provider = provider();
+        PgVerifier {
+            chain: Some(Chain::new(vec![root.clone()], Vec::new(), &provider).unwrap()),
+            verify_name,
+            algs: provider.signature_verification_algorithms,
+        }
+    }
+
+    fn verify(v: &PgVerifier, cert: &CertificateDer<'_>, name: &str) -> Result<(), String> {
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        v.verify_server_cert(cert, &[], &name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn server_certificate_identical_to_a_root_is_trusted() {
+        let ca = pki::self_signed_ca(false);
+        // webpki alone refuses it
+        let plain = Chain::new(vec![ca.clone()], Vec::new(), &provider()).unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        assert!(plain
+            .webpki
+            .verify_server_cert(&ca, &[], &name, &[], UnixTime::now())
+            .is_err());
+        assert_eq!(verify(&verifier(&ca, false), &ca, "127.0.0.1"), Ok(()));
+        assert_eq!(verify(&verifier(&ca, false), &ca, "localhost"), Ok(()));
+        assert_eq!(verify(&verifier(&ca, true), &ca, "127.0.0.1"), Ok(()));
+        let e = verify(&verifier(&ca, true), &ca, "localhost").unwrap_err();
+        assert!(e.contains("not valid for name"), "{e}");
+        // another self-signed certificate is not trusted
+        let other = pki::self_signed_ca(false);
+        assert!(verify(&verifier(&ca, false), &other, "127.0.0.1").is_err());
+        // identity does not outlive the validity period
+        let old = pki::self_signed_ca(true);
+        let e = verify(&verifier(&old, false), &old, "127.0.0.1").unwrap_err();
+        assert!(e.contains("Expired"), "{e}");
+    }
+
+    #[test]
+    fn chain_and_names() {
+        let (ca, leaf) = pki::ca_and_leaf("leaf", &["db.example.com"]);
+        assert_eq!(
+            verify(&verifier(&ca, false), &leaf, "other.example"),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&verifier(&ca, true), &leaf, "db.example.com"),
+            Ok(())
+        );
+        assert!(verify(&verifier(&ca, true), &leaf, "other.example").is_err());
+        let (other_ca, _) = pki::ca_and_leaf("x", &["x"]);
+        assert!(verify(&verifier(&other_ca, false), &leaf, "db.example.com").is_err());
+        // no subject alternative names: libpq compares the common name
+        let (ca, cn_only) = pki::ca_and_leaf("db.example.com", &[]);
+        assert_eq!(
+            verify(&verifier(&ca, true), &cn_only, "DB.example.com"),
+            Ok(())
+        );
+        assert!(verify(&verifier(&ca, true), &cn_only, "other.example").is_err());
+        // with SANs the common name does not count
+        let (ca, with_san) = pki::ca_and_leaf("db.example.com", &["other.example"]);
+        assert!(verify(&verifier(&ca, true), &with_san, "db.example.com").is_err());
     }
 
     #[test]
