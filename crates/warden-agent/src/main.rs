@@ -163,6 +163,9 @@ async fn run(
         warn!("{w}");
     }
 
+    // One REST client for every call to other members, certificates read once.
+    let rest = settings::rest_client(&cfg)?;
+
     let mut dcs_settings = DcsSettings::new(cfg.etcd3.hosts.clone(), &cfg.namespace, &cfg.scope);
     dcs_settings.ttl = dynamic.ttl;
     dcs_settings.retry_timeout = Duration::from_secs(dynamic.retry_timeout);
@@ -190,10 +193,12 @@ async fn run(
             }
         }
     };
-    // S3: refuse to run twice under one name.
+    // S3: refuse to run twice under one name (any HTTP answer on our api_url is one).
     if let Some(m) = first.member(&cfg.name) {
         if let Some(base) = m.data.api_base() {
-            if probe::http_get(&base, "/liveness", Duration::from_secs(3))
+            let url = format!("{base}/liveness");
+            if rest
+                .request("GET", &url, None, Duration::from_secs(3))
                 .await
                 .is_ok()
             {
@@ -220,7 +225,12 @@ async fn run(
     let opts = api_options(
         &cfg,
         management::OnRuntime::new(
-            management::AgentManagement::new(dcs.clone(), cmd_tx.clone(), api.clone()),
+            management::AgentManagement::new(
+                dcs.clone(),
+                cmd_tx.clone(),
+                api.clone(),
+                rest.clone(),
+            ),
             tokio::runtime::Handle::current(),
         ),
     )?;
@@ -254,6 +264,7 @@ async fn run(
         commands: cmd_rx,
         config_path,
         env,
+        rest,
     };
     let mut node = node::Node::new(cfg, dynamic, io)?;
     match node.run(stop_rx).await {

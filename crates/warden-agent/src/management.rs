@@ -14,6 +14,7 @@ use warden_api::management::{
 use warden_api::StatusHandle;
 use warden_core::cluster::Cluster;
 use warden_dcs::Dcs;
+use warden_http::RestClient;
 
 /// A request for the HA loop, answered between cycles.
 pub enum Command {
@@ -107,15 +108,23 @@ pub struct AgentManagement<D: Dcs + Clone + 'static> {
     dcs: D,
     commands: mpsc::Sender<Command>,
     status: StatusHandle,
+    /// For probing candidates before accepting a switchover.
+    rest: RestClient,
 }
 
 impl<D: Dcs + Clone + 'static> AgentManagement<D> {
     /// Wires the endpoints to the DCS and the HA loop.
-    pub fn new(dcs: D, commands: mpsc::Sender<Command>, status: StatusHandle) -> Arc<Self> {
+    pub fn new(
+        dcs: D,
+        commands: mpsc::Sender<Command>,
+        status: StatusHandle,
+        rest: RestClient,
+    ) -> Arc<Self> {
         Arc::new(AgentManagement {
             dcs,
             commands,
             status,
+            rest,
         })
     }
 }
@@ -152,7 +161,7 @@ pub fn failover_json(leader: Option<&str>, member: Option<&str>, at: Option<&str
 }
 
 /// Step 7 of rest-api.md §4.2: can this request succeed? Err = 412 text.
-async fn feasible(c: &Cluster, req: &SwitchoverRequest) -> Result<(), String> {
+async fn feasible(rest: &RestClient, c: &Cluster, req: &SwitchoverRequest) -> Result<(), String> {
     let action = match req.kind {
         SwitchoverKind::Switchover => "switchover",
         SwitchoverKind::Failover => "failover",
@@ -187,7 +196,7 @@ async fn feasible(c: &Cluster, req: &SwitchoverRequest) -> Result<(), String> {
         .filter(|m| !m.data.nofailover())
         .filter_map(|m| Some((m.name.clone(), m.data.api_base()?)))
         .collect();
-    let peers = probe::probe_members(targets).await;
+    let peers = probe::probe_members(rest, targets).await;
     if peers
         .iter()
         .any(|p| p.reachable && !p.nofailover && !p.watchdog_failed)
@@ -205,6 +214,7 @@ impl<D: Dcs + Clone + 'static> Management for AgentManagement<D> {
         let dcs = self.dcs.clone();
         let commands = self.commands.clone();
         let loop_wait = self.status.get().loop_wait_secs();
+        let rest = self.rest.clone();
         Box::pin(async move {
             let (word, done) = match req.kind {
                 SwitchoverKind::Switchover => ("Switchover", "switched over"),
@@ -215,7 +225,7 @@ impl<D: Dcs + Clone + 'static> Management for AgentManagement<D> {
                 Err(e) => return MgmtResponse::text(503, format!("DCS is not accessible: {e}")),
             };
             if req.scheduled_at.is_none() {
-                if let Err(why) = feasible(&cluster, &req).await {
+                if let Err(why) = feasible(&rest, &cluster, &req).await {
                     return MgmtResponse::text(412, why);
                 }
             }

@@ -89,6 +89,8 @@ pub struct Node<D: Dcs> {
     cycles: u64,
     last_cycle_ms: u64,
     dcs_round_trip_ms: u64,
+    /// Client for other members' REST APIs (http or https).
+    rest: warden_http::RestClient,
 }
 
 /// A restart waiting for its time (M2).
@@ -113,6 +115,8 @@ pub struct NodeIo<D> {
     pub config_path: Option<PathBuf>,
     /// PATRONI_* values captured at start
     pub env: BTreeMap<String, String>,
+    /// client for other members' REST APIs (peer probes)
+    pub rest: warden_http::RestClient,
 }
 
 fn epoch_ms() -> i64 {
@@ -167,6 +171,7 @@ impl<D: Dcs> Node<D> {
             cycles: 0,
             last_cycle_ms: 0,
             dcs_round_trip_ms: 0,
+            rest: io.rest,
         })
     }
 
@@ -868,7 +873,7 @@ impl<D: Dcs> Node<D> {
                         Some((n.clone(), m.data.api_base()?))
                     })
                     .collect();
-                answers.probes = Some(probe::probe_members(targets).await);
+                answers.probes = Some(probe::probe_members(&self.rest, targets).await);
             }
             Question::CheckDivergence { leader } => {
                 let d = match self.check_divergence(cluster, &leader, local).await {

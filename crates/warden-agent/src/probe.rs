@@ -1,53 +1,15 @@
 //! Probing other members' REST API (`GET /patroni`), as Patroni does before a leader
-//! race: 2 s timeout, no retry, all members in parallel.
+//! race: 2 s timeout, no retry, all members in parallel, through the agent's one
+//! [`RestClient`] (http and https).
 
 use serde_json::Value;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warden_core::cluster::truthy;
 use warden_core::ha::PeerStatus;
+use warden_http::RestClient;
 
-/// Largest status body we accept from a peer.
-const MAX_BODY: usize = 1 << 20;
-
-/// Sends `GET <path>` over plain HTTP/1.0 to `base` (`http://host:port`) and returns the
-/// status code and body. HTTP/1.0 keeps both Patroni's and Warden's servers from
-/// answering chunked.
-pub async fn http_get(base: &str, path: &str, timeout: Duration) -> Result<(u16, String), String> {
-    let hostport = base
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("unsupported API URL {base} (only http:// is supported yet)"))?;
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(hostport)
-            .await
-            .map_err(|e| format!("connect {hostport}: {e}"))?;
-        let req = format!(
-            "GET {path} HTTP/1.0\r\nHost: {hostport}\r\nUser-Agent: Patroni/{} Warden\r\nAccept: application/json\r\n\r\n",
-            warden_core::PATRONI_COMPAT_VERSION
-        );
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| format!("send to {hostport}: {e}"))?;
-        let mut buf = Vec::new();
-        s.take(MAX_BODY as u64)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| format!("read from {hostport}: {e}"))?;
-        let text = String::from_utf8_lossy(&buf);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("malformed HTTP response from {hostport}"))?;
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| format!("malformed status line from {hostport}"))?;
-        Ok((code, body.to_string()))
-    };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| format!("timeout after {timeout:?} talking to {hostport}"))?
-}
+/// Patroni's timeout for a member probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Interprets a peer's `GET /patroni` body as C2.6 does.
 pub fn peer_from_status(name: &str, body: &str) -> PeerStatus {
@@ -95,11 +57,13 @@ pub fn peer_from_status(name: &str, body: &str) -> PeerStatus {
     }
 }
 
-/// Probes members in parallel: (name, api base URL).
-pub async fn probe_members(members: Vec<(String, String)>) -> Vec<PeerStatus> {
+/// Probes members in parallel: (name, api base URL `scheme://host:port`), over http or
+/// https as the member's `api_url` says.
+pub async fn probe_members(rest: &RestClient, members: Vec<(String, String)>) -> Vec<PeerStatus> {
     let futs = members.into_iter().map(|(name, base)| async move {
-        match http_get(&base, "/patroni", Duration::from_secs(2)).await {
-            Ok((_, body)) => peer_from_status(&name, &body),
+        let url = format!("{base}/patroni");
+        match rest.request("GET", &url, None, PROBE_TIMEOUT).await {
+            Ok(r) => peer_from_status(&name, &r.text()),
             Err(e) => {
                 tracing::debug!("probe of {name} failed: {e}");
                 peer_from_status(&name, "")

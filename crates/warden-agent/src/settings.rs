@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use warden_config::{Config, DynamicConfig};
 use warden_core::ha::HaSettings;
+use warden_http::{ClientTls, RestClient, RestSettings};
 use warden_pg::{Credentials, PgSettings, SslOptions};
 
 /// Splits Patroni's `host[,host2]:port` into (hosts, port).
@@ -41,6 +42,37 @@ pub fn api_url(cfg: &Config) -> String {
         "http"
     };
     format!("{scheme}://{}/patroni", cfg.restapi.connect_address)
+}
+
+/// How the agent calls other members' REST APIs, as Patroni's agent does
+/// (`PatroniRequest(config, insecure=True)`): Basic auth from `ctl.authentication` else
+/// `restapi.authentication`, client certificate `ctl.certfile`/`keyfile`/`keyfile_password`,
+/// CA `ctl.cacert` else `restapi.cafile`, and always insecure — with a client certificate
+/// that still verifies the peer's chain (not its host name), without one nothing.
+pub fn rest_settings(cfg: &Config) -> RestSettings {
+    RestSettings {
+        auth: cfg.ctl_auth().map(|a| a.user_pass()),
+        tls: ClientTls {
+            certfile: cfg.ctl.certfile.as_ref().map(PathBuf::from),
+            keyfile: cfg.ctl.keyfile.as_ref().map(PathBuf::from),
+            keyfile_password: cfg.ctl.keyfile_password.clone(),
+            cacert: cfg.ctl_cacert().map(PathBuf::from),
+            insecure: true,
+        },
+    }
+}
+
+/// Largest answer a peer probe reads (a member's status is a few KiB).
+const PROBE_MAX_RESPONSE: usize = 1 << 20;
+
+/// The one REST client of the agent (peer probes, the start-time name check); the
+/// certificate files are read now, so a bad `ctl.certfile`/`keyfile`/`cacert` stops the
+/// start with an error naming it instead of making every peer look unreachable.
+pub fn rest_client(cfg: &Config) -> Result<RestClient> {
+    let ua = format!("Patroni/{} Warden", warden_core::PATRONI_COMPAT_VERSION);
+    let client = RestClient::new(&rest_settings(cfg), ua)
+        .context("cannot set up the REST client for calling other members")?;
+    Ok(client.with_max_response(PROBE_MAX_RESPONSE))
 }
 
 /// Settings for PostgreSQL control from the local config and the dynamic config.

@@ -1,14 +1,11 @@
 //! HTTPS for the REST API (rest-api.md §1 TLS): rustls with the ring provider.
 
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// `restapi.verify_client`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,98 +83,35 @@ impl From<TlsConfigError> for std::io::Error {
     }
 }
 
-/// The ring crypto provider, installed as the process default on first use (a no-op
-/// if another default is installed already).
-pub fn crypto_provider() -> Arc<CryptoProvider> {
-    static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| {
-        let p = rustls::crypto::ring::default_provider();
-        let _ = p.clone().install_default();
-        Arc::new(p)
-    })
-    .clone()
-}
-
-fn err(what: &str, path: &Path, problem: impl fmt::Display) -> TlsConfigError {
-    TlsConfigError(format!("{what} {}: {problem}", path.display()))
-}
-
-fn read(what: &str, path: &Path) -> Result<Vec<u8>, TlsConfigError> {
-    std::fs::read(path).map_err(|e| err(what, path, e))
-}
-
-fn pem_error(e: rustls::pki_types::pem::Error) -> String {
-    match e {
-        rustls::pki_types::pem::Error::NoItemsFound => "no PEM items found".into(),
-        other => format!("invalid PEM: {other:?}"),
-    }
-}
+/// The ring crypto provider shared with the REST client (installed as the process
+/// default on first use).
+pub use warden_http::crypto_provider;
 
 fn load_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-    let data = read(what, path)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
-        .collect::<Result<_, _>>()
-        .map_err(|e| err(what, path, pem_error(e)))?;
-    if certs.is_empty() {
-        return Err(err(what, path, "no certificates found"));
-    }
-    Ok(certs)
+    warden_http::tls::load_certs(what, path).map_err(|e| TlsConfigError(e.0))
 }
 
 fn load_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
-    let what = "restapi.keyfile";
-    let data = read(what, path)?;
-    let text = String::from_utf8_lossy(&data);
-    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
-        || text.contains("Proc-Type: 4,ENCRYPTED")
-    {
-        let hint = if password.is_some() {
-            "the private key is encrypted; encrypted keys are not supported \
-             (restapi.keyfile_password is ignored): decrypt it, e.g. `openssl pkey -in KEY -out KEY.plain`"
-        } else {
-            "the private key is encrypted and restapi.keyfile_password is not set; \
-             encrypted keys are not supported: decrypt it, e.g. `openssl pkey -in KEY -out KEY.plain`"
-        };
-        return Err(err(what, path, hint));
-    }
-    PrivateKeyDer::from_pem_slice(&data).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => err(what, path, "no private key found"),
-        other => err(what, path, pem_error(other)),
-    })
+    warden_http::tls::load_key(
+        "restapi.keyfile",
+        "restapi.keyfile_password",
+        path,
+        password,
+    )
+    .map_err(|e| TlsConfigError(e.0))
 }
 
-/// CA bundles tried when `verify_client` is set without `cafile` (Python's ssl loads
-/// the system store in that case).
-const SYSTEM_CA_FILES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-];
-
-fn client_roots(opts: &TlsOptions) -> Result<RootCertStore, TlsConfigError> {
-    let path = match &opts.cafile {
-        Some(p) => p.clone(),
-        None => std::env::var_os("SSL_CERT_FILE")
-            .map(PathBuf::from)
-            .or_else(|| {
-                SYSTEM_CA_FILES
-                    .iter()
-                    .map(PathBuf::from)
-                    .find(|p| p.is_file())
-            })
-            .ok_or_else(|| {
-                TlsConfigError(
-                    "restapi.verify_client needs restapi.cafile (no system CA bundle found)".into(),
-                )
-            })?,
-    };
-    let mut roots = RootCertStore::empty();
-    let certs = load_certs("restapi.cafile", &path)?;
-    let (added, _ignored) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(err("restapi.cafile", &path, "no usable CA certificates"));
+/// The CA file for client certificates: `restapi.cafile`, else the system bundle (Python's
+/// ssl loads the system store in that case).
+fn client_ca_file(opts: &TlsOptions) -> Result<PathBuf, TlsConfigError> {
+    match &opts.cafile {
+        Some(p) => Ok(p.clone()),
+        None => warden_http::tls::system_ca_file().ok_or_else(|| {
+            TlsConfigError(
+                "restapi.verify_client needs restapi.cafile (no system CA bundle found)".into(),
+            )
+        }),
     }
-    Ok(roots)
 }
 
 /// Builds the rustls server configuration; errors name the file and the problem.
@@ -193,16 +127,18 @@ pub fn load_server_config(opts: &TlsOptions) -> Result<Arc<ServerConfig>, TlsCon
     let builder = match opts.verify_client {
         VerifyClient::None => builder.with_no_client_auth(),
         mode => {
-            let roots = Arc::new(client_roots(opts)?);
-            let v = WebPkiClientVerifier::builder_with_provider(roots, provider);
-            let v = if mode == VerifyClient::Optional {
-                v.allow_unauthenticated()
-            } else {
-                v
-            };
-            let v = v
-                .build()
-                .map_err(|e| TlsConfigError(format!("restapi.cafile: {e}")))?;
+            // webpki's verifier, plus acceptance of a client certificate identical to one
+            // of the CA file (Patroni's harness uses one self-signed CA:TRUE certificate
+            // for everything; OpenSSL accepts it, webpki alone would not).
+            let path = client_ca_file(opts)?;
+            let certs = load_certs("restapi.cafile", &path)?;
+            let v = warden_http::client_cert_verifier(
+                "restapi.cafile",
+                &path,
+                certs,
+                mode == VerifyClient::Required,
+            )
+            .map_err(|e| TlsConfigError(e.0))?;
             builder.with_client_cert_verifier(v)
         }
     };

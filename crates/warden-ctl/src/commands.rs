@@ -12,7 +12,6 @@ use serde_json::{Map, Value};
 use warden_core::cluster::{Cluster, Member};
 use warden_ctl::difflib::show_diff_lines;
 use warden_ctl::editcfg::{apply_config_changes, apply_yaml, format_config};
-use warden_ctl::http::{endpoint_url, HttpError, Response, RestClient};
 use warden_ctl::members::{
     all_members, any_member, check_pg_version, conn_dbname, conn_host_port, failover_body,
     failover_candidates, format_pg_version, history_rows, is_standby_cluster, is_synchronous_mode,
@@ -23,6 +22,7 @@ use warden_ctl::pyfmt::{json_dumps, py_str, yaml_dump};
 use warden_ctl::render::{pretty_table, render_list, Format, ListOptions};
 use warden_ctl::sched::{next_hour_example, parse_scheduled, timestamp, Scheduled};
 use warden_dcs::{Dcs, EtcdDcs};
+use warden_http::{endpoint_url, HttpError, Response, RestClient};
 
 use crate::{
     config_path, connect_dcs, log_warning, resolve_config, Cli, Command, CtlConfig, OutputFormat,
@@ -358,15 +358,30 @@ fn confirm(text: &str) -> anyhow::Result<bool> {
 
 struct Ctx {
     cfg: CtlConfig,
-    rest: RestClient,
+    /// The REST client, or why the certificate settings cannot be used: reported by
+    /// each REST call (as urllib3 fails when it connects), so commands that only read
+    /// the DCS still work.
+    rest: Result<RestClient, HttpError>,
+}
+
+/// How long one REST call may take (a restart or switchover is answered when done).
+const REST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// patronictl's User-Agent (`Patroni/<version> Python/<version> <system>`).
+fn user_agent() -> String {
+    format!(
+        "Patroni/{} Rust wardenctl/{} Linux",
+        warden_core::PATRONI_COMPAT_VERSION,
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 impl Ctx {
     fn new(cli: &Cli) -> anyhow::Result<Ctx> {
         let path = config_path(cli.config_file.as_deref());
         let mut cfg = resolve_config(&path, cli.dcs_url.as_deref())?;
-        cfg.rest.insecure |= cli.insecure;
-        let rest = RestClient::new(cfg.rest.clone());
+        cfg.rest.tls.insecure |= cli.insecure;
+        let rest = RestClient::new(&cfg.rest, user_agent());
         Ok(Ctx { cfg, rest })
     }
 
@@ -391,7 +406,8 @@ impl Ctx {
     ) -> Result<Response, HttpError> {
         let api = m.data.api_url.as_deref().unwrap_or("");
         let url = endpoint_url(api, endpoint);
-        self.rest.request(method, &url, body).await
+        let rest = self.rest.as_ref().map_err(Clone::clone)?;
+        rest.request(method, &url, body, REST_TIMEOUT).await
     }
 }
 
@@ -1351,9 +1367,9 @@ async fn do_failover(
                     r = ctx.request(m, "post", Some("failover"), Some(&body)).await;
                 }
             }
-            r
+            r.map_err(|e| e.to_string())
         }
-        None => Err(HttpError("no member to send the request to".into())),
+        None => Err("no member to send the request to".to_string()),
     };
     match result {
         Ok(r) if r.status == 200 || r.status == 202 => {

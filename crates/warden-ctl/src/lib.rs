@@ -5,7 +5,6 @@
 
 pub mod difflib;
 pub mod editcfg;
-pub mod http;
 pub mod members;
 pub mod pyfmt;
 pub mod render;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use warden_core::cluster::Cluster;
-use warden_ctl::http::RestSettings;
 use warden_ctl::render::{render_list, Format, ListOptions};
+use warden_http::{ClientTls, RestSettings};
 
 mod commands;
 
@@ -209,11 +209,13 @@ fn read_ctl_config(cfg: &ConfigPath) -> anyhow::Result<CtlConfig> {
     if let Ok(full) = warden_config::load_with_env(path, &env) {
         let rest = RestSettings {
             auth: full.ctl_auth().map(|a| a.user_pass()),
-            insecure: full.ctl.insecure,
-            cacert: full.ctl_cacert().map(str::to_string),
-            certfile: full.ctl.certfile.clone(),
-            keyfile: full.ctl.keyfile.clone(),
-            keyfile_password: full.ctl.keyfile_password.clone(),
+            tls: ClientTls {
+                insecure: full.ctl.insecure,
+                cacert: full.ctl_cacert().map(PathBuf::from),
+                certfile: full.ctl.certfile.as_ref().map(PathBuf::from),
+                keyfile: full.ctl.keyfile.as_ref().map(PathBuf::from),
+                keyfile_password: full.ctl.keyfile_password.clone(),
+            },
         };
         return Ok(CtlConfig {
             scope: Some(full.scope.clone()).filter(|s| !s.is_empty()),
@@ -310,13 +312,17 @@ fn lenient_rest_settings(
     };
     RestSettings {
         auth: auth_of("ctl").or_else(|| auth_of("restapi")),
-        insecure: sget("ctl", "insecure")
-            .and_then(|v| warden_config::parse_bool(&v))
-            .unwrap_or(false),
-        cacert: sget("ctl", "cacert").or_else(|| sget("restapi", "cafile")),
-        certfile: sget("ctl", "certfile"),
-        keyfile: sget("ctl", "keyfile"),
-        keyfile_password: sget("ctl", "keyfile_password"),
+        tls: ClientTls {
+            insecure: sget("ctl", "insecure")
+                .and_then(|v| warden_config::parse_bool(&v))
+                .unwrap_or(false),
+            cacert: sget("ctl", "cacert")
+                .or_else(|| sget("restapi", "cafile"))
+                .map(PathBuf::from),
+            certfile: sget("ctl", "certfile").map(PathBuf::from),
+            keyfile: sget("ctl", "keyfile").map(PathBuf::from),
+            keyfile_password: sget("ctl", "keyfile_password"),
+        },
     }
 }
 
@@ -768,8 +774,8 @@ mod tests {
         let mut env = std::collections::BTreeMap::new();
         let s = lenient_rest_settings(&raw, &env);
         assert_eq!(s.auth.as_deref(), Some("r:rp"));
-        assert!(s.insecure);
-        assert_eq!(s.cacert.as_deref(), Some("/ca"));
+        assert!(s.tls.insecure);
+        assert_eq!(s.tls.cacert.as_deref(), Some(Path::new("/ca")));
         env.insert("PATRONI_CTL_USERNAME".to_string(), "c".to_string());
         env.insert("PATRONI_CTL_PASSWORD".to_string(), "cp".to_string());
         assert_eq!(
