@@ -184,7 +184,8 @@ async fn run(
         match dcs.get_cluster().await {
             Ok(c) => break c,
             Err(e) => {
-                error!("waiting for etcd at {}: {e}", cfg.etcd3.hosts.join(","));
+                // The error names the endpoint(s) and why each failed.
+                error!("waiting for etcd: {e}");
                 let mut rx = stop_rx.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}

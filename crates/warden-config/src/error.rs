@@ -70,6 +70,14 @@ pub enum ConfigError {
         /// The section name, e.g. `consul`.
         section: String,
     },
+    /// Patroni's `etcd:` section (or `PATRONI_ETCD_*` variables): the etcd v2 API, which
+    /// Warden does not speak. `etcd3:` takes the same keys, so the advice names them.
+    #[error("etcd: the etcd v2 API is not supported; {advice}")]
+    EtcdV2 {
+        /// What to write instead, e.g. ``use an `etcd3:` section with the same hosts
+        /// (etcd3: {host: 127.0.0.1:2379})``.
+        advice: String,
+    },
     /// There is no `etcd3` section.
     #[error("etcd3: missing required section (Warden supports etcd3 only)")]
     MissingDcs,
@@ -94,6 +102,7 @@ impl ConfigError {
             | ConfigError::WrongType { key, .. }
             | ConfigError::Invalid { key, .. } => Some(key),
             ConfigError::UnsupportedDcs { section } => Some(section),
+            ConfigError::EtcdV2 { .. } => Some("etcd"),
             ConfigError::MissingDcs => Some("etcd3"),
             ConfigError::Empty => None,
         }

@@ -587,6 +587,105 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
+/// The object under `key`, if it is one (no type error: used only to build hints).
+fn obj_at<'a>(m: &'a Obj, key: &str) -> Option<&'a Obj> {
+    match present(m, key) {
+        Some(Value::Object(o)) => Some(o),
+        _ => None,
+    }
+}
+
+/// Keys of Patroni's `etcd:` section that say where etcd is, in the order they are quoted
+/// in the hint; `etcd3:` accepts every one of them with the same meaning.
+const ETCD_ENDPOINT_KEYS: &[&str] = &["host", "hosts", "url", "proxy", "srv", "port"];
+
+/// What to do instead of an etcd v2 `etcd:` section (`section`, when it is a mapping),
+/// quoting the user's own endpoint keys so the fix can be copied. `from_env`: the section
+/// came from `PATRONI_ETCD_*` variables; `has_etcd3`: an `etcd3:` section exists too
+/// (Patroni would pick `etcd:` then, so it is refused rather than ignored).
+fn etcd_v2_advice(section: Option<&Obj>, from_env: bool, has_etcd3: bool) -> String {
+    if has_etcd3 {
+        return "remove the `etcd:` section and keep the `etcd3:` one".to_string();
+    }
+    let endpoints: Vec<(&str, String)> = ETCD_ENDPOINT_KEYS
+        .iter()
+        .filter_map(|k| Some((*k, hint_value(section?.get(*k)?)?)))
+        .collect();
+    if from_env {
+        let example: Vec<String> = endpoints
+            .iter()
+            .map(|(k, v)| format!("PATRONI_ETCD3_{}={v}", k.to_ascii_uppercase()))
+            .collect();
+        let mut advice = "use PATRONI_ETCD3_* variables with the same values".to_string();
+        if !example.is_empty() {
+            advice.push_str(&format!(" ({})", example.join(" ")));
+        }
+        return advice;
+    }
+    if endpoints.is_empty() {
+        return "use an `etcd3:` section with the same keys".to_string();
+    }
+    let example: Vec<String> = endpoints
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", yaml_flow_scalar(v)))
+        .collect();
+    format!(
+        "use an `etcd3:` section with the same hosts (etcd3: {{{}}})",
+        example.join(", ")
+    )
+}
+
+/// A section value as text for a hint: lists comma-joined, and a password in a URL masked
+/// because configuration errors end up in logs.
+fn hint_value(v: &Value) -> Option<String> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| match i {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => return None,
+    };
+    Some(mask_url_password(&text))
+}
+
+/// `http://user:secret@h:2379` → `http://user:***@h:2379`; anything else unchanged.
+fn mask_url_password(s: &str) -> String {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return s.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return s.to_string();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => s.to_string(),
+    }
+}
+
+/// `s` as a scalar inside a YAML flow mapping: quoted when a flow indicator (`,` `[` `{`
+/// ...) or `: ` would otherwise split it, e.g. a comma-separated `hosts` string.
+fn yaml_flow_scalar(s: &str) -> String {
+    let plain = !s.is_empty()
+        && !s.contains(": ")
+        && !s.contains(" #")
+        && !s.chars().any(|c| ",[]{}".contains(c))
+        && !s.starts_with(|c: char| "!&*?|>'\"%@`#-".contains(c) || c.is_whitespace())
+        && !s.ends_with(|c: char| c == ':' || c.is_whitespace());
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
+
 fn present<'a>(m: &'a Obj, key: &str) -> Option<&'a Value> {
     m.get(key).filter(|v| !v.is_null())
 }
@@ -867,6 +966,11 @@ pub(crate) fn build_config(
                     "section '{s}' created by PATRONI_{}_* variables ignored: Warden supports etcd3 only",
                     s.to_ascii_uppercase()
                 ));
+            } else if *s == "etcd" {
+                let from_env = env_sections.contains(*s);
+                ld.errors.push(ConfigError::EtcdV2 {
+                    advice: etcd_v2_advice(obj_at(&doc, s), from_env, has_etcd3),
+                });
             } else {
                 ld.errors.push(ConfigError::UnsupportedDcs {
                     section: s.to_string(),
@@ -874,7 +978,9 @@ pub(crate) fn build_config(
             }
         }
     }
-    if !has_etcd3 {
+    // The etcd v2 advice already says to write an etcd3 section: a second problem saying it
+    // is missing would only repeat it.
+    if !has_etcd3 && present(&doc, "etcd").is_none() {
         ld.errors.push(ConfigError::MissingDcs);
     }
 

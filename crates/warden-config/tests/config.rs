@@ -532,14 +532,7 @@ fn basebackup_options_rendered_forbidden_dropped() {
 #[test]
 fn unsupported_dcs_sections() {
     let t = minimal_text();
-    for s in [
-        "consul",
-        "etcd",
-        "zookeeper",
-        "kubernetes",
-        "raft",
-        "exhibitor",
-    ] {
+    for s in ["consul", "zookeeper", "kubernetes", "raft", "exhibitor"] {
         let e = err_of(&t.replace("etcd3:\n", &format!("{s}:\n")));
         assert_eq!(
             e,
@@ -556,6 +549,130 @@ fn unsupported_dcs_sections() {
     let e = env(&[("PATRONI_KUBERNETES_POD_IP", "10.1.1.1")]);
     let c = load_with_env(Some(&fixture("minimal.yml")), &e).expect("loads");
     assert!(c.warnings.iter().any(|w| w.contains("kubernetes")));
+}
+
+/// The minimal config with its `etcd3:` section replaced by `section` (YAML text).
+fn minimal_with_dcs(section: &str) -> String {
+    minimal_text().replace(
+        "etcd3:\n  hosts: 10.0.0.10:2379,10.0.0.11:2379,10.0.0.12:2379\n",
+        section,
+    )
+}
+
+/// The `etcd3: {...}` an etcd v2 refusal suggests, loaded in place of the v2 section: the
+/// hint must be valid YAML that reaches the same endpoints.
+fn hosts_of_suggestion(err: &str) -> Vec<String> {
+    let start = err.find("(etcd3: {").expect("a suggestion") + 1;
+    let suggestion = &err[start..err.len() - 1];
+    load_str(&minimal_with_dcs(&format!("{suggestion}\n")))
+        .expect("the suggested section loads")
+        .etcd3
+        .hosts
+}
+
+#[test]
+fn etcd_v2_section_is_refused_with_the_etcd3_equivalent() {
+    // The user's own endpoint keys come back as the etcd3 section to write instead.
+    let e = err_of(&minimal_with_dcs("etcd: {host: 127.0.0.1:2379}\n"));
+    assert_eq!(
+        e,
+        "etcd: the etcd v2 API is not supported; use an `etcd3:` section with the same hosts \
+         (etcd3: {host: 127.0.0.1:2379})"
+    );
+    assert_eq!(hosts_of_suggestion(&e), vec!["127.0.0.1:2379"]);
+    // A comma-separated string is quoted so the hint is valid YAML; a list stays a list
+    // (comma-joined), and the port is kept.
+    let e = err_of(&minimal_with_dcs(
+        "etcd:\n  hosts: a:2379,b:2379\n  port: 2380\n",
+    ));
+    assert!(
+        e.ends_with("(etcd3: {hosts: 'a:2379,b:2379', port: 2380})"),
+        "{e}"
+    );
+    assert_eq!(hosts_of_suggestion(&e), vec!["a:2379", "b:2379"]);
+    let e = err_of(&minimal_with_dcs("etcd:\n  hosts: [a, '[::1]:2381']\n"));
+    assert!(e.ends_with("(etcd3: {hosts: 'a,[::1]:2381'})"), "{e}");
+    assert_eq!(hosts_of_suggestion(&e), vec!["a:2379", "[::1]:2381"]);
+    // A password in a URL never reaches the message (it ends up in logs).
+    let e = err_of(&minimal_with_dcs("etcd:\n  url: http://u:s3cret@e:2379\n"));
+    assert!(
+        e.ends_with("(etcd3: {url: http://u:***@e:2379})") && !e.contains("s3cret"),
+        "{e}"
+    );
+    // Nothing to quote: still says what to do.
+    let e = err_of(&minimal_with_dcs("etcd: {protocol: http}\n"));
+    assert_eq!(
+        e,
+        "etcd: the etcd v2 API is not supported; use an `etcd3:` section with the same keys"
+    );
+    // Next to an etcd3 section (Patroni would use `etcd:`): refused, told to remove it.
+    let e = err_of(&format!("{}etcd: {{host: e:2379}}\n", minimal_text()));
+    assert_eq!(
+        e,
+        "etcd: the etcd v2 API is not supported; remove the `etcd:` section and keep the `etcd3:` one"
+    );
+}
+
+#[test]
+fn etcd_v2_env_variables_are_refused_with_the_etcd3_names() {
+    let no_dcs = minimal_with_dcs("");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write(&dir, "patroni.yml", &no_dcs);
+    let e = load_with_env(
+        Some(&p),
+        &env(&[
+            ("HOME", "/home/pg"),
+            ("PATRONI_ETCD_HOST", "127.0.0.1:2379"),
+            ("PATRONI_ETCD_PASSWORD", "s3cret"),
+        ]),
+    )
+    .expect_err("etcd v2 variables refused")
+    .to_string();
+    assert_eq!(
+        e,
+        "etcd: the etcd v2 API is not supported; use PATRONI_ETCD3_* variables with the same \
+         values (PATRONI_ETCD3_HOST=127.0.0.1:2379)"
+    );
+    // Next to an etcd3 section in the file, stray v2 variables are only a warning.
+    let c = load_with_env(
+        Some(&fixture("minimal.yml")),
+        &env(&[
+            ("HOME", "/home/pg"),
+            ("PATRONI_ETCD_HOST", "127.0.0.1:2379"),
+        ]),
+    )
+    .expect("loads");
+    assert!(
+        c.warnings.iter().any(|w| w.contains("'etcd'")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn etcd_v2_section_is_one_validation_problem() {
+    // --validate-config: one problem about `etcd`, not a second "etcd3 missing" one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write(
+        &dir,
+        "patroni.yml",
+        &minimal_with_dcs("etcd: {host: 127.0.0.1:2379}\n"),
+    );
+    let problems = validate_file_with_env(&p, &no_env());
+    let dcs: Vec<String> = problems
+        .iter()
+        .filter(|p| p.path.starts_with("etcd"))
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        dcs,
+        vec![
+            "etcd: the etcd v2 API is not supported; use an `etcd3:` section with the same \
+              hosts (etcd3: {host: 127.0.0.1:2379})"
+                .to_string()
+        ],
+        "{problems:?}"
+    );
 }
 
 #[test]

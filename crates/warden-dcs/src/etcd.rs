@@ -70,17 +70,16 @@ struct Inner {
 /// How an etcd error is handled.
 enum Fail {
     /// Try another endpoint.
-    Transient(String),
+    Transient,
     /// The lease we used does not exist (any more).
     LeaseGone,
     /// Give up at once.
-    Fatal(String),
+    Fatal,
 }
 
 fn classify(e: &etcd_client::Error) -> Fail {
     use etcd_client::Error as E;
-    let text = e.to_string();
-    if text.contains("lease not found") {
+    if e.to_string().contains("lease not found") {
         return Fail::LeaseGone;
     }
     match e {
@@ -88,16 +87,148 @@ fn classify(e: &etcd_client::Error) -> Fail {
         // Aborted, Internal, Unavailable, Unauthenticated (invalid/expired auth token:
         // a fresh client authenticates again).
         E::GRpcStatus(s) => match s.code() as i32 {
-            1 | 2 | 4 | 8 | 9 | 10 | 13 | 14 | 16 => Fail::Transient(text),
-            _ => Fail::Fatal(text),
+            1 | 2 | 4 | 8 | 9 | 10 | 13 | 14 | 16 => Fail::Transient,
+            _ => Fail::Fatal,
         },
         E::TransportError(_)
         | E::IoError(_)
         | E::WatchError(_)
         | E::LeaseKeepAliveError(_)
         | E::EndpointError(_)
-        | E::Internal(_) => Fail::Transient(text),
-        _ => Fail::Fatal(text),
+        | E::Internal(_) => Fail::Transient,
+        _ => Fail::Fatal,
+    }
+}
+
+/// Why a request to one endpoint failed, as one short line (`connection refused`,
+/// `authentication failed, invalid user ID or password`).
+///
+/// etcd-client's own `Display` is not usable in a log line: for a gRPC status it prints
+/// tonic's `Status`, which appends its source with `{:?}`, i.e. a nested dump like
+/// `tonic::transport::Error(Transport, ConnectError("tcp connect error", ..., Os { .. }))`.
+/// The innermost error of the `source()` chain is what the operator can act on.
+pub(crate) fn describe(e: &etcd_client::Error) -> String {
+    use etcd_client::Error as E;
+    use std::error::Error as _;
+    let text = match e {
+        E::GRpcStatus(s) => match s.source() {
+            Some(src) => innermost(src),
+            None => status_text(s.message(), s.code().description()),
+        },
+        E::TransportError(t) => match t.source() {
+            Some(src) => innermost(src),
+            None => t.to_string(),
+        },
+        E::IoError(io) => io_text(io),
+        other => other.to_string(),
+    };
+    one_line(&text)
+}
+
+/// The last non-empty message of the `source()` chain starting at `e`; an I/O error ends
+/// the walk (its own source, if any, is already part of its message).
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    let mut best = String::new();
+    loop {
+        if let Some(io) = cur.downcast_ref::<std::io::Error>() {
+            return io_text(io);
+        }
+        let text = cur.to_string();
+        if !text.trim().is_empty() {
+            best = text;
+        }
+        match cur.source() {
+            Some(next) => cur = next,
+            None => return best,
+        }
+    }
+}
+
+/// `Connection refused (os error 111)` → `connection refused`: the errno adds nothing for
+/// the operator and the capital reads oddly after `etcd host:port: `.
+fn io_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text,
+    };
+    lower_first(&text)
+}
+
+/// etcd's message of a gRPC status without its `etcdserver: ` tag, or the description of
+/// the status code when there is no message.
+fn status_text(message: &str, code: &str) -> String {
+    let msg = message.trim();
+    let msg = msg.strip_prefix("etcdserver: ").unwrap_or(msg);
+    if msg.is_empty() {
+        lower_first(code)
+    } else {
+        msg.to_string()
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        // Only when the second letter is lower case: keeps acronyms like `TLS` intact.
+        Some(f) if c.clone().next().is_some_and(char::is_lowercase) => {
+            f.to_lowercase().chain(c).collect()
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// Log lines are one line each: newlines a server or library put in a message become `; `.
+fn one_line(s: &str) -> String {
+    s.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `10s`, `1.5s`, `250ms`: how a timeout reads in an error message (`{:?}` of a
+/// `Duration` prints `1.666666666s` for a third of `retry_timeout`).
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        let tenths = (d.as_millis() + 50) / 100;
+        match tenths % 10 {
+            0 => format!("{}s", tenths / 10),
+            t => format!("{}.{t}s", tenths / 10),
+        }
+    }
+}
+
+/// The error of a call that no endpoint answered: one endpoint reads
+/// `etcd 127.0.0.1:2379: connection refused`, several
+/// `etcd: all endpoints failed (a:2379: connection refused; b:2379: request timed out after 5s)`.
+/// `failures[i]` is the last error of `endpoints[i]`, `None` when the deadline passed
+/// before it could be tried.
+pub(crate) fn unavailable_message(
+    endpoints: &[String],
+    failures: &[Option<String>],
+    retry_timeout: Duration,
+) -> String {
+    let not_tried = format!(
+        "not tried: retry_timeout ({}) used up",
+        fmt_duration(retry_timeout)
+    );
+    let parts: Vec<String> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| {
+            let why = failures.get(i).and_then(|f| f.as_deref());
+            format!("{ep}: {}", why.unwrap_or(&not_tried))
+        })
+        .collect();
+    match parts.as_slice() {
+        [one] => format!("etcd {one}"),
+        _ => format!("etcd: all endpoints failed ({})", parts.join("; ")),
     }
 }
 
@@ -116,7 +247,7 @@ impl EtcdDcs {
             .filter(|e| !e.is_empty())
             .collect();
         if endpoints.is_empty() {
-            return Err(DcsError::Other("no etcd endpoints configured".into()));
+            return Err(DcsError::Other("etcd: no endpoints configured".into()));
         }
         let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
@@ -215,12 +346,13 @@ impl Inner {
         let n = self.endpoints.len();
         let per_attempt = self.attempt_timeout();
         let mut idx = self.preferred.load(Ordering::Relaxed) % n;
-        let mut last_err = String::from("no attempt made");
+        // The last error of each endpoint, for a message that names all of them.
+        let mut failures: Vec<Option<String>> = vec![None; n];
         loop {
             for _ in 0..n {
                 let now = Instant::now();
                 if now >= deadline {
-                    return Err(self.unavailable(what, &last_err));
+                    return Err(self.unavailable(what, &failures));
                 }
                 let budget = per_attempt.min(deadline - now);
                 let ep = &self.endpoints[idx];
@@ -234,23 +366,36 @@ impl Inner {
                         return Ok(v);
                     }
                     Ok(Err(e)) => match classify(&e) {
-                        Fail::Transient(msg) => {
-                            debug!(endpoint = %ep, error = %msg, "etcd {what} failed, trying next endpoint");
-                            last_err = format!("{ep}: {msg}");
+                        Fail::Transient => {
+                            let msg = describe(&e);
+                            debug!("etcd {what} failed on {ep}: {msg}; trying the next endpoint");
+                            failures[idx] = Some(msg);
                             self.drop_client(idx);
                         }
                         Fail::LeaseGone => {
                             self.preferred.store(idx, Ordering::Relaxed);
                             return Err(DcsError::LeaseLost);
                         }
-                        Fail::Fatal(msg) => {
-                            warn!(endpoint = %ep, error = %msg, "etcd {what} failed");
-                            return Err(DcsError::Other(format!("{what} on {ep}: {msg}")));
+                        Fail::Fatal => {
+                            let msg = format!("etcd {ep}: {}", describe(&e));
+                            warn!("{what}: {msg}");
+                            return Err(DcsError::Other(msg));
                         }
                     },
                     Err(_) => {
-                        debug!(endpoint = %ep, "etcd {what} timed out after {budget:?}");
-                        last_err = format!("{ep}: timed out after {budget:?}");
+                        // An attempt cut short by the call's deadline: its own length (e.g.
+                        // 730ms) would only puzzle the reader; the bound that was hit is
+                        // retry_timeout.
+                        let msg = if budget < per_attempt {
+                            format!(
+                                "no answer within retry_timeout ({})",
+                                fmt_duration(self.retry_timeout)
+                            )
+                        } else {
+                            format!("request timed out after {}", fmt_duration(budget))
+                        };
+                        debug!("etcd {what} on {ep}: {msg}");
+                        failures[idx] = Some(msg);
                         self.drop_client(idx);
                     }
                 }
@@ -258,19 +403,15 @@ impl Inner {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(self.unavailable(what, &last_err));
+                return Err(self.unavailable(what, &failures));
             }
             tokio::time::sleep(ROUND_PAUSE.min(deadline - now)).await;
         }
     }
 
-    fn unavailable(&self, what: &str, last_err: &str) -> DcsError {
-        let msg = format!(
-            "{what}: no etcd endpoint answered within {:?} (endpoints: {}); last error: {last_err}",
-            self.retry_timeout,
-            self.endpoints.join(", ")
-        );
-        warn!("{msg}");
+    fn unavailable(&self, what: &str, failures: &[Option<String>]) -> DcsError {
+        let msg = unavailable_message(&self.endpoints, failures, self.retry_timeout);
+        warn!("{what}: {msg}");
         DcsError::Unavailable(msg)
     }
 
@@ -704,7 +845,7 @@ async fn watch_loop(inner: Arc<Inner>) {
             match watch_endpoint(&inner, idx, &mut last_rev, &mut established).await {
                 Ok(()) => debug!(endpoint = %inner.endpoints[idx], "etcd watch stream ended"),
                 Err(e) => {
-                    debug!(endpoint = %inner.endpoints[idx], error = %e, "etcd watch failed");
+                    debug!("etcd watch on {}: {e}", inner.endpoints[idx]);
                     inner.drop_client(idx);
                 }
             }
@@ -725,8 +866,8 @@ async fn watch_endpoint(
     let budget = inner.attempt_timeout();
     let mut client = tokio::time::timeout(budget, inner.client(idx))
         .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| format!("connect timed out after {}", fmt_duration(budget)))?
+        .map_err(|e| describe(&e))?;
     let mut opts = WatchOptions::new().with_prefix().with_prev_key();
     let read_rev = inner.read_rev.load(Ordering::SeqCst);
     let from = match *last_rev {
@@ -739,12 +880,12 @@ async fn watch_endpoint(
     }
     let mut stream = tokio::time::timeout(budget, client.watch(inner.prefix.clone(), Some(opts)))
         .await
-        .map_err(|_| "watch request timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| format!("watch request timed out after {}", fmt_duration(budget)))?
+        .map_err(|e| describe(&e))?;
     *established = true;
     debug!(endpoint = %inner.endpoints[idx], ?from, "etcd watch established");
     loop {
-        let Some(resp) = stream.message().await.map_err(|e| e.to_string())? else {
+        let Some(resp) = stream.message().await.map_err(|e| describe(&e))? else {
             return Ok(());
         };
         if resp.created() && last_rev.is_none() {
@@ -801,5 +942,78 @@ async fn watch_endpoint(
         if wake {
             inner.bump();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_a_person_wrote_them() {
+        assert_eq!(fmt_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(fmt_duration(Duration::from_secs(10) / 3), "3.3s");
+        assert_eq!(fmt_duration(Duration::from_millis(1999)), "2s");
+    }
+
+    #[test]
+    fn unavailable_names_every_endpoint_with_its_error() {
+        let one = vec!["127.0.0.1:2379".to_string()];
+        assert_eq!(
+            unavailable_message(
+                &one,
+                &[Some("connection refused".into())],
+                Duration::from_secs(10)
+            ),
+            "etcd 127.0.0.1:2379: connection refused"
+        );
+        let three = vec!["a:2379".to_string(), "b:2379".into(), "c:2379".into()];
+        assert_eq!(
+            unavailable_message(
+                &three,
+                &[
+                    Some("connection refused".into()),
+                    Some("request timed out after 3.3s".into()),
+                    None
+                ],
+                Duration::from_secs(10)
+            ),
+            "etcd: all endpoints failed (a:2379: connection refused; b:2379: request timed out \
+             after 3.3s; c:2379: not tried: retry_timeout (10s) used up)"
+        );
+    }
+
+    #[test]
+    fn io_and_status_texts_are_short() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(io_text(&refused), "connection refused");
+        let os = std::io::Error::from_raw_os_error(111);
+        assert!(!io_text(&os).contains("os error"), "{}", io_text(&os));
+        assert_eq!(
+            status_text(
+                "etcdserver: requested lease not found",
+                "Some requested entity was not found"
+            ),
+            "requested lease not found"
+        );
+        assert_eq!(
+            status_text("", "The service is currently unavailable"),
+            "the service is currently unavailable"
+        );
+        assert_eq!(lower_first("TLS handshake failed"), "TLS handshake failed");
+        assert_eq!(one_line("a\nb\r\n c"), "a; b; c");
+    }
+
+    #[test]
+    fn describe_walks_to_the_innermost_cause() {
+        // The gRPC-status case (a status whose source is a transport error wrapping the
+        // I/O error) needs a real connection: tests/etcd.rs covers it.
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let status = etcd_client::Error::IoError(io);
+        assert_eq!(describe(&status), "connection refused");
+        let args = etcd_client::Error::InvalidArgs("bad\nkey".into());
+        assert_eq!(describe(&args), "invalid arguments: bad; key");
     }
 }

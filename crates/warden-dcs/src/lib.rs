@@ -25,17 +25,23 @@ pub use etcd::EtcdDcs;
 pub use memory::{MemoryDcs, MemoryStore};
 
 /// Errors of every DCS operation.
+///
+/// `Display` is one line naming the etcd endpoint(s) and the innermost cause, e.g.
+/// `etcd 127.0.0.1:2379: connection refused` or `etcd: all endpoints failed (a:2379:
+/// connection refused; b:2379: request timed out after 5s)`, because it goes straight
+/// into the agent's log lines and REST answers; the operation is named by the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DcsError {
-    /// Every endpoint failed or the retry deadline passed; the message names the
-    /// endpoints and the last error.
-    #[error("DCS unavailable: {0}")]
+    /// Every endpoint failed for a transient reason or the retry deadline passed; the
+    /// message names each endpoint with its last error.
+    #[error("{0}")]
     Unavailable(String),
     /// Our lease vanished and could not be replaced within the operation.
-    #[error("DCS lease lost")]
+    #[error("etcd: our lease expired or was revoked")]
     LeaseLost,
-    /// Any other (non transient) error, e.g. a permission problem or a bad argument.
-    #[error("DCS error: {0}")]
+    /// Any other (non transient) error, e.g. a permission problem or a bad argument;
+    /// the message names the endpoint that gave it.
+    #[error("{0}")]
     Other(String),
 }
 

@@ -439,6 +439,17 @@ async fn frozen_etcd_times_out() {
     etcd.freeze(false);
     assert!(matches!(r, Err(DcsError::Unavailable(_))), "{r:?}");
     assert!(took <= retry + Duration::from_secs(1), "took {took:?}");
+    if let Err(e) = r {
+        // One endpoint, 2 s retry_timeout: a 1 s attempt, a pause, then one cut short by
+        // the deadline.
+        assert_eq!(
+            assert_one_clean_line(&e),
+            format!(
+                "etcd {}: no answer within retry_timeout (2s)",
+                etcd.host_port()
+            )
+        );
+    }
     assert!(d.update_leader("a").await.unwrap());
 }
 
@@ -461,4 +472,66 @@ async fn authentication() {
     let bad = EtcdDcs::connect(s).await.unwrap();
     let r = bad.get_cluster().await;
     assert!(matches!(r, Err(DcsError::Other(_))), "{r:?}");
+    if let Err(e) = r {
+        let msg = assert_one_clean_line(&e);
+        assert!(
+            msg.starts_with(&format!("etcd {}: ", etcd.host_port()))
+                && msg.contains("authentication failed")
+                && !msg.contains("wrong"),
+            "{msg}"
+        );
+    }
+}
+
+/// The `Display` of a DCS error as it reaches a log line: one line, no Debug dump of the
+/// nested tonic/hyper errors.
+fn assert_one_clean_line(e: &DcsError) -> String {
+    let msg = e.to_string();
+    assert!(!msg.contains('\n'), "more than one line: {msg}");
+    for noise in [
+        "tonic::",
+        "Error(",
+        "Os {",
+        "kind:",
+        "ConnectError",
+        "code: '",
+    ] {
+        assert!(!msg.contains(noise), "debug noise {noise:?} in: {msg}");
+    }
+    msg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_messages_name_the_endpoint_in_one_line() {
+    // Nothing listens on these loopback ports: every request is refused at once.
+    let dead1 = format!("127.0.0.1:{}", free_port());
+    let dead2 = format!("127.0.0.1:{}", free_port());
+    let one = EtcdDcs::connect(settings(vec![dead1.clone()], 30, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let e = one.get_cluster().await.expect_err("nothing listens there");
+    assert!(matches!(e, DcsError::Unavailable(_)), "{e:?}");
+    assert_eq!(
+        assert_one_clean_line(&e),
+        format!("etcd {dead1}: connection refused")
+    );
+
+    let two = EtcdDcs::connect(settings(
+        vec![dead1.clone(), format!("http://{dead2}")],
+        30,
+        Duration::from_secs(1),
+    ))
+    .await
+    .unwrap();
+    let e = two
+        .attempt_to_acquire_leader("a")
+        .await
+        .expect_err("nothing listens there");
+    assert_eq!(
+        assert_one_clean_line(&e),
+        format!(
+            "etcd: all endpoints failed ({dead1}: connection refused; \
+             http://{dead2}: connection refused)"
+        )
+    );
 }
