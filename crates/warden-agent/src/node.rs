@@ -1080,6 +1080,12 @@ impl<D: Dcs> Node<D> {
             }
             Action::Rewind { source } => {
                 let up = self.upstream_of(cluster, &source, false)?;
+                // A running replica stays up until the source is usable (a leader still
+                // finishing its promotion is not): no outage for a rewind that cannot run.
+                self.pg
+                    .ensure_rewind_source(&up)
+                    .await
+                    .context(format!("pg_rewind from {source}"))?;
                 if self.pg.is_running() {
                     self.pg.stop(StopMode::Fast, timeout).await?;
                 }
@@ -1210,7 +1216,11 @@ impl<D: Dcs> Node<D> {
                 let dir = self.pg.settings().data_dir.clone();
                 if dir.exists() {
                     let mut aside = dir.as_os_str().to_owned();
-                    aside.push(chrono::Local::now().format("_%Y-%m-%d-%H-%M-%S").to_string());
+                    aside.push(
+                        chrono::Local::now()
+                            .format("_%Y-%m-%d-%H-%M-%S")
+                            .to_string(),
+                    );
                     let aside = std::path::PathBuf::from(aside);
                     match std::fs::rename(&dir, &aside) {
                         Ok(()) => info!("renamed data directory to {}", aside.display()),

@@ -1931,7 +1931,12 @@ fn parse_tags(ld: &mut Loader, m: &Obj) -> Tags {
     // Patroni's warning, word for word (operators and its acceptance suite grep it).
     let py_bool = |b: bool| if b { "True" } else { "False" };
     for (flag, set, prio_name, prio) in [
-        ("nofailover", t.nofailover, "failover_priority", t.failover_priority),
+        (
+            "nofailover",
+            t.nofailover,
+            "failover_priority",
+            t.failover_priority,
+        ),
         ("nosync", t.nosync, "sync_priority", t.sync_priority),
     ] {
         if present(m, flag).is_none() {

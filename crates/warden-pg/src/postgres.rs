@@ -961,6 +961,8 @@ impl Postgres {
         let sender_port: Option<i32> = row.try_get(14).map_err(get_err)?;
         let repl_json: Option<String> = row.try_get(15).map_err(get_err)?;
         let slots_json: Option<String> = row.try_get(16).map_err(get_err)?;
+        let ssn: Option<String> = row.try_get(17).map_err(get_err)?;
+        let synchronous_commit: Option<String> = row.try_get(18).map_err(get_err)?;
 
         let receive_lsn = receive.as_deref().and_then(parse_lsn);
         let replay_lsn = replay.as_deref().and_then(parse_lsn);
@@ -1021,6 +1023,8 @@ impl Postgres {
             replay_paused: in_recovery && paused,
             primary_conninfo_host_port,
             slots,
+            synchronous_standby_names: ssn.unwrap_or_default(),
+            synchronous_commit: synchronous_commit.unwrap_or_default(),
         })
     }
 

@@ -17,6 +17,21 @@ pub struct ReplicationRow {
     pub sync_state: Option<String>,
     /// priority in synchronous_standby_names
     pub sync_priority: Option<i32>,
+    /// `write_lsn` (bytes; not part of Patroni's `replication` rendering)
+    #[serde(skip_serializing, default, deserialize_with = "lsn_text")]
+    pub write_lsn: Option<u64>,
+    /// `flush_lsn` (bytes)
+    #[serde(skip_serializing, default, deserialize_with = "lsn_text")]
+    pub flush_lsn: Option<u64>,
+    /// `replay_lsn` (bytes)
+    #[serde(skip_serializing, default, deserialize_with = "lsn_text")]
+    pub replay_lsn: Option<u64>,
+}
+
+/// Reads an LSN the query renders as text (`0/3000148`).
+fn lsn_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.as_deref().and_then(crate::render::parse_lsn))
 }
 
 /// One row of `pg_replication_slots`.
@@ -68,6 +83,10 @@ pub struct PgStatus {
     pub primary_conninfo_host_port: Option<(String, u16)>,
     /// `pg_replication_slots`
     pub slots: Vec<SlotInfo>,
+    /// `current_setting('synchronous_standby_names')`
+    pub synchronous_standby_names: String,
+    /// `current_setting('synchronous_commit')`
+    pub synchronous_commit: String,
 }
 
 /// Result of [`crate::WalMonitor::read`]: just the WAL positions, for answers that
@@ -120,12 +139,16 @@ SELECT pg_catalog.pg_is_in_recovery(),
   (SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_object(
       'usename', r.usename, 'application_name', r.application_name,
       'client_addr', pg_catalog.host(r.client_addr), 'state', r.state,
-      'sync_state', r.sync_state, 'sync_priority', r.sync_priority) ORDER BY r.application_name), '[]')::text
+      'sync_state', r.sync_state, 'sync_priority', r.sync_priority,
+      'write_lsn', r.write_lsn::text, 'flush_lsn', r.flush_lsn::text, 'replay_lsn', r.replay_lsn::text)
+      ORDER BY r.application_name), '[]')::text
      FROM pg_catalog.pg_stat_replication r),
   (SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_object(
       'name', s.slot_name, 'type', s.slot_type, 'active', s.active,
       'restart_lsn', s.restart_lsn::text, 'plugin', s.plugin, 'database', s.database) ORDER BY s.slot_name), '[]')::text
-     FROM pg_catalog.pg_replication_slots s)
+     FROM pg_catalog.pg_replication_slots s),
+  pg_catalog.current_setting('synchronous_standby_names'),
+  pg_catalog.current_setting('synchronous_commit')
 FROM (SELECT 1) AS dummy LEFT JOIN pg_catalog.pg_stat_wal_receiver AS w ON true";
 
 #[derive(Deserialize)]
