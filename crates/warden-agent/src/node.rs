@@ -82,6 +82,8 @@ pub struct Node<D: Dcs> {
     callbacks: Callbacks,
     /// Role at the last callback (None = on_start not fired yet for this PostgreSQL run).
     callback_role: Option<String>,
+    /// `synchronous_standby_names` as synchronous mode set it (None: the config's own).
+    managed_standby_names: Option<String>,
     scheduled_restart: Option<ScheduledRestart>,
     pending_restart_reason: Map<String, Value>,
     /// Dynamic config changed PostgreSQL settings: rewrite the files and reload.
@@ -164,6 +166,7 @@ impl<D: Dcs> Node<D> {
             env: io.env,
             callbacks,
             callback_role: None,
+            managed_standby_names: None,
             scheduled_restart: None,
             pending_restart_reason: Map::new(),
             pg_config_changed: false,
@@ -466,7 +469,12 @@ impl<D: Dcs> Node<D> {
     /// parameters or pg_hba is applied at the next cycle (rewrite + reload).
     fn rebuild_pg_settings(&mut self) {
         match settings::pg_settings(&self.cfg, &self.dynamic) {
-            Ok(s) => {
+            Ok(mut s) => {
+                // Synchronous mode owns synchronous_standby_names while it is on.
+                if let Some(v) = &self.managed_standby_names {
+                    s.parameters
+                        .insert("synchronous_standby_names".into(), v.clone());
+                }
                 let old = self.pg.settings();
                 if old.parameters != s.parameters || old.pg_hba != s.pg_hba {
                     self.pg_config_changed = true;
@@ -769,6 +777,20 @@ impl<D: Dcs> Node<D> {
                 local.timeline = st.timeline;
                 local.wal_position = st.wal_position;
                 local.streaming = st.replication_state.as_deref() == Some("streaming");
+                local.synchronous_standby_names = st.synchronous_standby_names.clone();
+                local.synchronous_commit = st.synchronous_commit.clone();
+                local.standbys = st
+                    .replication
+                    .iter()
+                    .filter(|r| r.state.as_deref() == Some("streaming"))
+                    .map(|r| warden_core::sync::StandbyConn {
+                        application_name: r.application_name.clone().unwrap_or_default(),
+                        sync_state: r.sync_state.clone().unwrap_or_default(),
+                        write_lsn: r.write_lsn,
+                        flush_lsn: r.flush_lsn,
+                        replay_lsn: r.replay_lsn,
+                    })
+                    .collect();
                 if local.following.is_none() && st.in_recovery {
                     // After an agent restart: recover whom PostgreSQL streams from.
                     local.following = st.primary_conninfo_host_port.as_ref().and_then(|(h, p)| {
@@ -1108,6 +1130,65 @@ impl<D: Dcs> Node<D> {
             Action::ReleaseLeader => {
                 self.dcs.delete_leader(&self.cfg.name).await?;
                 self.set_leader_until(None);
+                Ok(())
+            }
+            Action::WriteSync { write, message } => {
+                let mut standbys = write.standbys.clone();
+                standbys.sort_by_key(|n| n.to_ascii_lowercase());
+                // Patroni's layout: leader, quorum, sync_standby (null when empty).
+                let value = serde_json::json!({
+                    "leader": write.leader,
+                    "quorum": write.quorum,
+                    "sync_standby": (!standbys.is_empty()).then(|| standbys.join(",")),
+                });
+                if !self.dcs.set_sync(&value.to_string(), write.version).await? {
+                    return Err(anyhow!("Synchronous replication key updated by someone else"));
+                }
+                info!("{message}");
+                Ok(())
+            }
+            Action::DeleteSync { version } => {
+                if !self.dcs.delete_sync(version).await? {
+                    return Err(anyhow!("Synchronous replication key updated by someone else"));
+                }
+                info!("synchronous replication is off: removed the sync key");
+                Ok(())
+            }
+            Action::SetStandbyNames { value, message } => {
+                info!("{message}");
+                self.managed_standby_names = value.clone();
+                self.rebuild_pg_settings();
+                self.pg_config_changed = false;
+                if self.pg.is_running() {
+                    let standby = !local.is_primary;
+                    let up = if standby {
+                        self.following
+                            .clone()
+                            .and_then(|f| self.upstream_of(cluster, &f, true).ok())
+                    } else {
+                        None
+                    };
+                    self.pg.write_config(up.as_ref(), standby)?;
+                    self.pg.reload().await?;
+                    if !standby {
+                        // A standby confirms a change only with WAL written after it: note
+                        // where it starts and write a little (Patroni's txid_current()).
+                        self.memory.standby_names_changed_at_lsn =
+                            self.pg.query_status().await.ok().map(|st| st.wal_position);
+                        if let Err(e) = self
+                            .pg
+                            .execute("SET synchronous_commit TO off; SELECT pg_catalog.txid_current()")
+                            .await
+                        {
+                            warn!("could not write WAL after changing synchronous_standby_names: {e}");
+                        }
+                    }
+                }
+                self.memory.standby_names_are_mine = value.is_some();
+                Ok(())
+            }
+            Action::Warn { message } => {
+                warn!("{message}");
                 Ok(())
             }
             Action::AbandonLeader => {

@@ -43,6 +43,8 @@ pub struct HaSettings {
     /// `primary_start_timeout` (s; legacy `master_start_timeout`). 0: a crashed primary
     /// holding the lock fails over at once when another member can take over.
     pub primary_start_timeout: u64,
+    /// Synchronous replication settings.
+    pub sync: crate::sync::SyncSettings,
 }
 
 impl Default for HaSettings {
@@ -61,6 +63,7 @@ impl Default for HaSettings {
             replicatefrom: None,
             nostream: false,
             primary_start_timeout: 300,
+            sync: crate::sync::SyncSettings::default(),
         }
     }
 }
@@ -100,6 +103,12 @@ pub struct LocalPg {
     pub following: Option<String>,
     /// Replica's WAL receiver is streaming.
     pub streaming: bool,
+    /// Primary: its walsenders (`pg_stat_replication`).
+    pub standbys: Vec<crate::sync::StandbyConn>,
+    /// `synchronous_standby_names` in effect.
+    pub synchronous_standby_names: String,
+    /// `synchronous_commit` in effect.
+    pub synchronous_commit: String,
 }
 
 impl Default for LocalPg {
@@ -113,6 +122,9 @@ impl Default for LocalPg {
             was_primary: false,
             following: None,
             streaming: false,
+            standbys: Vec::new(),
+            synchronous_standby_names: String::new(),
+            synchronous_commit: String::new(),
         }
     }
 }
@@ -129,6 +141,11 @@ pub struct NodeMemory {
     /// My last attempt to start PostgreSQL failed (the postmaster exited): a lock holder
     /// gives the lock up instead of trying again for ever (Patroni's `post_recover`).
     pub start_failed: bool,
+    /// `synchronous_standby_names` currently holds a value this agent set.
+    pub standby_names_are_mine: bool,
+    /// My WAL position when I last changed `synchronous_standby_names` (a standby counts
+    /// as synchronous only once it has confirmed WAL past it).
+    pub standby_names_changed_at_lsn: Option<u64>,
 }
 
 /// What the executor found when probing another member's REST API (`GET /patroni`).
@@ -341,6 +358,32 @@ pub enum Action {
     /// PostgreSQL failed to start while I hold the lock: report the role `demoted`
     /// (on_role_change) and delete the leader key.
     AbandonLeader,
+    /// Write the `sync` key (compare-and-set); a failed compare stops the actions after
+    /// it ("Synchronous replication key updated by someone else").
+    WriteSync {
+        /// the value and the version it replaces
+        write: crate::sync::SyncKeyWrite,
+        /// logged once written
+        message: String,
+    },
+    /// Delete the `sync` key (compare-and-set on this version).
+    DeleteSync {
+        /// mod_revision read this cycle
+        version: i64,
+    },
+    /// Set `synchronous_standby_names` (rewrite postgresql.conf, reload) and remember
+    /// the WAL position; `None` gives the parameter back to the configuration.
+    SetStandbyNames {
+        /// the new value
+        value: Option<String>,
+        /// logged
+        message: String,
+    },
+    /// Log a warning (a condition the operator must see, not an effect).
+    Warn {
+        /// the text
+        message: String,
+    },
     /// Leader housekeeping: publish `status`, keep member slots, update `history`.
     LeaderHousekeeping,
     /// Clear the `failover` key (`{}`, compare-and-set on its version).
@@ -776,7 +819,12 @@ fn unlocked(i: &HaInput<'_>, cluster: &Cluster) -> Step {
                 _ => format!("I am the healthiest of {n} members"),
             };
             act(
-                [clear, vec![Action::Promote, Action::LeaderHousekeeping]].concat(),
+                [
+                    clear,
+                    pre_promote_actions(i, cluster),
+                    vec![Action::Promote, Action::LeaderHousekeeping],
+                ]
+                .concat(),
                 format!("promoted self to leader by acquiring session lock ({why})"),
             )
         }
@@ -853,9 +901,17 @@ fn healthiest(i: &HaInput<'_>, cluster: &Cluster) -> Result<Result<(), String>, 
     if s.nofailover {
         return Ok(Err("nofailover".into()));
     }
-    // C1.6: a pending switchover/failover request decides who races (C3).
+    // C1.6: a pending switchover/failover request decides who races (C3); a switchover
+    // in synchronous mode only to a synchronous standby.
     if let Some(req) = &cluster.failover {
+        if req.leader.is_some() && !crate::sync::may_promote(i.me, cluster, &s.sync) {
+            return Ok(Err("I am not a synchronous standby".into()));
+        }
         return manual_failover_candidate(i, cluster, req);
+    }
+    // C1.9: in synchronous mode only the sync key's members may take over.
+    if !crate::sync::may_promote(i.me, cluster, &s.sync) {
+        return Ok(Err("I am not a synchronous standby".into()));
     }
     compare_with_others(i, cluster, None, true)
 }
@@ -923,9 +979,23 @@ fn compare_with_others(
         }
     }
     let mine = i.pg.wal_position;
+    // C1.9: in synchronous mode only the sync set competes; an asynchronous replica may
+    // hold more (unacknowledged) WAL, and the former sync leader is not a rival.
+    let sync_set = (s.sync.mode == crate::sync::SyncMode::On)
+        .then_some(cluster.sync.as_ref())
+        .flatten();
     for p in probes(i, cluster)? {
         if p.name == i.me || Some(p.name.as_str()) == exclude || !counts(p) {
             continue;
+        }
+        if let Some(sync) = sync_set {
+            let is_old_leader = sync
+                .leader
+                .as_deref()
+                .is_some_and(|l| l.eq_ignore_ascii_case(&p.name));
+            if !sync.matches(&p.name) || (is_old_leader && !p.is_primary) {
+                continue;
+            }
         }
         if p.is_primary {
             return Ok(Err(format!("Primary ({}) is still alive", p.name)));
@@ -1032,6 +1102,10 @@ fn leader_handles_request(i: &HaInput<'_>, cluster: &Cluster) -> Option<Step> {
         .iter()
         .filter(|m| m.name != i.me && m.data.api_url.is_some() && !m.data.nofailover())
         .filter(|m| req.member.as_deref().is_none_or(|c| c == m.name))
+        // A switchover in synchronous mode goes to a synchronous standby only.
+        .filter(|m| {
+            req.leader.is_none() || crate::sync::may_promote(&m.name, cluster, &i.settings.sync)
+        })
         .map(|m| m.name.as_str())
         .collect();
     let peers = match probes(i, cluster) {
@@ -1056,6 +1130,60 @@ fn leader_handles_request(i: &HaInput<'_>, cluster: &Cluster) -> Option<Step> {
     Some(act(wait, format!("{what}: demoting myself")))
 }
 
+/// Y4/Y6/Y10: the primary's next synchronous-replication step (at most one effect a
+/// cycle; see [`crate::sync`]).
+fn primary_sync_actions(i: &HaInput<'_>, cluster: &Cluster) -> Vec<Action> {
+    let current = crate::sync::StandbyNames::parse(&i.pg.synchronous_standby_names);
+    let (step, warning) = crate::sync::primary_step(&crate::sync::PrimarySync {
+        me: i.me,
+        cluster,
+        settings: &i.settings.sync,
+        standbys: &i.pg.standbys,
+        synchronous_commit: &i.pg.synchronous_commit,
+        current: &current,
+        names_are_mine: i.memory.standby_names_are_mine,
+        primary_lsn: i.pg.wal_position,
+        names_changed_at_lsn: i.memory.standby_names_changed_at_lsn,
+    });
+    let mut out = Vec::new();
+    if let Some(w) = warning {
+        out.push(Action::Warn {
+            message: w.to_string(),
+        });
+    }
+    match step {
+        Some(crate::sync::SyncStep::WriteKey(write, message)) => {
+            out.push(Action::WriteSync { write, message })
+        }
+        Some(crate::sync::SyncStep::DeleteKey(version)) => {
+            out.push(Action::DeleteSync { version })
+        }
+        Some(crate::sync::SyncStep::SetNames(value, message)) => {
+            out.push(Action::SetStandbyNames { value, message })
+        }
+        None => {}
+    }
+    out
+}
+
+/// Y5: before promoting in synchronous mode, claim the `sync` key (a failed compare
+/// stops the promotion) and start with the standby names it implies.
+fn pre_promote_actions(i: &HaInput<'_>, cluster: &Cluster) -> Vec<Action> {
+    match crate::sync::pre_promote(i.me, cluster, &i.settings.sync) {
+        Some((write, names)) => vec![
+            Action::WriteSync {
+                write,
+                message: "Synchronous replication key claimed before promote".into(),
+            },
+            Action::SetStandbyNames {
+                value: Some(names),
+                message: "Standby names set before promote".into(),
+            },
+        ],
+        None => vec![],
+    }
+}
+
 /// H1/H2: I hold the lock.
 fn locked_by_me(i: &HaInput<'_>, cluster: &Cluster) -> Step {
     if i.settings.paused && !i.pg.is_primary {
@@ -1069,13 +1197,15 @@ fn locked_by_me(i: &HaInput<'_>, cluster: &Cluster) -> Step {
         Some(LockUpdate::DcsError) => dcs_unreachable(i),
         Some(LockUpdate::Renewed) if i.pg.is_primary => leader_handles_request(i, cluster)
             .unwrap_or_else(|| {
+                let mut actions = vec![Action::LeaderHousekeeping];
+                actions.extend(primary_sync_actions(i, cluster));
                 act(
-                    vec![Action::LeaderHousekeeping],
+                    actions,
                     format!("no action. I am ({}), the leader with the lock", i.me),
                 )
             }),
         Some(LockUpdate::Renewed) => act(
-            vec![Action::Promote, Action::LeaderHousekeeping],
+            [pre_promote_actions(i, cluster), vec![Action::Promote, Action::LeaderHousekeeping]].concat(),
             "promoted self to leader because I had the session lock",
         ),
         Some(LockUpdate::Lost) if i.pg.is_primary => {

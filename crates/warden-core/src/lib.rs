@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod ha;
 pub mod lsn;
 pub mod status;
+pub mod sync;
 
 /// The Patroni version Warden announces in member keys and the REST API. Python
 /// Patroni peers and patronictl branch on it, so it must be a real 4.x version.

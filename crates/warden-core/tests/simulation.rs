@@ -182,6 +182,7 @@ impl World {
             was_primary: !n.pg.running && n.pg.primary,
             following: n.following.clone(),
             streaming: n.pg.running && !n.pg.primary && n.following.is_some(),
+            ..LocalPg::default()
         };
         let settings = HaSettings {
             ttl: self.ttl_ms / 1000,
@@ -375,6 +376,11 @@ impl World {
                 }
             }
             Action::RemoveDataDir => self.nodes[i].pg = Pg::default(),
+            // The simulation replicates asynchronously: no synchronous standby to manage.
+            Action::WriteSync { .. }
+            | Action::DeleteSync { .. }
+            | Action::SetStandbyNames { .. }
+            | Action::Warn { .. } => {}
             Action::ReleaseLeader | Action::AbandonLeader => {
                 if !partitioned && matches!(&self.dcs.leader, Some((l, _)) if *l == me) {
                     self.dcs.leader = None;

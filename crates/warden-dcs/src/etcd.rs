@@ -764,6 +764,22 @@ impl Dcs for EtcdDcs {
         self.inner.cas_put("failover", json, version).await
     }
 
+    async fn set_sync(&self, json: &str, version: Option<i64>) -> Result<bool, DcsError> {
+        self.inner.cas_put("sync", json, version).await
+    }
+
+    async fn delete_sync(&self, version: i64) -> Result<bool, DcsError> {
+        let inner = &*self.inner;
+        let key = inner.key("sync");
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, version)])
+            .and_then([TxnOp::delete(key, None)]);
+        Ok(inner
+            .txn("delete sync", txn, inner.deadline())
+            .await?
+            .succeeded())
+    }
+
     async fn set_status(&self, json: &str) -> Result<(), DcsError> {
         let inner = &*self.inner;
         if lock(&inner.cache).status.as_deref() == Some(json) {

@@ -165,6 +165,16 @@ pub trait Dcs: Send + Sync {
         version: Option<i64>,
     ) -> impl Future<Output = Result<bool, DcsError>> + Send;
 
+    /// Writes `sync`; with `Some(version)` only if its mod_revision equals `version`.
+    fn set_sync(
+        &self,
+        json: &str,
+        version: Option<i64>,
+    ) -> impl Future<Output = Result<bool, DcsError>> + Send;
+
+    /// Deletes `sync` if its mod_revision equals `version`.
+    fn delete_sync(&self, version: i64) -> impl Future<Output = Result<bool, DcsError>> + Send;
+
     /// Writes `failover`; with `Some(version)` only if its mod_revision equals `version`.
     fn set_failover(
         &self,
@@ -254,6 +264,12 @@ impl Dcs for AnyDcs {
     }
     async fn set_failover(&self, json: &str, version: Option<i64>) -> Result<bool, DcsError> {
         delegate!(self, d => d.set_failover(json, version).await)
+    }
+    async fn set_sync(&self, json: &str, version: Option<i64>) -> Result<bool, DcsError> {
+        delegate!(self, d => d.set_sync(json, version).await)
+    }
+    async fn delete_sync(&self, version: i64) -> Result<bool, DcsError> {
+        delegate!(self, d => d.delete_sync(version).await)
     }
     async fn set_status(&self, json: &str) -> Result<(), DcsError> {
         delegate!(self, d => d.set_status(json).await)

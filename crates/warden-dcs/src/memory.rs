@@ -408,6 +408,20 @@ impl Dcs for MemoryDcs {
         self.cas_put("failover", json, version)
     }
 
+    async fn set_sync(&self, json: &str, version: Option<i64>) -> Result<bool, DcsError> {
+        self.cas_put("sync", json, version)
+    }
+
+    async fn delete_sync(&self, version: i64) -> Result<bool, DcsError> {
+        let (mut s, _a) = self.guards()?;
+        let key = self.key("sync");
+        if s.kvs.get(&key).is_some_and(|kv| kv.mod_revision == version) {
+            Ok(self.store.delete_locked(&mut s, &key))
+        } else {
+            Ok(false)
+        }
+    }
+
     async fn set_status(&self, json: &str) -> Result<(), DcsError> {
         self.put_if_changed("status", json)
     }

@@ -110,6 +110,7 @@ fn replica(wal: u64) -> LocalPg {
         was_primary: false,
         following: Some("pg1".into()),
         streaming: true,
+        ..LocalPg::default()
     }
 }
 
