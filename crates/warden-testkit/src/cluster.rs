@@ -194,21 +194,26 @@ impl TestCluster {
         let s = String::from_utf8_lossy(&out.stdout).to_string();
         let s = s.strip_suffix('\n').unwrap_or(&s).to_string();
         if s.is_empty() {
-            // etcdctl prints nothing for a missing key; an empty value is "" too.
+            // etcdctl prints nothing for a missing key; an empty value is "" too. (3.4's
+            // etcdctl has no --count-only: the fields output says `"Count" : 0`.)
             let exists = Command::new("etcdctl")
                 .env("ETCDCTL_API", "3")
                 .args([
                     "--endpoints",
                     &self.etcd.url(),
+                    "--dial-timeout=2s",
+                    "--command-timeout=3s",
                     "get",
-                    "--count-only",
                     "--write-out=fields",
                     &format!("/service/{}/{key}", self.scope),
                 ])
                 .output()
                 .ok()?;
+            if !exists.status.success() {
+                return None;
+            }
             let text = String::from_utf8_lossy(&exists.stdout);
-            if text.contains("\"Count\" : 0") {
+            if text.lines().any(|l| l.trim() == "\"Count\" : 0") {
                 return None;
             }
         }
