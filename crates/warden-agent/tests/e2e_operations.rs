@@ -67,6 +67,24 @@ fn schedule_switchover(
     at
 }
 
+/// Length of node i's agent log (to look only at what it logs from now on).
+fn log_len(c: &TestCluster, i: usize) -> usize {
+    std::fs::read(&c.nodes[i].log).map(|b| b.len()).unwrap_or(0)
+}
+
+/// After a clean switchover the old primary rejoins without pg_rewind: no line of its
+/// log since byte `from` mentions pg_rewind.
+fn assert_no_rewind_since(c: &TestCluster, i: usize, from: usize) {
+    let log = std::fs::read(&c.nodes[i].log).unwrap_or_default();
+    let since = String::from_utf8_lossy(log.get(from..).unwrap_or_default()).to_string();
+    let rewinds: Vec<&str> = since.lines().filter(|l| l.contains("pg_rewind")).collect();
+    assert!(
+        rewinds.is_empty(),
+        "{} (old primary of a clean switchover) ran pg_rewind: {rewinds:#?}\n{since}",
+        c.nodes[i].name
+    );
+}
+
 fn history_len(c: &TestCluster) -> usize {
     c.etcd_get("history")
         .and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok())
@@ -92,6 +110,7 @@ async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
     // 1. wardenctl switchover
     let h0 = history_len(&c);
     wait_caught_up(&c, l0).await;
+    let l0_log = log_len(&c, l0);
     let (code, out, err) = wardenctl(
         &c,
         &[
@@ -111,6 +130,7 @@ async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
     );
     wait_leader_is(&c, &n(cand), Duration::from_secs(10)).await;
     wait_streaming(&c, l0, Duration::from_secs(30)).await;
+    assert_no_rewind_since(&c, l0, l0_log);
     assert_eq!(
         query_one(&c, cand, "SELECT count(*) FROM t")
             .await
@@ -140,6 +160,7 @@ async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
         .await
         .expect("write");
     wait_caught_up(&c, cand).await;
+    let cand_log = log_len(&c, cand);
     let (code, out, err) = patronictl(
         &c,
         &[
@@ -155,6 +176,7 @@ async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
     assert_eq!(code, 0, "patronictl switchover: {out}{err}");
     wait_leader_is(&c, &n(l0), Duration::from_secs(10)).await;
     wait_streaming(&c, cand, Duration::from_secs(30)).await;
+    assert_no_rewind_since(&c, cand, cand_log);
     assert_eq!(
         query_one(&c, l0, "SELECT count(*) FROM t").await.as_deref(),
         Some("200")
@@ -163,6 +185,7 @@ async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
     // 3. scheduled switchover fires at its time, not before.
     wait_streaming(&c, cand, Duration::from_secs(30)).await;
     wait_caught_up(&c, l0).await;
+    let l0_log = log_len(&c, l0);
     let at = schedule_switchover(&c, &n(l0), &n(cand), 8);
     assert!(c
         .etcd_get("failover")
@@ -177,6 +200,8 @@ async fn switchover_with_wardenctl_and_patronictl_then_scheduled_and_flush() {
     }
     wait_leader_is(&c, &n(cand), Duration::from_secs(15)).await;
     assert!(chrono::Utc::now() >= at, "switched before its time");
+    wait_streaming(&c, l0, Duration::from_secs(30)).await;
+    assert_no_rewind_since(&c, l0, l0_log);
 
     // 4. a scheduled switchover can be cancelled with flush.
     schedule_switchover(&c, &n(cand), &n(l0), 6);

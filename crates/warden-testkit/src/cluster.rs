@@ -49,6 +49,9 @@ pub struct NodeOptions {
     pub postgresql: Vec<String>,
     /// environment variables for the agent
     pub env: Vec<(String, String)>,
+    /// YAML documents deep-merged, in order, into the generated config (mappings merged
+    /// key by key, anything else replaced), e.g. `"restapi: {certfile: /x.pem}"`
+    pub yaml: Vec<String>,
 }
 
 /// etcd + N agents.
@@ -61,6 +64,10 @@ pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     /// temp dir holding everything (kept alive until drop)
     pub dir: TestDir,
+    /// [`TestCluster::dsn`] connects through the node's unix socket (trust in the
+    /// generated pg_hba) instead of TCP with the superuser password: for clusters whose
+    /// pg_hba only admits TLS with client certificates on TCP
+    pub dsn_via_socket: bool,
 }
 
 impl TestCluster {
@@ -76,9 +83,12 @@ impl TestCluster {
             let pg_port = free_port();
             let api_port = free_port();
             let opts = options.get(i).cloned().unwrap_or_default();
-            let yaml = node_config(
+            let mut yaml = node_config(
                 scope, &name, &etcd, &node_dir, &data_dir, pg_port, api_port, &opts,
             );
+            if !opts.yaml.is_empty() {
+                yaml = merge_yaml(&yaml, &opts.yaml);
+            }
             let config = node_dir.join("warden.yml");
             std::fs::write(&config, yaml).expect("write config");
             dir.run_as.chown(&config);
@@ -99,6 +109,7 @@ impl TestCluster {
             etcd,
             nodes,
             dir,
+            dsn_via_socket: false,
         }
     }
 
@@ -183,21 +194,26 @@ impl TestCluster {
         let s = String::from_utf8_lossy(&out.stdout).to_string();
         let s = s.strip_suffix('\n').unwrap_or(&s).to_string();
         if s.is_empty() {
-            // etcdctl prints nothing for a missing key; an empty value is "" too.
+            // etcdctl prints nothing for a missing key; an empty value is "" too. (3.4's
+            // etcdctl has no --count-only: the fields output says `"Count" : 0`.)
             let exists = Command::new("etcdctl")
                 .env("ETCDCTL_API", "3")
                 .args([
                     "--endpoints",
                     &self.etcd.url(),
+                    "--dial-timeout=2s",
+                    "--command-timeout=3s",
                     "get",
-                    "--count-only",
                     "--write-out=fields",
                     &format!("/service/{}/{key}", self.scope),
                 ])
                 .output()
                 .ok()?;
+            if !exists.status.success() {
+                return None;
+            }
             let text = String::from_utf8_lossy(&exists.stdout);
-            if text.contains("\"Count\" : 0") {
+            if text.lines().any(|l| l.trim() == "\"Count\" : 0") {
                 return None;
             }
         }
@@ -233,8 +249,16 @@ impl TestCluster {
             .unwrap_or_else(|| panic!("no node named {name}"))
     }
 
-    /// libpq connection string for node i as the superuser.
+    /// libpq connection string for node i as the superuser (through the unix socket
+    /// when [`TestCluster::dsn_via_socket`] is set).
     pub fn dsn(&self, i: usize) -> String {
+        if self.dsn_via_socket {
+            return format!(
+                "host={} port={} user=postgres dbname=postgres connect_timeout=2",
+                self.nodes[i].dir.display(),
+                self.nodes[i].pg_port
+            );
+        }
         format!(
             "host=127.0.0.1 port={} user=postgres password={SUPERUSER_PASSWORD} dbname=postgres connect_timeout=2",
             self.nodes[i].pg_port
@@ -333,6 +357,33 @@ impl Drop for TestCluster {
     }
 }
 
+/// `base` with each YAML document of `docs` deep-merged into it (see [`NodeOptions::yaml`]).
+pub fn merge_yaml(base: &str, docs: &[String]) -> String {
+    fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+        match (into, from) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    match a.get_mut(&k) {
+                        Some(slot) => merge(slot, v),
+                        None => {
+                            a.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (slot, v) => *slot = v,
+        }
+    }
+    let parse = |text: &str| -> serde_json::Value {
+        serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("bad test YAML {text:?}: {e}"))
+    };
+    let mut doc = parse(base);
+    for d in docs {
+        merge(&mut doc, parse(d));
+    }
+    serde_saphyr::to_string(&doc).expect("serialize test config")
+}
+
 #[allow(clippy::too_many_arguments)]
 fn node_config(
     scope: &str,
@@ -425,6 +476,19 @@ tags:
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn merges_yaml_documents() {
+        let merged = super::merge_yaml(
+            "a: 1\nb:\n  c: x\n  d: [1, 2]\ng: 'on'\n",
+            &["b: {d: [3], e: on}".to_string(), "f: z".to_string()],
+        );
+        let v: serde_json::Value = serde_saphyr::from_str(&merged).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"a": 1, "b": {"c": "x", "d": [3], "e": true}, "g": "on", "f": "z"})
+        );
+    }
+
     #[test]
     fn collapses_repeated_messages() {
         let dir = tempfile::tempdir().unwrap();
