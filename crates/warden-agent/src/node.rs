@@ -1142,14 +1142,18 @@ impl<D: Dcs> Node<D> {
                     "sync_standby": (!standbys.is_empty()).then(|| standbys.join(",")),
                 });
                 if !self.dcs.set_sync(&value.to_string(), write.version).await? {
-                    return Err(anyhow!("Synchronous replication key updated by someone else"));
+                    return Err(anyhow!(
+                        "Synchronous replication key updated by someone else"
+                    ));
                 }
                 info!("{message}");
                 Ok(())
             }
             Action::DeleteSync { version } => {
                 if !self.dcs.delete_sync(version).await? {
-                    return Err(anyhow!("Synchronous replication key updated by someone else"));
+                    return Err(anyhow!(
+                        "Synchronous replication key updated by someone else"
+                    ));
                 }
                 info!("synchronous replication is off: removed the sync key");
                 Ok(())
@@ -1177,10 +1181,14 @@ impl<D: Dcs> Node<D> {
                             self.pg.query_status().await.ok().map(|st| st.wal_position);
                         if let Err(e) = self
                             .pg
-                            .execute("SET synchronous_commit TO off; SELECT pg_catalog.txid_current()")
+                            .execute(
+                                "SET synchronous_commit TO off; SELECT pg_catalog.txid_current()",
+                            )
                             .await
                         {
-                            warn!("could not write WAL after changing synchronous_standby_names: {e}");
+                            warn!(
+                                "could not write WAL after changing synchronous_standby_names: {e}"
+                            );
                         }
                     }
                 }

@@ -1124,6 +1124,27 @@ fn leader_handles_request(i: &HaInput<'_>, cluster: &Cluster) -> Option<Step> {
             format!("{what}: no healthy members found, {what} is not possible"),
         ));
     }
+    // A candidate that replicates from me but is not connected right now (e.g. it is
+    // reconnecting after my restart) would miss my shutdown checkpoint and fork from a
+    // point I never reached: wait for it instead of demoting (the request stays).
+    let connected = |name: &str| {
+        i.pg.standbys
+            .iter()
+            .any(|c| c.application_name.eq_ignore_ascii_case(name))
+            || cluster.member(name).is_some_and(|m| {
+                m.data
+                    .tags
+                    .get("replicatefrom")
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|up| !up.eq_ignore_ascii_case(i.me))
+            })
+    };
+    if !candidates.iter().any(|c| connected(c)) {
+        return Some(act(
+            vec![keep],
+            format!("{what}: waiting for a candidate to stream from me"),
+        ));
+    }
     wait.push(Action::Demote {
         mode: DemoteMode::Graceful,
     });
@@ -1155,9 +1176,7 @@ fn primary_sync_actions(i: &HaInput<'_>, cluster: &Cluster) -> Vec<Action> {
         Some(crate::sync::SyncStep::WriteKey(write, message)) => {
             out.push(Action::WriteSync { write, message })
         }
-        Some(crate::sync::SyncStep::DeleteKey(version)) => {
-            out.push(Action::DeleteSync { version })
-        }
+        Some(crate::sync::SyncStep::DeleteKey(version)) => out.push(Action::DeleteSync { version }),
         Some(crate::sync::SyncStep::SetNames(value, message)) => {
             out.push(Action::SetStandbyNames { value, message })
         }
@@ -1205,7 +1224,11 @@ fn locked_by_me(i: &HaInput<'_>, cluster: &Cluster) -> Step {
                 )
             }),
         Some(LockUpdate::Renewed) => act(
-            [pre_promote_actions(i, cluster), vec![Action::Promote, Action::LeaderHousekeeping]].concat(),
+            [
+                pre_promote_actions(i, cluster),
+                vec![Action::Promote, Action::LeaderHousekeeping],
+            ]
+            .concat(),
             "promoted self to leader because I had the session lock",
         ),
         Some(LockUpdate::Lost) if i.pg.is_primary => {

@@ -356,11 +356,13 @@ fn py_list(names: &[String]) -> String {
 
 fn same_set(a: &[String], b: &[String]) -> bool {
     a.len() == b.len()
-        && a.iter().all(|x| b.iter().any(|y| y.eq_ignore_ascii_case(x)))
+        && a.iter()
+            .all(|x| b.iter().any(|y| y.eq_ignore_ascii_case(x)))
 }
 
 fn subset(a: &[String], b: &[String]) -> bool {
-    a.iter().all(|x| b.iter().any(|y| y.eq_ignore_ascii_case(x)))
+    a.iter()
+        .all(|x| b.iter().any(|y| y.eq_ignore_ascii_case(x)))
 }
 
 /// Y4/Y6/Y10: the next step for a primary holding the lock, with a warning to log when
@@ -441,7 +443,10 @@ pub fn primary_step(i: &PrimarySync<'_>) -> (Option<SyncStep>, Option<&'static s
         return (
             Some(SyncStep::SetNames(
                 Some(want),
-                format!("Assigning synchronous standby status to {}", py_list(&voters)),
+                format!(
+                    "Assigning synchronous standby status to {}",
+                    py_list(&voters)
+                ),
             )),
             Some(STRICT_NO_STANDBY_WARNING),
         );
@@ -471,7 +476,10 @@ pub fn primary_step(i: &PrimarySync<'_>) -> (Option<SyncStep>, Option<&'static s
         return (
             Some(SyncStep::SetNames(
                 Some(want),
-                format!("Assigning synchronous standby status to {}", py_list(&active)),
+                format!(
+                    "Assigning synchronous standby status to {}",
+                    py_list(&active)
+                ),
             )),
             None,
         );
@@ -495,7 +503,11 @@ pub fn primary_step(i: &PrimarySync<'_>) -> (Option<SyncStep>, Option<&'static s
 /// Y5: the `sync` key a replica writes right before it promotes in `synchronous_mode:
 /// on`, and the standby names it starts with. Strict: the old synchronous set (minus me),
 /// so commits keep waiting for nodes that may hold acknowledged ones; else nobody.
-pub fn pre_promote(me: &str, cluster: &Cluster, settings: &SyncSettings) -> Option<(SyncKeyWrite, String)> {
+pub fn pre_promote(
+    me: &str,
+    cluster: &Cluster,
+    settings: &SyncSettings,
+) -> Option<(SyncKeyWrite, String)> {
     if settings.mode != SyncMode::On {
         return None;
     }
@@ -512,7 +524,10 @@ pub fn pre_promote(me: &str, cluster: &Cluster, settings: &SyncSettings) -> Opti
     } else {
         vec![]
     };
-    let names = format_standby_names(&standbys, usize::from(settings.strict).max(standbys.len().min(1)));
+    let names = format_standby_names(
+        &standbys,
+        usize::from(settings.strict).max(standbys.len().min(1)),
+    );
     Some((
         SyncKeyWrite {
             leader: me.to_string(),

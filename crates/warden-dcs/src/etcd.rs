@@ -772,7 +772,11 @@ impl Dcs for EtcdDcs {
         let inner = &*self.inner;
         let key = inner.key("sync");
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, version)])
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                version,
+            )])
             .and_then([TxnOp::delete(key, None)]);
         Ok(inner
             .txn("delete sync", txn, inner.deadline())

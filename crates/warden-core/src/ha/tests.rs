@@ -32,6 +32,12 @@ fn member_json(role: &str, port: u16, xlog: u64, tl: u32, extra: &str) -> String
     )
 }
 
+/// `cluster` plus a `sync` key (mod_revision 5).
+fn with_sync(mut c: Cluster, value: &str) -> Cluster {
+    c.sync = crate::cluster::SyncState::parse(value, 5);
+    c
+}
+
 /// pg1's member key says its post-promote CHECKPOINT has not finished.
 fn checkpoint_pending(mut c: Cluster) -> Cluster {
     for m in &mut c.members {
@@ -119,6 +125,14 @@ fn primary() -> LocalPg {
         is_primary: true,
         following: None,
         streaming: false,
+        standbys: ["pg2", "pg3"]
+            .iter()
+            .map(|n| crate::sync::StandbyConn {
+                application_name: n.to_string(),
+                sync_state: "async".into(),
+                ..Default::default()
+            })
+            .collect(),
         ..replica(100)
     }
 }
@@ -396,6 +410,25 @@ fn cases() -> Vec<Case> {
                 Some(with_failover(cluster(Some("pg1"), Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), None)), primary())
             .world(World { probes: vec![peer("pg2", 100), peer("pg3", 90)], ..World::default() })
             .expect(vec![demote(DemoteMode::Graceful)], "switchover: demoting myself"),
+        case("leader: switchover waits for a candidate that is not connected to it", "pg1",
+                Some(with_failover(cluster(Some("pg1"), Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), None)),
+                LocalPg { standbys: vec![], ..primary() })
+            .world(World { probes: vec![peer("pg2", 100), peer("pg3", 90)], ..World::default() })
+            .expect(vec![Action::LeaderHousekeeping], "switchover: waiting for a candidate to stream from me"),
+        case("sync mode: an asynchronous replica does not race", "pg3",
+                Some(with_sync(cluster(None, Some(SYSID), Some(100)), r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#)), replica(100))
+            .settings(|s| s.sync.mode = crate::sync::SyncMode::On)
+            .world(World { acquire: true, probes: vec![peer("pg2", 90)], ..World::default() })
+            .expect(vec![], "following a different leader because i am not the healthiest node (I am not a synchronous standby)"),
+        case("sync mode: the sync standby promotes although an async replica is ahead", "pg2",
+                Some(with_sync(cluster(None, Some(SYSID), Some(100)), r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#)), replica(100))
+            .settings(|s| s.sync.mode = crate::sync::SyncMode::On)
+            .world(World { acquire: true, probes: vec![peer("pg3", 120)], ..World::default() })
+            .expect(vec![
+                Action::WriteSync { write: crate::sync::SyncKeyWrite { leader: "pg2".into(), standbys: vec![], quorum: 0, version: Some(5) }, message: "Synchronous replication key claimed before promote".into() },
+                Action::SetStandbyNames { value: Some(String::new()), message: "Standby names set before promote".into() },
+                Action::Promote, Action::LeaderHousekeeping,
+            ], "promoted self to leader by acquiring session lock"),
         case("leader: manual failover without leader demotes gracefully", "pg1",
                 Some(with_failover(cluster(Some("pg1"), Some(SYSID), Some(100)), None, Some("pg3"), None)), primary())
             .world(World { probes: vec![peer("pg2", 100), peer("pg3", 100)], ..World::default() })

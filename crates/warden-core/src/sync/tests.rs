@@ -91,7 +91,10 @@ fn write(standbys: &[&str], version: Option<i64>) -> SyncKeyWrite {
 fn standby_names_format_and_parse() {
     assert_eq!(format_standby_names(&[], 0), "");
     assert_eq!(format_standby_names(&[], 1), STRICT_PLACEHOLDER);
-    assert_eq!(format_standby_names(&["postgres-1".into()], 1), "\"postgres-1\"");
+    assert_eq!(
+        format_standby_names(&["postgres-1".into()], 1),
+        "\"postgres-1\""
+    );
     assert_eq!(format_standby_names(&["pg2".into()], 1), "pg2");
     assert_eq!(
         format_standby_names(&["postgres-2".into(), "postgres-1".into()], 2),
@@ -104,7 +107,10 @@ fn standby_names_format_and_parse() {
     let p = StandbyNames::parse("ANY 1 (a, \"b c\")");
     assert!(p.quorum);
     assert_eq!(p.names, vec!["a", "b c"]);
-    assert_eq!(StandbyNames::parse("\"postgres-1\"").names, vec!["postgres-1"]);
+    assert_eq!(
+        StandbyNames::parse("\"postgres-1\"").names,
+        vec!["postgres-1"]
+    );
     assert_eq!(StandbyNames::parse("").names, Vec::<String>::new());
 }
 
@@ -114,17 +120,26 @@ fn enabling_writes_the_key_first() {
     let (s, _) = step(&c, &on(false, 1), &[], "", false);
     assert_eq!(
         s,
-        Some(SyncStep::WriteKey(write(&[], None), "Enabled synchronous replication".into()))
+        Some(SyncStep::WriteKey(
+            write(&[], None),
+            "Enabled synchronous replication".into()
+        ))
     );
     // A key left by another leader is taken over (CAS on its version).
-    let c = cluster(Some(r#"{"leader":"pg9","sync_standby":"pg2","quorum":0}"#), &[]);
+    let c = cluster(
+        Some(r#"{"leader":"pg9","sync_standby":"pg2","quorum":0}"#),
+        &[],
+    );
     let (s, _) = step(&c, &on(false, 1), &[], "", false);
     assert!(matches!(s, Some(SyncStep::WriteKey(w, _)) if w == write(&[], Some(7))));
 }
 
 #[test]
 fn standby_added_to_postgres_first_then_to_the_key() {
-    let c = cluster(Some(r#"{"leader":"pg1","sync_standby":null,"quorum":0}"#), &[]);
+    let c = cluster(
+        Some(r#"{"leader":"pg1","sync_standby":null,"quorum":0}"#),
+        &[],
+    );
     let s = on(false, 1);
     // pg2 streams asynchronously: PostgreSQL is told first.
     let (st, _) = step(&c, &s, &[conn("pg2", "async", 90)], "", true);
@@ -139,65 +154,119 @@ fn standby_added_to_postgres_first_then_to_the_key() {
 
 #[test]
 fn standby_removed_from_the_key_first_then_from_postgres() {
-    let c = cluster(Some(r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#), &[]);
+    let c = cluster(
+        Some(r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#),
+        &[],
+    );
     let s = on(false, 1);
     // pg2 disconnected, pg3 streams: the key drops pg2 before PostgreSQL stops waiting.
     let (st, _) = step(&c, &s, &[conn("pg3", "async", 95)], "pg2", true);
     assert!(matches!(st, Some(SyncStep::WriteKey(w, _)) if w == write(&[], Some(7))));
-    let c = cluster(Some(r#"{"leader":"pg1","sync_standby":null,"quorum":0}"#), &[]);
+    let c = cluster(
+        Some(r#"{"leader":"pg1","sync_standby":null,"quorum":0}"#),
+        &[],
+    );
     let (st, _) = step(&c, &s, &[conn("pg3", "async", 95)], "pg2", true);
     assert!(matches!(st, Some(SyncStep::SetNames(Some(ref v), _)) if v == "pg3"));
 }
 
 #[test]
 fn steady_state_does_nothing() {
-    let c = cluster(Some(r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#), &[]);
-    let (st, w) = step(&c, &on(false, 1), &[conn("pg2", "sync", 99), conn("pg3", "potential", 99)], "pg2", true);
+    let c = cluster(
+        Some(r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#),
+        &[],
+    );
+    let (st, w) = step(
+        &c,
+        &on(false, 1),
+        &[conn("pg2", "sync", 99), conn("pg3", "potential", 99)],
+        "pg2",
+        true,
+    );
     assert_eq!((st, w), (None, None));
 }
 
 #[test]
 fn multi_sync_and_tags() {
-    let c = cluster(Some(r#"{"leader":"pg1","sync_standby":null,"quorum":0}"#), &[]);
-    let (st, _) = step(&c, &on(false, 2), &[conn("pg2", "async", 90), conn("pg3", "async", 80)], "", true);
+    let c = cluster(
+        Some(r#"{"leader":"pg1","sync_standby":null,"quorum":0}"#),
+        &[],
+    );
+    let (st, _) = step(
+        &c,
+        &on(false, 2),
+        &[conn("pg2", "async", 90), conn("pg3", "async", 80)],
+        "",
+        true,
+    );
     assert!(matches!(st, Some(SyncStep::SetNames(Some(ref v), _)) if v == "2 (pg2,pg3)"));
     // nosync / sync_priority 0 members are never chosen; higher sync_priority wins.
     let c = cluster(
         Some(r#"{"leader":"pg1","sync_standby":null,"quorum":0}"#),
-        &[("pg2", r#""nosync":true"#), ("pg3", r#""sync_priority":"2""#)],
+        &[
+            ("pg2", r#""nosync":true"#),
+            ("pg3", r#""sync_priority":"2""#),
+        ],
     );
-    let (st, _) = step(&c, &on(false, 1), &[conn("pg2", "async", 99), conn("pg3", "async", 10)], "", true);
+    let (st, _) = step(
+        &c,
+        &on(false, 1),
+        &[conn("pg2", "async", 99), conn("pg3", "async", 10)],
+        "",
+        true,
+    );
     assert!(matches!(st, Some(SyncStep::SetNames(Some(ref v), _)) if v == "pg3"));
 }
 
 #[test]
 fn strict_mode_waits_for_the_old_standbys() {
-    let c = cluster(Some(r#"{"leader":"pg1","sync_standby":null,"quorum":0}"#), &[]);
+    let c = cluster(
+        Some(r#"{"leader":"pg1","sync_standby":null,"quorum":0}"#),
+        &[],
+    );
     let (st, w) = step(&c, &on(true, 1), &[], "", true);
     assert!(matches!(st, Some(SyncStep::SetNames(Some(ref v), _)) if v == STRICT_PLACEHOLDER));
     assert_eq!(w, Some(STRICT_NO_STANDBY_WARNING));
-    let c = cluster(Some(r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#), &[]);
+    let c = cluster(
+        Some(r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#),
+        &[],
+    );
     let (st, w) = step(&c, &on(true, 1), &[], "pg2", true);
     assert_eq!((st, w), (None, Some(STRICT_NO_STANDBY_WARNING)));
     // Not strict: nobody to wait for, the names are cleared (after the key dropped pg2).
-    let c = cluster(Some(r#"{"leader":"pg1","sync_standby":null,"quorum":0}"#), &[]);
+    let c = cluster(
+        Some(r#"{"leader":"pg1","sync_standby":null,"quorum":0}"#),
+        &[],
+    );
     let (st, _) = step(&c, &on(false, 1), &[], STRICT_PLACEHOLDER, true);
     assert!(matches!(st, Some(SyncStep::SetNames(Some(ref v), _)) if v.is_empty()));
 }
 
 #[test]
 fn switching_off_deletes_the_key_then_restores_the_names() {
-    let c = cluster(Some(r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#), &[]);
+    let c = cluster(
+        Some(r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#),
+        &[],
+    );
     let off = SyncSettings::default();
-    assert_eq!(step(&c, &off, &[], "pg2", true).0, Some(SyncStep::DeleteKey(7)));
+    assert_eq!(
+        step(&c, &off, &[], "pg2", true).0,
+        Some(SyncStep::DeleteKey(7))
+    );
     let c = cluster(None, &[]);
-    assert!(matches!(step(&c, &off, &[], "pg2", true).0, Some(SyncStep::SetNames(None, _))));
+    assert!(matches!(
+        step(&c, &off, &[], "pg2", true).0,
+        Some(SyncStep::SetNames(None, _))
+    ));
     assert_eq!(step(&c, &off, &[], "", false).0, None);
 }
 
 #[test]
 fn only_the_sync_set_may_promote() {
-    let c = cluster(Some(r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#), &[]);
+    let c = cluster(
+        Some(r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#),
+        &[],
+    );
     assert!(may_promote("pg2", &c, &on(false, 1)));
     assert!(may_promote("pg1", &c, &on(false, 1)));
     assert!(!may_promote("pg3", &c, &on(false, 1)));
@@ -206,7 +275,10 @@ fn only_the_sync_set_may_promote() {
     let (w, names) = pre_promote("pg2", &c, &on(true, 1)).unwrap();
     assert_eq!(w.standbys, Vec::<String>::new());
     assert_eq!(names, STRICT_PLACEHOLDER);
-    let c = cluster(Some(r#"{"leader":"pg1","sync_standby":"pg2,pg3","quorum":0}"#), &[]);
+    let c = cluster(
+        Some(r#"{"leader":"pg1","sync_standby":"pg2,pg3","quorum":0}"#),
+        &[],
+    );
     let (w, names) = pre_promote("pg2", &c, &on(true, 1)).unwrap();
     assert_eq!(w.standbys, vec!["pg3".to_string()]);
     assert_eq!(w.version, Some(7));
