@@ -501,8 +501,9 @@ pub fn primary_step(i: &PrimarySync<'_>) -> (Option<SyncStep>, Option<&'static s
 }
 
 /// Y5: the `sync` key a replica writes right before it promotes in `synchronous_mode:
-/// on`, and the standby names it starts with. Strict: the old synchronous set (minus me),
-/// so commits keep waiting for nodes that may hold acknowledged ones; else nobody.
+/// on`, and the standby names it starts with. Strict: the old synchronous set, its leader
+/// included (minus me), so commits keep waiting for nodes that may hold acknowledged
+/// ones; else nobody.
 pub fn pre_promote(
     me: &str,
     cluster: &Cluster,
@@ -513,9 +514,13 @@ pub fn pre_promote(
     }
     let old: Option<&SyncState> = cluster.sync.as_ref();
     let standbys: Vec<String> = if settings.strict {
+        // The old sync set includes its leader: the former primary may hold commits that
+        // only its synchronous standbys acknowledged, and it must catch up before new
+        // commits are acknowledged.
         old.map(|s| {
-            s.sync_standby
+            s.leader
                 .iter()
+                .chain(s.sync_standby.iter())
                 .filter(|n| !n.eq_ignore_ascii_case(me))
                 .cloned()
                 .collect()

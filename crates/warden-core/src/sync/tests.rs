@@ -273,16 +273,23 @@ fn only_the_sync_set_may_promote() {
     assert!(may_promote("pg3", &c, &SyncSettings::default()));
     // Pre-promote: strict keeps waiting for the old set minus me; non-strict for nobody.
     let (w, names) = pre_promote("pg2", &c, &on(true, 1)).unwrap();
-    assert_eq!(w.standbys, Vec::<String>::new());
+    assert_eq!(w.standbys, vec!["pg1".to_string()]);
+    assert_eq!(names, "pg1");
+    let lone = cluster(
+        Some(r#"{"leader":"pg2","sync_standby":null,"quorum":0}"#),
+        &[],
+    );
+    let (w, names) = pre_promote("pg2", &lone, &on(true, 1)).unwrap();
+    assert!(w.standbys.is_empty());
     assert_eq!(names, STRICT_PLACEHOLDER);
     let c = cluster(
         Some(r#"{"leader":"pg1","sync_standby":"pg2,pg3","quorum":0}"#),
         &[],
     );
     let (w, names) = pre_promote("pg2", &c, &on(true, 1)).unwrap();
-    assert_eq!(w.standbys, vec!["pg3".to_string()]);
+    assert_eq!(w.standbys, vec!["pg1".to_string(), "pg3".to_string()]);
     assert_eq!(w.version, Some(7));
-    assert_eq!(names, "pg3");
+    assert_eq!(names, "1 (pg1,pg3)");
     let (w, names) = pre_promote("pg2", &c, &on(false, 1)).unwrap();
     assert!(w.standbys.is_empty());
     assert_eq!(names, "");
