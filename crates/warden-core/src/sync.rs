@@ -529,10 +529,8 @@ pub fn pre_promote(
     } else {
         vec![]
     };
-    let names = format_standby_names(
-        &standbys,
-        usize::from(settings.strict).max(standbys.len().min(1)),
-    );
+    // As the strict rule on a running primary (Y6): wait for all of them.
+    let names = format_standby_names(&standbys, standbys.len().max(usize::from(settings.strict)));
     Some((
         SyncKeyWrite {
             leader: me.to_string(),

@@ -289,7 +289,7 @@ fn only_the_sync_set_may_promote() {
     let (w, names) = pre_promote("pg2", &c, &on(true, 1)).unwrap();
     assert_eq!(w.standbys, vec!["pg1".to_string(), "pg3".to_string()]);
     assert_eq!(w.version, Some(7));
-    assert_eq!(names, "1 (pg1,pg3)");
+    assert_eq!(names, "2 (pg1,pg3)");
     let (w, names) = pre_promote("pg2", &c, &on(false, 1)).unwrap();
     assert!(w.standbys.is_empty());
     assert_eq!(names, "");
