@@ -375,6 +375,9 @@ async fn sync_key_and_standby_names_follow_the_cluster() {
 #[derive(Clone, Debug)]
 struct Ack {
     id: i32,
+    /// unique per commit (an id can be handed out again after a failover that lost
+    /// the sequence's last WAL record)
+    value: String,
     node: String,
     round: usize,
     at: Instant,
@@ -479,6 +482,7 @@ async fn writer(
         match r {
             Ok(Ok(row)) => acks.lock().expect("acks").push(Ack {
                 id: row.get(0),
+                value,
                 node: node.clone(),
                 round: round.load(std::sync::atomic::Ordering::SeqCst),
                 at: Instant::now(),
@@ -545,6 +549,36 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
         )
         .await;
 
+        // Every other round the leader's WAL sender to the synchronous standby freezes
+        // (SIGSTOP) for a second first: the leader then has WAL and commits the standby
+        // never receives. In synchronous mode those commits wait and are never
+        // acknowledged; with asynchronous commits they would be, and lost in the
+        // failover. (The asynchronous replica still receives them: it is ahead of the
+        // standby that must be promoted, and is rewound.)
+        let stall = if r % 2 == 0 {
+            let sql = format!(
+                "SELECT pid FROM pg_stat_replication WHERE application_name = '{}'",
+                key.standbys[0]
+            );
+            let pid = query_one(&c, l, &sql)
+                .await
+                .and_then(|p| p.parse::<i32>().ok())
+                .expect("the WAL sender to the sync standby");
+            let pid = nix::unistd::Pid::from_raw(pid);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+            let frozen = Instant::now();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let during = acks
+                .lock()
+                .expect("acks")
+                .iter()
+                .filter(|a| a.at > frozen + Duration::from_millis(100))
+                .count();
+            Some(during)
+        } else {
+            None
+        };
+
         // Crash: agent and postmaster (with its backends) SIGKILLed together.
         let killed = Instant::now();
         c.kill_node(l);
@@ -598,9 +632,12 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
             .filter(|a| a.round == r)
             .count();
         let line = format!(
-            "round {r}: killed {old} (sync standby {:?}); {new} committed {:?} after the kill; \
+            "round {r}: {}killed {old} (sync standby {:?}); {new} committed {:?} after the kill; \
              {old} {how} {rejoined:?} after restart, sync key complete after {resynced:?}; \
              {acked} commits acknowledged in the round ({:?})",
+            stall.map_or(String::new(), |n| format!(
+                "WAL sender to the sync standby frozen 1 s ({n} commits acknowledged meanwhile), "
+            )),
             key.standbys,
             first_commit,
             round_start.elapsed()
@@ -630,11 +667,15 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
     let acks = acks.lock().expect("acks").clone();
     let client = connect(&c, final_leader).await.expect("final primary");
     let rows = client
-        .query("SELECT id FROM t", &[])
+        .query("SELECT id, value FROM t", &[])
         .await
         .expect("read rows");
-    let present: std::collections::HashSet<i32> = rows.iter().map(|r| r.get(0)).collect();
-    let missing: Vec<&Ack> = acks.iter().filter(|a| !present.contains(&a.id)).collect();
+    let present: std::collections::HashSet<(i32, String)> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let missing: Vec<&Ack> = acks
+        .iter()
+        .filter(|a| !present.contains(&(a.id, a.value.clone())))
+        .collect();
     // The replicas hold the same rows once caught up.
     wait_caught_up(&c, final_leader).await;
     for i in (0..3).filter(|i| *i != final_leader) {
