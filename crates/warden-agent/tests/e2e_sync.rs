@@ -174,7 +174,15 @@ async fn healthy_sync_cluster(c: &mut TestCluster) -> (usize, SyncKey) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_key_and_standby_names_follow_the_cluster() {
-    let mut c = TestCluster::new("synckey", 3, &sync_options(&[]));
+    // Member names with a hyphen: synchronous_standby_names must quote them.
+    let mut opts = sync_options(&[]);
+    for (i, o) in opts.iter_mut().enumerate() {
+        o.yaml.push(format!("name: pg-{i}"));
+    }
+    let mut c = TestCluster::new("synckey", 3, &opts);
+    for (i, n) in c.nodes.iter_mut().enumerate() {
+        n.name = format!("pg-{i}");
+    }
     let started = Instant::now();
     let (l, key) = healthy_sync_cluster(&mut c).await;
     let leader = c.nodes[l].name.clone();
