@@ -568,10 +568,19 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
                 "SELECT pid FROM pg_stat_replication WHERE application_name = '{}'",
                 key.standbys[0]
             );
-            let pid = query_one(&c, l, &sql)
-                .await
-                .and_then(|p| p.parse::<i32>().ok())
-                .expect("the WAL sender to the sync standby");
+            let cr = &c;
+            let sql = &sql;
+            let pid = warden_testkit::wait_for_async(
+                "the WAL sender to the sync standby",
+                Duration::from_secs(10),
+                Duration::from_millis(100),
+                || async move {
+                    query_one(cr, l, sql)
+                        .await
+                        .and_then(|p| p.parse::<i32>().ok())
+                },
+            )
+            .await;
             let pid = nix::unistd::Pid::from_raw(pid);
             nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
             let frozen = Instant::now();
