@@ -1172,15 +1172,14 @@ fn primary_sync_actions(i: &HaInput<'_>, cluster: &Cluster) -> Vec<Action> {
             message: w.to_string(),
         });
     }
-    match step {
-        Some(crate::sync::SyncStep::WriteKey(write, message)) => {
-            out.push(Action::WriteSync { write, message })
-        }
-        Some(crate::sync::SyncStep::DeleteKey(version)) => out.push(Action::DeleteSync { version }),
-        Some(crate::sync::SyncStep::SetNames(value, message)) => {
-            out.push(Action::SetStandbyNames { value, message })
-        }
-        None => {}
+    for step in step {
+        out.push(match step {
+            crate::sync::SyncStep::WriteKey(write, message) => Action::WriteSync { write, message },
+            crate::sync::SyncStep::DeleteKey(version) => Action::DeleteSync { version },
+            crate::sync::SyncStep::SetNames(value, message) => {
+                Action::SetStandbyNames { value, message }
+            }
+        });
     }
     out
 }

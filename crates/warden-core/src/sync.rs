@@ -365,9 +365,41 @@ fn subset(a: &[String], b: &[String]) -> bool {
         .all(|x| b.iter().any(|y| y.eq_ignore_ascii_case(x)))
 }
 
-/// Y4/Y6/Y10: the next step for a primary holding the lock, with a warning to log when
-/// strict mode has nobody to wait for. `None`: nothing to change.
-pub fn primary_step(i: &PrimarySync<'_>) -> (Option<SyncStep>, Option<&'static str>) {
+/// Y4/Y6/Y10: the next steps for a primary holding the lock (in order; a failed key
+/// write stops the rest), with a warning to log when strict mode has nobody to wait for.
+/// Empty: nothing to change.
+pub fn primary_step(i: &PrimarySync<'_>) -> (Vec<SyncStep>, Option<&'static str>) {
+    let (first, warning) = primary_first_step(i);
+    let mut steps: Vec<SyncStep> = first.into_iter().collect();
+    // Shrinking the key is followed at once by the standby names (same cycle, after the
+    // key: the removed standby no longer holds up commits for a whole loop).
+    if let Some(SyncStep::WriteKey(w, _)) = steps.first() {
+        if w.version.is_some() && w.leader == i.me {
+            let voters: Vec<String> = i
+                .cluster
+                .sync
+                .as_ref()
+                .map(|s| s.sync_standby.clone())
+                .unwrap_or_default();
+            if w.standbys.len() < voters.len() {
+                let mut shrunk = i.cluster.clone();
+                if let Some(s) = shrunk.sync.as_mut() {
+                    s.sync_standby = w.standbys.clone();
+                }
+                let next = PrimarySync {
+                    cluster: &shrunk,
+                    ..i.clone()
+                };
+                if let (Some(step @ SyncStep::SetNames(..)), _) = primary_first_step(&next) {
+                    steps.push(step);
+                }
+            }
+        }
+    }
+    (steps, warning)
+}
+
+fn primary_first_step(i: &PrimarySync<'_>) -> (Option<SyncStep>, Option<&'static str>) {
     let sync = i.cluster.sync.as_ref();
     if i.settings.mode == SyncMode::Off {
         // Y10: give the guarantee back in the safe order: key first, then PostgreSQL.
