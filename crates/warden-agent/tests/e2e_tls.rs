@@ -13,7 +13,6 @@
 mod common;
 
 use common::*;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -65,33 +64,13 @@ struct Certs {
     key: PathBuf,
 }
 
-/// The harness' certificate: made by openssl, owned by the PostgreSQL user, key 0600.
+/// The harness' certificate, owned by the PostgreSQL user (key 0600).
 fn make_cert(dir: &TestDir) -> Certs {
     let d = dir.subdir("certs", true);
-    let cert = d.join("patroni.crt");
-    let key = d.join("patroni.key");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-nodes",
-            "-new",
-            "-x509",
-            "-subj",
-            "/CN=batman.patroni",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl");
-    assert!(out.status.success(), "openssl: {out:?}");
+    let (cert, key) = warden_testkit::harness_cert(&d, "patroni");
     for f in [&cert, &key] {
         dir.run_as.chown(f);
     }
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
     Certs { cert, key }
 }
 

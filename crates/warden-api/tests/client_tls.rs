@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -17,34 +17,6 @@ use warden_api::{monotonic_ms, serve_with, ApiOptions, StatusHandle, TlsOptions,
 use warden_http::{ClientTls, HttpError, Response, RestClient, RestSettings};
 
 const T: Duration = Duration::from_secs(10);
-
-fn openssl_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let crt = dir.join(format!("{name}.crt"));
-    let key = dir.join(format!("{name}.key"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-nodes",
-            "-new",
-            "-x509",
-            "-subj",
-            "/CN=batman.patroni",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("the openssl binary is needed for this test");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (crt, key)
-}
 
 struct Running {
     port: u16,
@@ -113,8 +85,8 @@ async fn call(c: &RestClient, port: u16, method: &str, path: &str) -> Result<Res
 #[tokio::test]
 async fn harness_certificate_with_verify_client_required() {
     let dir = tempfile::tempdir().unwrap();
-    let (crt, key) = openssl_cert(dir.path(), "patroni");
-    let (other, other_key) = openssl_cert(dir.path(), "other");
+    let (crt, key) = warden_testkit::harness_cert(dir.path(), "patroni");
+    let (other, other_key) = warden_testkit::harness_cert(dir.path(), "other");
     let srv = start(&crt, &key, VerifyClient::Required).await;
     let me = Some((crt.as_path(), key.as_path()));
 
@@ -167,7 +139,7 @@ async fn harness_certificate_with_verify_client_required() {
 #[tokio::test]
 async fn harness_certificate_with_verify_client_optional() {
     let dir = tempfile::tempdir().unwrap();
-    let (crt, key) = openssl_cert(dir.path(), "patroni");
+    let (crt, key) = warden_testkit::harness_cert(dir.path(), "patroni");
     let srv = start(&crt, &key, VerifyClient::Optional).await;
     let me = Some((crt.as_path(), key.as_path()));
 

@@ -163,30 +163,7 @@ async fn failures_are_errors() {
 /// self-signed certificate (OpenSSL 3: `CA:TRUE`) used as server certificate, client
 /// certificate and CA file.
 fn harness_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let crt = dir.join(format!("{name}.crt"));
-    let key = dir.join(format!("{name}.key"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-nodes",
-            "-new",
-            "-x509",
-            "-subj",
-            "/CN=batman.patroni",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("the openssl binary is needed for this test");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (crt, key) = warden_testkit::harness_cert(dir, name);
     let text = std::fs::read_to_string(&crt).unwrap();
     let der = CertificateDer::from_pem_slice(text.as_bytes()).unwrap();
     // The case this is about: a CA certificate used as an end entity.

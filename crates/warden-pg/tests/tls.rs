@@ -38,28 +38,10 @@ struct Certs {
 /// subjectAltName=IP:127.0.0.1` into `dir`, owned by the PostgreSQL user, key mode 0600.
 fn make_cert(dir: &PgTestDir, sub: &str) -> Certs {
     let d = dir.dir.subdir(sub, true);
-    let cert = d.join("cert.pem");
-    let key = d.join("key.pem");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-nodes",
-            "-new",
-            "-x509",
-            "-subj",
-            "/CN=batman.patroni",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl");
-    assert!(out.status.success(), "openssl: {out:?}");
+    let (cert, key) = warden_testkit::harness_cert(&d, "cert");
     for f in [&cert, &key] {
         dir.dir.run_as.chown(f);
     }
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     // The point of the exercise: webpki alone would refuse this as a server certificate.
     let text = Command::new("openssl")
         .args(["x509", "-noout", "-text", "-in"])

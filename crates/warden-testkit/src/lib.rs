@@ -16,6 +16,38 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The certificate Patroni's acceptance harness makes, the way it makes it: `openssl req
+/// -nodes -new -x509 -subj /CN=batman.patroni -addext subjectAltName=IP:127.0.0.1`. One
+/// self-signed certificate (OpenSSL 3 marks it `CA:TRUE`) serves as server certificate,
+/// client certificate and CA file at once. Writes `<dir>/<name>.crt` and
+/// `<dir>/<name>.key` (mode 0600) and returns their paths; panics without `openssl`.
+pub fn harness_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let crt = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-nodes",
+            "-new",
+            "-x509",
+            "-subj",
+            "/CN=batman.patroni",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("the openssl binary is needed for this test");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod the key");
+    (crt, key)
+}
+
 /// PostgreSQL 15 binaries on this machine kind (Debian 12).
 pub const PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 
