@@ -20,22 +20,6 @@ async fn healthy_cluster(c: &mut TestCluster) -> usize {
     leader
 }
 
-/// Waits until `name` holds the lock and is writable.
-async fn wait_leader_is(c: &TestCluster, name: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if c.leader().as_deref() == Some(name) && is_writable(c, c.index_of(name)).await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} did not become the leader within {timeout:?}\n{}",
-            c.logs_tail(25)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// `wardenctl switchover --scheduled <now + secs>` from `leader` to `cand`; returns the
 /// scheduled instant (whole seconds: that is what is sent).
 fn schedule_switchover(

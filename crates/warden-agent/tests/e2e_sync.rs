@@ -122,35 +122,6 @@ async fn wait_api_code(c: &TestCluster, i: usize, path: &str, code: u16, timeout
     }
 }
 
-/// `PATCH path` with a JSON body on node i: (status code, body).
-async fn api_patch(c: &TestCluster, i: usize, path: &str, body: &Value) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = format!("127.0.0.1:{}", c.nodes[i].api_port);
-    let body = body.to_string();
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
-        let req = format!(
-            "PATCH {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let code = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Some((code, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .ok()
-        .flatten()
-}
-
 /// Starts all nodes and waits for a writable leader, streaming replicas and a `sync`
 /// key naming the leader and one standby. Returns (leader, key).
 async fn healthy_sync_cluster(c: &mut TestCluster) -> (usize, SyncKey) {
@@ -340,13 +311,8 @@ async fn sync_key_and_standby_names_follow_the_cluster() {
     wait_api_code(&c, other, "/sync", 200, Duration::from_secs(10)).await;
 
     // Synchronous mode off: the key goes, PostgreSQL stops waiting.
-    let r = api_patch(
-        &c,
-        l,
-        "/config",
-        &serde_json::json!({"synchronous_mode": false}),
-    )
-    .await;
+    let body = serde_json::json!({"synchronous_mode": false}).to_string();
+    let r = api_request(&c, l, "PATCH", "/config", Some(&body)).await;
     assert!(
         r.as_ref().is_some_and(|(code, _)| *code == 200),
         "PATCH: {r:?}"

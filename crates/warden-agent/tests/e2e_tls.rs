@@ -295,22 +295,6 @@ async fn wait_tls_streaming(c: &TestCluster, leader: usize) {
     }
 }
 
-/// Waits until `name` holds the lock and is writable.
-async fn wait_leader_is(c: &TestCluster, name: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if c.leader().as_deref() == Some(name) && is_writable(c, c.index_of(name)).await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} did not become the leader within {timeout:?}\n{}",
-            c.logs_tail(25)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn log_text(c: &TestCluster, i: usize) -> String {
     std::fs::read_to_string(&c.nodes[i].log).unwrap_or_default()
 }

@@ -211,15 +211,28 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
-/// GET `path` from node i's REST API: (status code, body).
-pub async fn api_get(c: &TestCluster, i: usize, path: &str) -> Option<(u16, String)> {
+/// `METHOD path` (with a JSON body, if any) on node i's REST API over plain HTTP/1.0:
+/// (status code, body); None when it does not answer within 5 s.
+pub async fn api_request(
+    c: &TestCluster,
+    i: usize,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = format!("127.0.0.1:{}", c.nodes[i].api_port);
+    let req = match body {
+        Some(b) => format!(
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{b}",
+            b.len()
+        ),
+        None => format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"),
+    };
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
+        s.write_all(req.as_bytes()).await.ok()?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf).to_string();
@@ -230,10 +243,31 @@ pub async fn api_get(c: &TestCluster, i: usize, path: &str) -> Option<(u16, Stri
             .unwrap_or_default();
         Some((code, body))
     };
-    tokio::time::timeout(Duration::from_secs(3), fut)
+    tokio::time::timeout(Duration::from_secs(5), fut)
         .await
         .ok()
         .flatten()
+}
+
+/// `GET path` on node i's REST API: (status code, body).
+pub async fn api_get(c: &TestCluster, i: usize, path: &str) -> Option<(u16, String)> {
+    api_request(c, i, "GET", path, None).await
+}
+
+/// Waits until `name` holds the lock and is writable.
+pub async fn wait_leader_is(c: &TestCluster, name: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if c.leader().as_deref() == Some(name) && is_writable(c, c.index_of(name)).await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not become the leader within {timeout:?}\n{}",
+            c.logs_tail(25)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Runs `wardenctl -c <node 0's config> ARGS`: (exit code, stdout, stderr).
