@@ -86,21 +86,11 @@ async fn wait_sync_key(
     }
 }
 
-/// A standby name as `synchronous_standby_names` spells it: bare when it is a plain
-/// identifier, else double-quoted.
+/// A member name as `synchronous_standby_names` spells it: the test's names (`pg-N`)
+/// contain a hyphen, so PostgreSQL needs them double-quoted.
 fn quoted(name: &str) -> String {
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{name}\"")
-    }
+    assert!(name.contains('-'), "test member names are pg-N");
+    format!("\"{name}\"")
 }
 
 /// Waits until GET `path` on node i answers `code`.

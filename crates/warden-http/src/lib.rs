@@ -8,7 +8,6 @@
 //! `restapi.authentication`, and a `Patroni/<version> …` User-Agent. `https://` URLs
 //! use rustls with Patroni's certificate rules (see [`tls`]).
 
-mod der;
 pub mod tls;
 mod wire;
 

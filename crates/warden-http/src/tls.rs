@@ -19,7 +19,6 @@
 //! the handshake signature is always verified with the provider's algorithms, so the
 //! peer must hold its private key.
 
-use crate::der;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
@@ -198,9 +197,15 @@ fn is_trusted_anchor(
     if !anchors.iter().any(|a| a.as_ref() == cert.as_ref()) {
         return false;
     }
-    let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    der::validity(cert.as_ref())
-        .is_some_and(|(not_before, not_after)| not_before <= now && now <= not_after)
+    use x509_cert::der::Decode;
+    // webpki never looks at a certificate trusted by identity, so its dates are read here.
+    let Ok(c) = x509_cert::Certificate::from_der(cert.as_ref()) else {
+        return false;
+    };
+    let v = &c.tbs_certificate.validity;
+    let now = now.as_secs();
+    v.not_before.to_unix_duration().as_secs() <= now
+        && now <= v.not_after.to_unix_duration().as_secs()
 }
 
 /// What a client checks about the server (see the module documentation).
