@@ -1133,15 +1133,7 @@ impl<D: Dcs> Node<D> {
                 Ok(())
             }
             Action::WriteSync { write, message } => {
-                let mut standbys = write.standbys.clone();
-                standbys.sort_by_key(|n| n.to_ascii_lowercase());
-                // Patroni's layout: leader, quorum, sync_standby (null when empty).
-                let value = serde_json::json!({
-                    "leader": write.leader,
-                    "quorum": write.quorum,
-                    "sync_standby": (!standbys.is_empty()).then(|| standbys.join(",")),
-                });
-                if !self.dcs.set_sync(&value.to_string(), write.version).await? {
+                if !self.dcs.set_sync(&write.to_json(), write.version).await? {
                     return Err(anyhow!(
                         "Synchronous replication key updated by someone else"
                     ));

@@ -203,6 +203,21 @@ pub struct SyncKeyWrite {
     pub version: Option<i64>,
 }
 
+impl SyncKeyWrite {
+    /// The key's value as Patroni writes it: `leader`, `quorum`, `sync_standby` (names
+    /// sorted and joined by `,`, or null), in that order.
+    pub fn to_json(&self) -> String {
+        let mut standbys = self.standbys.clone();
+        standbys.sort_by_key(|n| n.to_ascii_lowercase());
+        serde_json::json!({
+            "leader": self.leader,
+            "quorum": self.quorum,
+            "sync_standby": (!standbys.is_empty()).then(|| standbys.join(",")),
+        })
+        .to_string()
+    }
+}
+
 /// The next synchronous-replication step for a primary holding the lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SyncStep {

@@ -308,3 +308,25 @@ fn only_the_sync_set_may_promote() {
     assert!(w.standbys.is_empty());
     assert_eq!(names, "");
 }
+
+#[test]
+fn sync_key_is_written_as_patroni_writes_it() {
+    let w = SyncKeyWrite {
+        leader: "pg1".into(),
+        standbys: vec!["pg3".into(), "pg2".into()],
+        quorum: 0,
+        version: None,
+    };
+    assert_eq!(
+        w.to_json(),
+        r#"{"leader":"pg1","quorum":0,"sync_standby":"pg2,pg3"}"#
+    );
+    let none = SyncKeyWrite {
+        standbys: vec![],
+        ..w
+    };
+    assert_eq!(
+        none.to_json(),
+        r#"{"leader":"pg1","quorum":0,"sync_standby":null}"#
+    );
+}
