@@ -267,6 +267,7 @@ async fn run(
         env,
         rest,
     };
+    let data_dir = cfg.postgresql.data_dir.clone();
     let mut node = node::Node::new(cfg, dynamic, io)?;
     match node.run(stop_rx).await {
         node::Exit::Shutdown => {
@@ -274,7 +275,10 @@ async fn run(
             node.shutdown().await;
             Ok(0)
         }
-        node::Exit::Fatal => Ok(1),
+        node::Exit::Fatal => {
+            supervisor::stop_external_guard_if_idle(&data_dir);
+            Ok(1)
+        }
     }
 }
 

@@ -190,6 +190,37 @@ pub fn spawn_external_guard(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stops the external guard of `data_dir` when no postmaster runs from it (nothing left
+/// to fence), and waits up to a second for it to go: an agent that exits after a failed
+/// bootstrap leaves no process behind. With a postmaster still running the guard stays,
+/// because it is what stops that primary if nobody renews the leader lock.
+pub fn stop_external_guard_if_idle(data_dir: &Path) {
+    if data_dir.join("postmaster.pid").exists() {
+        return;
+    }
+    let (state, pid_file) = fence_files(data_dir);
+    let pid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    let Some(pid) = pid else { return };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !String::from_utf8_lossy(&cmdline).contains("--fence-guard") {
+        return;
+    }
+    let target = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
+    for _ in 0..100 {
+        // A zombie still answers kill(0); /proc/PID/cmdline is empty once it has exited.
+        let gone = std::fs::read(format!("/proc/{pid}/cmdline")).map_or(true, |c| c.is_empty());
+        if gone {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&state);
+}
+
 /// The external guard's main loop (`warden --fence-guard DATA_DIR --parent-pid PID`):
 /// every 100 ms, read the deadline; past it, stop the postmaster of `data_dir`
 /// (immediate shutdown) and clear the deadline. Exits when the agent is gone and nothing
