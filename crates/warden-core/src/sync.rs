@@ -13,6 +13,8 @@
 
 use crate::cluster::{truthy, Cluster, SyncState};
 
+pub mod quorum;
+
 /// Placeholder standby name that makes commits wait when no real standby is available
 /// (`synchronous_mode_strict`).
 pub const STRICT_PLACEHOLDER: &str = "__patroni_strict_sync_replica_placeholder__";
