@@ -74,6 +74,15 @@ pub struct Node<D: Dcs> {
     dcs_last_seen: u64,
     last_decision: String,
     next_cycle_due_ms: u64,
+    /// The decision asked to look again within a second (`RecheckSoon`).
+    recheck_soon: bool,
+    /// The `sync` key's mod_revision after this cycle's last write (chained writes
+    /// compare against it).
+    sync_written_version: Option<i64>,
+    /// Warnings logged last cycle: a condition that persists is logged once, not every
+    /// cycle (Patroni logs the strict-mode warning once, too).
+    warned: Vec<String>,
+    warned_now: Vec<String>,
     commands: mpsc::Receiver<Command>,
     /// Where the local config came from and the PATRONI_* values captured at start, for
     /// reloads (the environment itself is not re-read, as in Patroni).
@@ -161,6 +170,10 @@ impl<D: Dcs> Node<D> {
             dcs_last_seen: 0,
             last_decision: String::new(),
             next_cycle_due_ms: 0,
+            recheck_soon: false,
+            sync_written_version: None,
+            warned: Vec::new(),
+            warned_now: Vec::new(),
             commands: io.commands,
             config_path: io.config_path,
             env: io.env,
@@ -202,7 +215,10 @@ impl<D: Dcs> Node<D> {
             self.last_cycle_ms = monotonic_ms().saturating_sub(started);
             let leader = self.i_am_leader();
             // Non-leaders sleep half a second longer so the leader runs first (§5).
-            let sleep_ms = self.dynamic.loop_wait * 1000 + if leader { 0 } else { 500 };
+            let mut sleep_ms = self.dynamic.loop_wait * 1000 + if leader { 0 } else { 500 };
+            if std::mem::take(&mut self.recheck_soon) {
+                sleep_ms = sleep_ms.min(1000);
+            }
             let due = started + sleep_ms;
             self.next_cycle_due_ms = due;
             self.publish();
@@ -304,6 +320,7 @@ impl<D: Dcs> Node<D> {
         self.last_decision = decision.reason.clone();
 
         let cluster_ref = cluster.clone().unwrap_or_default();
+        self.sync_written_version = None;
         for action in decision.actions {
             if let Action::Exit { message } = &action {
                 crate::logging::critical(message);
@@ -320,6 +337,8 @@ impl<D: Dcs> Node<D> {
                 break;
             }
         }
+
+        self.warned = std::mem::take(&mut self.warned_now);
 
         // M5: a scheduled restart whose time has come (locked cluster, not paused).
         if !ha_settings.paused && cluster.as_ref().is_some_and(|c| !c.is_unlocked()) {
@@ -1133,12 +1152,22 @@ impl<D: Dcs> Node<D> {
                 Ok(())
             }
             Action::WriteSync { write, message } => {
-                if !self.dcs.set_sync(&write.to_json(), write.version).await? {
+                let version = if write.chained {
+                    self.sync_written_version.or(write.version)
+                } else {
+                    write.version
+                };
+                let Some(written) = self.dcs.set_sync(&write.to_json(), version).await? else {
                     return Err(anyhow!(
                         "Synchronous replication key updated by someone else"
                     ));
-                }
+                };
+                self.sync_written_version = Some(written);
                 info!("{message}");
+                Ok(())
+            }
+            Action::RecheckSoon => {
+                self.recheck_soon = true;
                 Ok(())
             }
             Action::DeleteSync { version } => {
@@ -1188,7 +1217,10 @@ impl<D: Dcs> Node<D> {
                 Ok(())
             }
             Action::Warn { message } => {
-                warn!("{message}");
+                if !self.warned.contains(&message) {
+                    warn!("{message}");
+                }
+                self.warned_now.push(message);
                 Ok(())
             }
             Action::AbandonLeader => {

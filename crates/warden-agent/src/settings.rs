@@ -134,12 +134,7 @@ pub fn ha_settings(cfg: &Config, dynamic: &DynamicConfig, can_rewind: bool) -> H
         nostream: cfg.tags.nostream,
         primary_start_timeout: dynamic.primary_start_timeout,
         sync: warden_core::sync::SyncSettings {
-            // Quorum commit is managed as classic synchronous mode until it is built
-            // (a warning says so when the config is read).
-            mode: match warden_core::sync::SyncMode::parse(&dynamic.synchronous_mode) {
-                warden_core::sync::SyncMode::Quorum => warden_core::sync::SyncMode::On,
-                m => m,
-            },
+            mode: warden_core::sync::SyncMode::parse(&dynamic.synchronous_mode),
             strict: dynamic.synchronous_mode_strict,
             node_count: usize::try_from(dynamic.synchronous_node_count.max(1)).unwrap_or(1),
             maximum_lag_on_syncnode: dynamic.maximum_lag_on_syncnode,

@@ -282,12 +282,6 @@ impl DynamicConfig {
             },
         };
         // Patroni features Warden does not have yet: say so rather than ignore them.
-        if d.synchronous_mode == "quorum" {
-            w.push(
-                "synchronous_mode=quorum is not implemented by Warden yet: it is managed as synchronous_mode=on (priority syntax, the same zero-loss guarantee, promotion only from the sync key)"
-                    .to_string(),
-            );
-        }
         if d.failsafe_mode {
             w.push("failsafe_mode is not implemented by Warden: a primary that loses etcd stops taking writes before its lock can expire".to_string());
         }

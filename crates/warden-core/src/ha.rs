@@ -379,6 +379,9 @@ pub enum Action {
         /// logged
         message: String,
     },
+    /// Run the next cycle within a second instead of after `loop_wait` (standbys just
+    /// added to `synchronous_standby_names` have to confirm before the key names them).
+    RecheckSoon,
     /// Log a warning (a condition the operator must see, not an effect).
     Warn {
         /// the text
@@ -904,7 +907,7 @@ fn healthiest(i: &HaInput<'_>, cluster: &Cluster) -> Result<Result<(), String>, 
     // C1.6: a pending switchover/failover request decides who races (C3); a switchover
     // in synchronous mode only to a synchronous standby.
     if let Some(req) = &cluster.failover {
-        if req.leader.is_some() && !crate::sync::may_promote(i.me, cluster, &s.sync) {
+        if req.leader.is_some() && !crate::sync::switchover_allowed(i.me, cluster, &s.sync) {
             return Ok(Err("I am not a synchronous standby".into()));
         }
         return manual_failover_candidate(i, cluster, req);
@@ -981,35 +984,72 @@ fn compare_with_others(
     let mine = i.pg.wal_position;
     // C1.9: in synchronous mode only the sync set competes; an asynchronous replica may
     // hold more (unacknowledged) WAL, and the former sync leader is not a rival.
-    let sync_set = (s.sync.mode == crate::sync::SyncMode::On)
+    let sync_set = (s.sync.mode != crate::sync::SyncMode::Off)
         .then_some(cluster.sync.as_ref())
         .flatten();
+    // Quorum commit: every acknowledged commit is on at least one of any `quorum + 1`
+    // members of the sync set, so I need that many of them (me included) not ahead of me.
+    let voting = sync_set.filter(|_| s.sync.mode == crate::sync::SyncMode::Quorum);
+    let mut votes: i64 = if voting.is_some_and(|v| v.matches(i.me)) {
+        0
+    } else {
+        -1
+    };
+    let mut nodes_ahead = 0;
     for p in probes(i, cluster)? {
         if p.name == i.me || Some(p.name.as_str()) == exclude || !counts(p) {
             continue;
         }
+        let mut is_old_leader = false;
         if let Some(sync) = sync_set {
-            let is_old_leader = sync
+            if !sync.matches(&p.name) {
+                continue;
+            }
+            is_old_leader = sync
                 .leader
                 .as_deref()
                 .is_some_and(|l| l.eq_ignore_ascii_case(&p.name));
-            if !sync.matches(&p.name) || (is_old_leader && !p.is_primary) {
-                continue;
-            }
         }
         if p.is_primary {
             return Ok(Err(format!("Primary ({}) is still alive", p.name)));
         }
         if p.wal_position > mine {
+            nodes_ahead += 1;
+            if is_old_leader {
+                // It may hold commits nobody acknowledged; it is not a rival.
+                continue;
+            }
             return Ok(Err(format!(
                 "Wal position of {} is ahead of my wal position",
                 p.name
             )));
         }
-        if p.wal_position == mine && mine > 0 && p.failover_priority > s.failover_priority {
+        if p.wal_position == 0 {
+            continue;
+        }
+        let vote = voting.is_some_and(|v| v.matches(&p.name));
+        if p.wal_position == mine
+            && p.failover_priority > s.failover_priority
+            && !is_old_leader
+            && (voting.is_none() || vote)
+        {
             return Ok(Err(format!(
                 "{} has equally tolerable WAL position and priority {}, while this node has priority {}",
                 p.name, p.failover_priority, s.failover_priority
+            )));
+        }
+        if vote {
+            votes += 1;
+        }
+    }
+    if let Some(v) = voting {
+        let former_leader_alone =
+            nodes_ahead == 0 && v.leader.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(i.me));
+        if votes < i64::from(v.quorum) && !former_leader_alone {
+            return Ok(Err(format!(
+                "quorum {} not reached: {} vote(s) from the synchronous set",
+                v.quorum,
+                votes.max(0)
             )));
         }
     }
@@ -1104,7 +1144,8 @@ fn leader_handles_request(i: &HaInput<'_>, cluster: &Cluster) -> Option<Step> {
         .filter(|m| req.member.as_deref().is_none_or(|c| c == m.name))
         // A switchover in synchronous mode goes to a synchronous standby only.
         .filter(|m| {
-            req.leader.is_none() || crate::sync::may_promote(&m.name, cluster, &i.settings.sync)
+            req.leader.is_none()
+                || crate::sync::switchover_allowed(&m.name, cluster, &i.settings.sync)
         })
         .map(|m| m.name.as_str())
         .collect();
@@ -1113,12 +1154,28 @@ fn leader_handles_request(i: &HaInput<'_>, cluster: &Cluster) -> Option<Step> {
         Err(step) => return Some(step),
     };
     let max_lag = i.settings.maximum_lag_on_failover;
-    let good = peers.iter().any(|p| {
-        candidates.contains(&p.name.as_str())
-            && counts(p)
-            && i.pg.wal_position.saturating_sub(p.wal_position) <= max_lag
-    });
-    if !good {
+    let healthy = peers
+        .iter()
+        .filter(|p| {
+            candidates.contains(&p.name.as_str())
+                && counts(p)
+                && i.pg.wal_position.saturating_sub(p.wal_position) <= max_lag
+        })
+        .count();
+    // Quorum commit without a named candidate: enough healthy voters must remain for
+    // the race to reach the quorum.
+    let quorum = cluster
+        .sync
+        .as_ref()
+        .filter(|_| i.settings.sync.mode == crate::sync::SyncMode::Quorum && req.member.is_none())
+        .map_or(0, |s| s.quorum as usize);
+    if healthy > 0 && healthy - 1 < quorum {
+        return Some(act(
+            vec![keep, clear],
+            format!("{what}: Quorum requirement {quorum} can not be reached"),
+        ));
+    }
+    if healthy == 0 {
         return Some(act(
             vec![keep, clear],
             format!("{what}: no healthy members found, {what} is not possible"),
@@ -1168,9 +1225,7 @@ fn primary_sync_actions(i: &HaInput<'_>, cluster: &Cluster) -> Vec<Action> {
     });
     let mut out = Vec::new();
     if let Some(w) = warning {
-        out.push(Action::Warn {
-            message: w.to_string(),
-        });
+        out.push(Action::Warn { message: w });
     }
     for step in step {
         out.push(match step {
@@ -1179,6 +1234,7 @@ fn primary_sync_actions(i: &HaInput<'_>, cluster: &Cluster) -> Vec<Action> {
             crate::sync::SyncStep::SetNames(value, message) => {
                 Action::SetStandbyNames { value, message }
             }
+            crate::sync::SyncStep::Recheck => Action::RecheckSoon,
         });
     }
     out
@@ -1187,19 +1243,21 @@ fn primary_sync_actions(i: &HaInput<'_>, cluster: &Cluster) -> Vec<Action> {
 /// Y5: before promoting in synchronous mode, claim the `sync` key (a failed compare
 /// stops the promotion) and start with the standby names it implies.
 fn pre_promote_actions(i: &HaInput<'_>, cluster: &Cluster) -> Vec<Action> {
-    match crate::sync::pre_promote(i.me, cluster, &i.settings.sync) {
-        Some((write, names)) => vec![
-            Action::WriteSync {
-                write,
-                message: "Synchronous replication key claimed before promote".into(),
-            },
-            Action::SetStandbyNames {
-                value: Some(names),
-                message: "Standby names set before promote".into(),
-            },
-        ],
-        None => vec![],
+    let Some(pre) = crate::sync::pre_promote(i.me, cluster, &i.settings.sync) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    if let Some(write) = pre.write {
+        out.push(Action::WriteSync {
+            write,
+            message: "Synchronous replication key claimed before promote".into(),
+        });
     }
+    out.push(Action::SetStandbyNames {
+        value: Some(pre.names),
+        message: "Standby names set before promote".into(),
+    });
+    out
 }
 
 /// H1/H2: I hold the lock.

@@ -126,6 +126,16 @@ impl StandbyNames {
         }
     }
 
+    /// The value as Patroni writes it (`ANY N (…)` for the quorum syntax), for
+    /// comparing with the value wanted.
+    pub fn render(&self) -> String {
+        if self.quorum {
+            format_quorum_standby_names(&self.names, self.num)
+        } else {
+            format_standby_names(&self.names, self.num)
+        }
+    }
+
     /// Does it list `name` (case-insensitively)?
     pub fn contains(&self, name: &str) -> bool {
         self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
@@ -192,6 +202,23 @@ pub fn format_standby_names(names: &[String], num: usize) -> String {
     format!("{} ({})", num.max(1), list.join(","))
 }
 
+/// Renders `synchronous_standby_names` for quorum commit: `ANY num (a,b)` with the
+/// names sorted and quoted, even for one name; no names with `num ≥ 1` → `ANY num` of the
+/// strict placeholder; no names and `num = 0` → empty.
+pub fn format_quorum_standby_names(names: &[String], num: usize) -> String {
+    let mut sorted: Vec<String> = names.to_vec();
+    sorted.sort_by_key(|n| n.to_ascii_lowercase());
+    if sorted.is_empty() {
+        return if num >= 1 {
+            format!("ANY {num} ({STRICT_PLACEHOLDER})")
+        } else {
+            String::new()
+        };
+    }
+    let list: Vec<String> = sorted.iter().map(|n| quote_name(n)).collect();
+    format!("ANY {num} ({})", list.join(","))
+}
+
 /// A `sync` key value to write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncKeyWrite {
@@ -203,6 +230,9 @@ pub struct SyncKeyWrite {
     pub quorum: u32,
     /// Compare-and-set on this version (`None`: the key did not exist).
     pub version: Option<i64>,
+    /// Compare against the version the previous `sync` write of this cycle produced
+    /// instead (a plan of several writes, each a compare-and-set on the one before).
+    pub chained: bool,
 }
 
 impl SyncKeyWrite {
@@ -230,6 +260,9 @@ pub enum SyncStep {
     /// Set `synchronous_standby_names` (None: give it back to the configuration); the
     /// message is logged.
     SetNames(Option<String>, String),
+    /// Look again shortly (standbys just listed have to confirm) instead of after a
+    /// whole loop.
+    Recheck,
 }
 
 /// What the primary's sync decision needs.
@@ -385,8 +418,12 @@ fn subset(a: &[String], b: &[String]) -> bool {
 /// Y4/Y6/Y10: the next steps for a primary holding the lock (in order; a failed key
 /// write stops the rest), with a warning to log when strict mode has nobody to wait for.
 /// Empty: nothing to change.
-pub fn primary_step(i: &PrimarySync<'_>) -> (Vec<SyncStep>, Option<&'static str>) {
+pub fn primary_step(i: &PrimarySync<'_>) -> (Vec<SyncStep>, Option<String>) {
+    if i.settings.mode == SyncMode::Quorum {
+        return quorum_steps(i);
+    }
     let (first, warning) = primary_first_step(i);
+    let warning = warning.map(str::to_string);
     let mut steps: Vec<SyncStep> = first.into_iter().collect();
     // Shrinking the key is followed at once by the standby names (same cycle, after the
     // key: the removed standby no longer holds up commits for a whole loop).
@@ -445,6 +482,7 @@ fn primary_first_step(i: &PrimarySync<'_>) -> (Option<SyncStep>, Option<&'static
                     standbys: vec![],
                     quorum: 0,
                     version: i.cluster.sync.as_ref().map(|s| s.version),
+                    chained: false,
                 },
                 "Enabled synchronous replication".into(),
             )),
@@ -476,6 +514,7 @@ fn primary_first_step(i: &PrimarySync<'_>) -> (Option<SyncStep>, Option<&'static
                 standbys,
                 quorum: 0,
                 version: Some(sync.version),
+                chained: false,
             },
             msg,
         ))
@@ -483,7 +522,8 @@ fn primary_first_step(i: &PrimarySync<'_>) -> (Option<SyncStep>, Option<&'static
     // Y6: strict mode with fewer standbys than it needs keeps waiting for the ones in
     // the key (or for anyone, through the placeholder).
     let min_sync = usize::from(i.settings.strict);
-    let current = format_standby_names(&i.current.names, i.current.num);
+    // Rendered with its own syntax: an `ANY` value left by quorum mode is rewritten.
+    let current = i.current.render();
     if active.len() < min_sync {
         let want = format_standby_names(&voters, voters.len().max(min_sync));
         if want == current && i.names_are_mine {
@@ -549,18 +589,199 @@ fn primary_first_step(i: &PrimarySync<'_>) -> (Option<SyncStep>, Option<&'static
     (None, None)
 }
 
-/// Y5: the `sync` key a replica writes right before it promotes in `synchronous_mode:
-/// on`, and the standby names it starts with. Strict: the old synchronous set, its leader
-/// included (minus me), so commits keep waiting for nodes that may hold acknowledged
-/// ones; else nobody.
-pub fn pre_promote(
-    me: &str,
-    cluster: &Cluster,
-    settings: &SyncSettings,
-) -> Option<(SyncKeyWrite, String)> {
-    if settings.mode != SyncMode::On {
-        return None;
+/// Quorum commit on a primary holding the lock (Patroni's
+/// `_process_quorum_replication`): the `sync` key must name a leader; strict mode with
+/// nobody streaming keeps waiting for the voters; otherwise [`quorum::resolve`] plans
+/// the changes, applied in order, each key write a compare-and-set on the one before.
+fn quorum_steps(i: &PrimarySync<'_>) -> (Vec<SyncStep>, Option<String>) {
+    let mut steps = Vec::new();
+    let read_version = i.cluster.sync.as_ref().map(|s| s.version);
+    let mut chained = false;
+    let (leader, quorum, voters) = match i.cluster.sync.as_ref() {
+        Some(s) => (
+            s.leader.clone().unwrap_or_else(|| i.me.to_string()),
+            s.quorum,
+            s.sync_standby.clone(),
+        ),
+        None => {
+            steps.push(SyncStep::WriteKey(
+                SyncKeyWrite {
+                    leader: i.me.to_string(),
+                    standbys: vec![],
+                    quorum: 0,
+                    version: read_version,
+                    chained: false,
+                },
+                "Enabled synchronous replication".into(),
+            ));
+            chained = true;
+            (i.me.to_string(), 0, vec![])
+        }
+    };
+    let node_count = i.settings.node_count.max(1);
+    // nofailover standbys only while too few others stream: a quorum of nodes that may
+    // not promote would only reduce availability.
+    let mut active: Vec<Candidate> = Vec::new();
+    for c in eligible(i) {
+        if !c.nofailover || active.len() < node_count {
+            active.push(c);
+        }
     }
+    let changed_at = i.names_changed_at_lsn.unwrap_or(0);
+    let confirmed = active
+        .iter()
+        .filter(|c| c.sync_state == "quorum" && i.current.contains(&c.name) && c.lsn >= changed_at)
+        .count();
+    let active: Vec<String> = active.into_iter().map(|c| c.name).collect();
+    let mut current = i.current.clone();
+    if current.names.iter().any(|n| n == "*") {
+        current.names = vec![STRICT_PLACEHOLDER.to_string()];
+    }
+    if leader.eq_ignore_ascii_case(i.me) {
+        let min_sync = usize::from(i.settings.strict);
+        if active.len() < min_sync {
+            let numsync = min_sync.max(voters.len().saturating_sub(quorum as usize));
+            let want = format_quorum_standby_names(&voters, numsync);
+            let mut kept = String::new();
+            if want != current.render() || !i.names_are_mine {
+                steps.push(SyncStep::SetNames(
+                    Some(want.clone()),
+                    format!("Assigning synchronous_standby_names to {want}"),
+                ));
+            } else if !voters.is_empty() {
+                kept = format!("Continue using old value of synchronous_standby_names=\"{want}\". ");
+            }
+            return (
+                steps,
+                Some(format!(
+                    "No active replication connections from Patroni members and synchronous_mode_strict is requested. {kept}Commits will be delayed."
+                )),
+            );
+        }
+        if min_sync == 0
+            && active.is_empty()
+            && voters.is_empty()
+            && !(current.names.is_empty() && current.num == 0)
+        {
+            steps.push(SyncStep::SetNames(
+                Some(String::new()),
+                "Assigning synchronous_standby_names to ''".into(),
+            ));
+            current = StandbyNames::default();
+        }
+    }
+    let plan = quorum::resolve(&quorum::QuorumInput {
+        leader,
+        quorum,
+        voters,
+        numsync: current.num,
+        sync: current.names.clone(),
+        numsync_confirmed: confirmed,
+        active,
+        sync_wanted: node_count,
+        leader_wanted: i.me.to_string(),
+    });
+    let plan = match plan {
+        Ok(p) => p,
+        // Nothing is changed rather than something unsafe.
+        Err(e) => return (steps, Some(format!("quorum commit: {e}; nothing changed"))),
+    };
+    let planned = !plan.transitions.is_empty();
+    for t in plan.transitions {
+        steps.push(match t {
+            quorum::Transition::Quorum {
+                leader,
+                quorum,
+                voters,
+            } => {
+                let mut sorted = voters.clone();
+                sorted.sort();
+                let message = format!(
+                    "Setting leader to {leader}, quorum to {quorum} of ({})",
+                    sorted.join(", ")
+                );
+                let write = SyncKeyWrite {
+                    leader,
+                    standbys: voters,
+                    quorum,
+                    version: read_version,
+                    chained,
+                };
+                chained = true;
+                SyncStep::WriteKey(write, message)
+            }
+            quorum::Transition::Sync { num, names } => {
+                let want = format_quorum_standby_names(&names, num);
+                SyncStep::SetNames(
+                    Some(want.clone()),
+                    format!("Assigning synchronous_standby_names to {want}"),
+                )
+            }
+            quorum::Transition::Restart => SyncStep::Recheck,
+        });
+    }
+    if !planned && (!current.quorum || !i.names_are_mine) {
+        // FIRST → ANY (e.g. just switched from `on`), and a value PostgreSQL got from
+        // elsewhere becomes ours to manage.
+        let want = format_quorum_standby_names(&current.names, current.num);
+        if want != i.current.render() || !i.names_are_mine {
+            steps.push(SyncStep::SetNames(
+                Some(want.clone()),
+                format!("Assigning synchronous_standby_names to {want}"),
+            ));
+        }
+    }
+    (steps, plan.warning)
+}
+
+/// What a replica does right before it promotes in synchronous mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrePromote {
+    /// The `sync` key to claim first (a failed compare stops the promotion).
+    pub write: Option<SyncKeyWrite>,
+    /// `synchronous_standby_names` to start with.
+    pub names: String,
+}
+
+/// Y5: what a replica does right before it promotes. `synchronous_mode: on`: claim the
+/// `sync` key; strict: keep waiting for the old synchronous set, its leader included
+/// (minus me), so commits keep waiting for nodes that may hold acknowledged ones; else
+/// nobody. Quorum: the key is left to the plan after promotion; PostgreSQL starts
+/// waiting for enough of the old leader and voters that the new commits overlap every
+/// quorum that could elect someone else.
+pub fn pre_promote(me: &str, cluster: &Cluster, settings: &SyncSettings) -> Option<PrePromote> {
+    match settings.mode {
+        SyncMode::Off => None,
+        SyncMode::Quorum => Some(quorum_pre_promote(me, cluster, settings)),
+        SyncMode::On => Some(classic_pre_promote(me, cluster, settings)),
+    }
+}
+
+fn quorum_pre_promote(me: &str, cluster: &Cluster, settings: &SyncSettings) -> PrePromote {
+    let sync = cluster.sync.as_ref();
+    let quorum = sync.map_or(0, |s| i64::from(s.quorum));
+    let mut members: Vec<String> = sync
+        .map(|s| s.leader.iter().chain(s.sync_standby.iter()).cloned().collect())
+        .unwrap_or_default();
+    // -1: the members include the former leader.
+    let mut numsync = members.len() as i64 - quorum - 1;
+    if members.iter().any(|m| m.eq_ignore_ascii_case(me)) {
+        members.retain(|m| !m.eq_ignore_ascii_case(me));
+    } else {
+        // Promoted from outside the voters (manual failover, or it won the votes).
+        numsync += 1;
+    }
+    let numsync = usize::try_from(numsync.max(i64::from(settings.strict))).unwrap_or(0);
+    // `ANY 0 (…)` is not valid in PostgreSQL: nobody to wait for.
+    let names = if numsync == 0 {
+        String::new()
+    } else {
+        format_quorum_standby_names(&members, numsync)
+    };
+    PrePromote { write: None, names }
+}
+
+fn classic_pre_promote(me: &str, cluster: &Cluster, settings: &SyncSettings) -> PrePromote {
     let old: Option<&SyncState> = cluster.sync.as_ref();
     let standbys: Vec<String> = if settings.strict {
         // The old sync set includes its leader: the former primary may hold commits that
@@ -580,15 +801,25 @@ pub fn pre_promote(
     };
     // As the strict rule on a running primary (Y6): wait for all of them.
     let names = format_standby_names(&standbys, standbys.len().max(usize::from(settings.strict)));
-    Some((
-        SyncKeyWrite {
+    PrePromote {
+        write: Some(SyncKeyWrite {
             leader: me.to_string(),
             standbys,
             quorum: 0,
             version: old.map(|s| s.version),
-        },
+            chained: false,
+        }),
         names,
-    ))
+    }
+}
+
+/// Switchover in synchronous mode (`on` or `quorum`, once the `sync` key exists): only
+/// to the key's leader or standbys.
+pub fn switchover_allowed(name: &str, cluster: &Cluster, settings: &SyncSettings) -> bool {
+    if settings.mode == SyncMode::Off {
+        return true;
+    }
+    cluster.sync.as_ref().is_none_or(|s| s.matches(name))
 }
 
 /// C1.9: in active synchronous mode (`on`) only the `sync` key's leader and standbys may

@@ -380,7 +380,8 @@ impl World {
             Action::WriteSync { .. }
             | Action::DeleteSync { .. }
             | Action::SetStandbyNames { .. }
-            | Action::Warn { .. } => {}
+            | Action::Warn { .. }
+            | Action::RecheckSoon => {}
             Action::ReleaseLeader | Action::AbandonLeader => {
                 if !partitioned && matches!(&self.dcs.leader, Some((l, _)) if *l == me) {
                     self.dcs.leader = None;

@@ -547,20 +547,31 @@ impl Inner {
         value: &str,
         version: Option<i64>,
     ) -> Result<bool, DcsError> {
+        self.cas_put_revision(rel, value, version)
+            .await
+            .map(|r| r.is_some())
+    }
+
+    /// As [`Self::cas_put`], returning the key's new mod_revision when written (the
+    /// revision of the transaction that wrote it).
+    async fn cas_put_revision(
+        &self,
+        rel: &str,
+        value: &str,
+        version: Option<i64>,
+    ) -> Result<Option<i64>, DcsError> {
         let deadline = self.deadline();
-        match version {
-            None => self.put(rel, value, None, deadline).await.map(|_| true),
-            Some(v) => {
-                let key = self.key(rel);
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, v)])
-                    .and_then([TxnOp::put(key, value, None)]);
-                Ok(self
-                    .txn("compare-and-set", txn, deadline)
-                    .await?
-                    .succeeded())
-            }
-        }
+        let key = self.key(rel);
+        let txn = match version {
+            None => Txn::new().and_then([TxnOp::put(key, value, None)]),
+            Some(v) => Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, v)])
+                .and_then([TxnOp::put(key, value, None)]),
+        };
+        let resp = self.txn("compare-and-set", txn, deadline).await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map_or(0, |h| h.revision())))
     }
 
     async fn delete(&self, rel: &str, deadline: Instant) -> Result<(), DcsError> {
@@ -764,8 +775,8 @@ impl Dcs for EtcdDcs {
         self.inner.cas_put("failover", json, version).await
     }
 
-    async fn set_sync(&self, json: &str, version: Option<i64>) -> Result<bool, DcsError> {
-        self.inner.cas_put("sync", json, version).await
+    async fn set_sync(&self, json: &str, version: Option<i64>) -> Result<Option<i64>, DcsError> {
+        self.inner.cas_put_revision("sync", json, version).await
     }
 
     async fn delete_sync(&self, version: i64) -> Result<bool, DcsError> {

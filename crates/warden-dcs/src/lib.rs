@@ -166,11 +166,13 @@ pub trait Dcs: Send + Sync {
     ) -> impl Future<Output = Result<bool, DcsError>> + Send;
 
     /// Writes `sync`; with `Some(version)` only if its mod_revision equals `version`.
+    /// Returns the key's new mod_revision (`None`: the compare failed), so that a plan of
+    /// several writes can compare each against the one before.
     fn set_sync(
         &self,
         json: &str,
         version: Option<i64>,
-    ) -> impl Future<Output = Result<bool, DcsError>> + Send;
+    ) -> impl Future<Output = Result<Option<i64>, DcsError>> + Send;
 
     /// Deletes `sync` if its mod_revision equals `version`.
     fn delete_sync(&self, version: i64) -> impl Future<Output = Result<bool, DcsError>> + Send;
@@ -265,7 +267,7 @@ impl Dcs for AnyDcs {
     async fn set_failover(&self, json: &str, version: Option<i64>) -> Result<bool, DcsError> {
         delegate!(self, d => d.set_failover(json, version).await)
     }
-    async fn set_sync(&self, json: &str, version: Option<i64>) -> Result<bool, DcsError> {
+    async fn set_sync(&self, json: &str, version: Option<i64>) -> Result<Option<i64>, DcsError> {
         delegate!(self, d => d.set_sync(json, version).await)
     }
     async fn delete_sync(&self, version: i64) -> Result<bool, DcsError> {

@@ -282,16 +282,26 @@ impl MemoryDcs {
     }
 
     fn cas_put(&self, rel: &str, json: &str, version: Option<i64>) -> Result<bool, DcsError> {
+        self.cas_put_revision(rel, json, version).map(|r| r.is_some())
+    }
+
+    /// As [`Self::cas_put`], returning the new mod_revision when written.
+    fn cas_put_revision(
+        &self,
+        rel: &str,
+        json: &str,
+        version: Option<i64>,
+    ) -> Result<Option<i64>, DcsError> {
         let (mut s, _a) = self.guards()?;
         let key = self.key(rel);
         if let Some(v) = version {
             let current = s.kvs.get(&key).map(|kv| kv.mod_revision).unwrap_or(0);
             if current != v {
-                return Ok(false);
+                return Ok(None);
             }
         }
         self.store.put_locked(&mut s, &key, json, 0);
-        Ok(true)
+        Ok(Some(s.revision))
     }
 
     fn put_if_changed(&self, rel: &str, json: &str) -> Result<(), DcsError> {
@@ -408,8 +418,8 @@ impl Dcs for MemoryDcs {
         self.cas_put("failover", json, version)
     }
 
-    async fn set_sync(&self, json: &str, version: Option<i64>) -> Result<bool, DcsError> {
-        self.cas_put("sync", json, version)
+    async fn set_sync(&self, json: &str, version: Option<i64>) -> Result<Option<i64>, DcsError> {
+        self.cas_put_revision("sync", json, version)
     }
 
     async fn delete_sync(&self, version: i64) -> Result<bool, DcsError> {

@@ -425,7 +425,7 @@ fn cases() -> Vec<Case> {
             .settings(|s| s.sync.mode = crate::sync::SyncMode::On)
             .world(World { acquire: true, probes: vec![peer("pg3", 120)], ..World::default() })
             .expect(vec![
-                Action::WriteSync { write: crate::sync::SyncKeyWrite { leader: "pg2".into(), standbys: vec![], quorum: 0, version: Some(5) }, message: "Synchronous replication key claimed before promote".into() },
+                Action::WriteSync { write: crate::sync::SyncKeyWrite { leader: "pg2".into(), standbys: vec![], quorum: 0, version: Some(5), chained: false }, message: "Synchronous replication key claimed before promote".into() },
                 Action::SetStandbyNames { value: Some(String::new()), message: "Standby names set before promote".into() },
                 Action::Promote, Action::LeaderHousekeeping,
             ], "promoted self to leader by acquiring session lock"),

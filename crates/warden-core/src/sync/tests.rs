@@ -63,7 +63,7 @@ fn step(
     standbys: &[StandbyConn],
     current: &str,
     mine: bool,
-) -> (Option<SyncStep>, Option<&'static str>) {
+) -> (Option<SyncStep>, Option<String>) {
     let (steps, warning) = steps(c, s, standbys, current, mine);
     (steps.into_iter().next(), warning)
 }
@@ -74,7 +74,7 @@ fn steps(
     standbys: &[StandbyConn],
     current: &str,
     mine: bool,
-) -> (Vec<SyncStep>, Option<&'static str>) {
+) -> (Vec<SyncStep>, Option<String>) {
     let names = StandbyNames::parse(current);
     primary_step(&PrimarySync {
         me: "pg1",
@@ -95,6 +95,7 @@ fn write(standbys: &[&str], version: Option<i64>) -> SyncKeyWrite {
         standbys: standbys.iter().map(|s| s.to_string()).collect(),
         quorum: 0,
         version,
+        chained: false,
     }
 }
 
@@ -240,13 +241,13 @@ fn strict_mode_waits_for_the_old_standbys() {
     );
     let (st, w) = step(&c, &on(true, 1), &[], "", true);
     assert!(matches!(st, Some(SyncStep::SetNames(Some(ref v), _)) if v == STRICT_PLACEHOLDER));
-    assert_eq!(w, Some(STRICT_NO_STANDBY_WARNING));
+    assert_eq!(w.as_deref(), Some(STRICT_NO_STANDBY_WARNING));
     let c = cluster(
         Some(r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#),
         &[],
     );
     let (st, w) = step(&c, &on(true, 1), &[], "pg2", true);
-    assert_eq!((st, w), (None, Some(STRICT_NO_STANDBY_WARNING)));
+    assert_eq!((st, w.as_deref()), (None, Some(STRICT_NO_STANDBY_WARNING)));
     // Not strict: nobody to wait for, the names are cleared (after the key dropped pg2).
     let c = cluster(
         Some(r#"{"leader":"pg1","sync_standby":null,"quorum":0}"#),
@@ -286,25 +287,37 @@ fn only_the_sync_set_may_promote() {
     assert!(!may_promote("pg3", &c, &on(false, 1)));
     assert!(may_promote("pg3", &c, &SyncSettings::default()));
     // Pre-promote: strict keeps waiting for the old set minus me; non-strict for nobody.
-    let (w, names) = pre_promote("pg2", &c, &on(true, 1)).unwrap();
+    let (w, names) = {
+        let p = pre_promote("pg2", &c, &on(true, 1)).unwrap();
+        (p.write.unwrap(), p.names)
+    };
     assert_eq!(w.standbys, vec!["pg1".to_string()]);
     assert_eq!(names, "pg1");
     let lone = cluster(
         Some(r#"{"leader":"pg2","sync_standby":null,"quorum":0}"#),
         &[],
     );
-    let (w, names) = pre_promote("pg2", &lone, &on(true, 1)).unwrap();
+    let (w, names) = {
+        let p = pre_promote("pg2", &lone, &on(true, 1)).unwrap();
+        (p.write.unwrap(), p.names)
+    };
     assert!(w.standbys.is_empty());
     assert_eq!(names, STRICT_PLACEHOLDER);
     let c = cluster(
         Some(r#"{"leader":"pg1","sync_standby":"pg2,pg3","quorum":0}"#),
         &[],
     );
-    let (w, names) = pre_promote("pg2", &c, &on(true, 1)).unwrap();
+    let (w, names) = {
+        let p = pre_promote("pg2", &c, &on(true, 1)).unwrap();
+        (p.write.unwrap(), p.names)
+    };
     assert_eq!(w.standbys, vec!["pg1".to_string(), "pg3".to_string()]);
     assert_eq!(w.version, Some(7));
     assert_eq!(names, "2 (pg1,pg3)");
-    let (w, names) = pre_promote("pg2", &c, &on(false, 1)).unwrap();
+    let (w, names) = {
+        let p = pre_promote("pg2", &c, &on(false, 1)).unwrap();
+        (p.write.unwrap(), p.names)
+    };
     assert!(w.standbys.is_empty());
     assert_eq!(names, "");
 }
@@ -316,6 +329,7 @@ fn sync_key_is_written_as_patroni_writes_it() {
         standbys: vec!["pg3".into(), "pg2".into()],
         quorum: 0,
         version: None,
+        chained: false,
     };
     assert_eq!(
         w.to_json(),
