@@ -16,13 +16,18 @@ use warden_testkit::cluster::{NodeOptions, TestCluster, SUPERUSER_PASSWORD};
 /// synchronous standby (the harness default is `synchronous_commit: local`), plus `dcs`
 /// (extra YAML lines under `bootstrap.dcs`, indented by 4).
 fn sync_options(dcs: &[&str]) -> Vec<NodeOptions> {
+    mode_options("true", 3, dcs)
+}
+
+/// As [`sync_options`] for `n` nodes and any `synchronous_mode`.
+fn mode_options(mode: &str, n: usize, dcs: &[&str]) -> Vec<NodeOptions> {
     let mut extra = String::new();
     for l in dcs {
         extra.push_str(&format!("    {l}\n"));
     }
     let yaml = format!(
         "bootstrap:\n  dcs:\n    ttl: 8\n    loop_wait: 2\n    retry_timeout: 3\n    \
-         synchronous_mode: true\n{extra}    postgresql:\n      parameters:\n        \
+         synchronous_mode: {mode}\n{extra}    postgresql:\n      parameters:\n        \
          synchronous_commit: 'on'\nwarden:\n  min_ttl: 8\n"
     );
     vec![
@@ -30,7 +35,7 @@ fn sync_options(dcs: &[&str]) -> Vec<NodeOptions> {
             yaml: vec![yaml],
             ..NodeOptions::default()
         };
-        3
+        n
     ]
 }
 
@@ -465,6 +470,95 @@ async fn writer(
     (errors, timeouts)
 }
 
+/// Stops here: waits for the writer (already told to stop), then checks that every
+/// acknowledged commit is on the final primary and every replica, and that there were
+/// never two writable nodes.
+async fn verify_acknowledged(
+    c: &TestCluster,
+    final_leader: usize,
+    acks: &Arc<Mutex<Vec<Ack>>>,
+    writer: tokio::task::JoinHandle<(u64, u64)>,
+    monitor: WritableMonitor,
+    report: &[String],
+    started: Instant,
+) {
+    let final_name = c.nodes[final_leader].name.clone();
+    let (errors, timeouts) = tokio::time::timeout(Duration::from_secs(30), writer)
+        .await
+        .expect("writer stops")
+        .expect("writer task");
+    let acks = acks.lock().expect("acks").clone();
+    let client = connect(c, final_leader).await.expect("final primary");
+    let rows = client
+        .query("SELECT id, value FROM t", &[])
+        .await
+        .expect("read rows");
+    let present: std::collections::HashSet<(i32, String)> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let missing: Vec<&Ack> = acks
+        .iter()
+        .filter(|a| !present.contains(&(a.id, a.value.clone())))
+        .collect();
+    // The running replicas hold the same rows once caught up.
+    wait_caught_up(c, final_leader).await;
+    for i in (0..c.nodes.len()).filter(|i| *i != final_leader) {
+        assert_eq!(
+            query_one(c, i, "SELECT count(*) FROM t").await,
+            Some(present.len().to_string()),
+            "rows on {}",
+            c.nodes[i].name
+        );
+    }
+    let (max, events) = monitor.finish().await;
+    for line in report {
+        eprintln!("{line}");
+    }
+    eprintln!(
+        "{} commits acknowledged, {} rows on the final primary {final_name}, {errors} failed \
+         and {timeouts} abandoned commits; {:?} in all",
+        acks.len(),
+        present.len(),
+        started.elapsed()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged commits are missing on {final_name}: {:?}",
+        missing.len(),
+        missing.iter().take(20).collect::<Vec<_>>()
+    );
+    assert!(max <= 1, "two writable nodes at once: {events:?}");
+}
+
+/// A writer committing on whichever node is the primary, and a monitor of writable nodes.
+struct Load {
+    monitor: WritableMonitor,
+    round: Arc<std::sync::atomic::AtomicUsize>,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    writer: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+impl Load {
+    fn start(c: &TestCluster) -> Load {
+        let monitor = WritableMonitor::start(dsns(c));
+        let round = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let finder = Finder {
+            etcd: c.etcd.url(),
+            scope: c.scope.clone(),
+        };
+        let writer = tokio::spawn(writer(finder, round.clone(), acks.clone(), stop_rx));
+        Load {
+            monitor,
+            round,
+            acks,
+            stop_tx,
+            writer,
+        }
+    }
+}
+
 const ROUNDS: usize = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,15 +571,13 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
         .expect("create table");
     wait_caught_up(&c, l).await;
 
-    let monitor = WritableMonitor::start(dsns(&c));
-    let round = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let finder = Finder {
-        etcd: c.etcd.url(),
-        scope: c.scope.clone(),
-    };
-    let writer = tokio::spawn(writer(finder, round.clone(), acks.clone(), stop_rx));
+    let Load {
+        monitor,
+        round,
+        acks,
+        stop_tx,
+        writer,
+    } = Load::start(&c);
     let acked_by = |node: &str, since: Instant| {
         acks.lock()
             .expect("acks")
@@ -632,51 +724,7 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
     )
     .await;
     let _ = stop_tx.send(true);
-    let (errors, timeouts) = tokio::time::timeout(Duration::from_secs(30), writer)
-        .await
-        .expect("writer stops")
-        .expect("writer task");
-
-    let acks = acks.lock().expect("acks").clone();
-    let client = connect(&c, final_leader).await.expect("final primary");
-    let rows = client
-        .query("SELECT id, value FROM t", &[])
-        .await
-        .expect("read rows");
-    let present: std::collections::HashSet<(i32, String)> =
-        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let missing: Vec<&Ack> = acks
-        .iter()
-        .filter(|a| !present.contains(&(a.id, a.value.clone())))
-        .collect();
-    // The replicas hold the same rows once caught up.
-    wait_caught_up(&c, final_leader).await;
-    for i in (0..3).filter(|i| *i != final_leader) {
-        assert_eq!(
-            query_one(&c, i, "SELECT count(*) FROM t").await,
-            Some(present.len().to_string()),
-            "rows on {}",
-            c.nodes[i].name
-        );
-    }
-    let (max, events) = monitor.finish().await;
-    for line in &report {
-        eprintln!("{line}");
-    }
-    eprintln!(
-        "{} commits acknowledged, {} rows on the final primary {final_name}, {errors} failed \
-         and {timeouts} abandoned commits; {:?} in all",
-        acks.len(),
-        present.len(),
-        started.elapsed()
-    );
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged commits are missing on {final_name}: {:?}",
-        missing.len(),
-        missing.iter().take(20).collect::<Vec<_>>()
-    );
-    assert!(max <= 1, "two writable nodes at once: {events:?}");
+    verify_acknowledged(&c, final_leader, &acks, writer, monitor, &report, started).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -757,4 +805,127 @@ async fn strict_mode_waits_for_a_standby() {
         "the primary warns that commits are delayed"
     );
     eprintln!("strict_mode_waits_for_a_standby: {:?}", started.elapsed());
+}
+
+/// Quorum commit with three replicas and `synchronous_node_count: 2`
+/// (`ANY 2 (a,b,c)`, quorum 1): every acknowledged commit is on two replicas, so losing
+/// the primary together with a replica (the one furthest ahead) loses nothing, and the
+/// two survivors can still elect a leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_commit_survives_losing_the_primary_and_a_replica() {
+    const QUORUM_ROUNDS: usize = 2;
+    let mut c = TestCluster::new(
+        "syncquorum",
+        4,
+        &mode_options("quorum", 4, &["synchronous_node_count: 2"]),
+    );
+    let started = Instant::now();
+    c.start_all();
+    let l = wait_for_leader(&c, Duration::from_secs(90)).await;
+    for i in (0..4).filter(|i| *i != l) {
+        wait_streaming(&c, i, Duration::from_secs(90)).await;
+    }
+    exec(&c, l, "CREATE TABLE t(id serial primary key, value text)")
+        .await
+        .expect("create table");
+    let Load {
+        monitor,
+        round,
+        acks,
+        stop_tx,
+        writer,
+    } = Load::start(&c);
+    let mut report = Vec::new();
+    for r in 1..=QUORUM_ROUNDS {
+        round.store(r, std::sync::atomic::Ordering::SeqCst);
+        let round_start = Instant::now();
+        let l = wait_for_leader(&c, Duration::from_secs(30)).await;
+        let old = c.nodes[l].name.clone();
+        let mut voters: Vec<String> = (0..4)
+            .filter(|i| *i != l)
+            .map(|i| c.nodes[i].name.clone())
+            .collect();
+        voters.sort();
+        let key = wait_sync_key(&c, "3 voters, quorum 1", Duration::from_secs(60), |k| {
+            k.leader == old && k.standbys == voters && k.quorum == 1
+        })
+        .await;
+        // The harness's names (pgN) are plain identifiers: no quotes.
+        let want = format!("ANY 2 ({})", voters.join(","));
+        assert_eq!(
+            query_one(&c, l, "SHOW synchronous_standby_names")
+                .await
+                .as_deref(),
+            Some(want.as_str()),
+            "{key:?}"
+        );
+        warden_testkit::wait_for_async(
+            "the writer to commit on the leader",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || async {
+                acks.lock()
+                    .expect("acks")
+                    .iter()
+                    .filter(|a| a.node == old && a.at >= round_start)
+                    .count()
+                    .ge(&20)
+                    .then_some(())
+            },
+        )
+        .await;
+        // The replica with the most WAL dies with the primary.
+        let ahead = query_one(
+            &c,
+            l,
+            "SELECT application_name FROM pg_stat_replication ORDER BY flush_lsn DESC NULLS LAST LIMIT 1",
+        )
+        .await
+        .expect("a streaming replica");
+        let r2 = c.index_of(&ahead);
+        let killed = Instant::now();
+        c.kill_node(l);
+        c.kill_node(r2);
+        let (new, first_commit) = warden_testkit::wait_for_async(
+            "a new primary to acknowledge a commit",
+            Duration::from_secs(90),
+            Duration::from_millis(100),
+            || async {
+                acks.lock()
+                    .expect("acks")
+                    .iter()
+                    .find(|a| a.at > killed && a.node != old)
+                    .map(|a| (a.node.clone(), a.at - killed))
+            },
+        )
+        .await;
+        let line = format!(
+            "round {r}: killed {old} and {ahead} (most WAL); {new} committed {first_commit:?} after"
+        );
+        eprintln!("{line}");
+        report.push(line);
+        c.start_node(l);
+        c.start_node(r2);
+        wait_streaming(&c, l, Duration::from_secs(90)).await;
+        wait_streaming(&c, r2, Duration::from_secs(90)).await;
+    }
+    round.store(QUORUM_ROUNDS + 1, std::sync::atomic::Ordering::SeqCst);
+    let final_leader = wait_for_leader(&c, Duration::from_secs(30)).await;
+    let final_name = c.nodes[final_leader].name.clone();
+    let last = Instant::now();
+    warden_testkit::wait_for_async(
+        "the writer to commit on the final leader",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            acks.lock()
+                .expect("acks")
+                .iter()
+                .any(|a| a.node == final_name && a.at > last)
+                .then_some(())
+        },
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    verify_acknowledged(&c, final_leader, &acks, writer, monitor, &report, started).await;
 }

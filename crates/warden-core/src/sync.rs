@@ -646,7 +646,7 @@ fn quorum_steps(i: &PrimarySync<'_>) -> (Vec<SyncStep>, Option<String>) {
             if want != current.render() || !i.names_are_mine {
                 steps.push(SyncStep::SetNames(
                     Some(want.clone()),
-                    format!("Assigning synchronous_standby_names to {want}"),
+                    assigning_message(&want),
                 ));
             } else if !voters.is_empty() {
                 kept = format!("Continue using old value of synchronous_standby_names=\"{want}\". ");
@@ -714,7 +714,7 @@ fn quorum_steps(i: &PrimarySync<'_>) -> (Vec<SyncStep>, Option<String>) {
                 let want = format_quorum_standby_names(&names, num);
                 SyncStep::SetNames(
                     Some(want.clone()),
-                    format!("Assigning synchronous_standby_names to {want}"),
+                    assigning_message(&want),
                 )
             }
             quorum::Transition::Restart => SyncStep::Recheck,
@@ -727,11 +727,19 @@ fn quorum_steps(i: &PrimarySync<'_>) -> (Vec<SyncStep>, Option<String>) {
         if want != i.current.render() || !i.names_are_mine {
             steps.push(SyncStep::SetNames(
                 Some(want.clone()),
-                format!("Assigning synchronous_standby_names to {want}"),
+                assigning_message(&want),
             ));
         }
     }
     (steps, plan.warning)
+}
+
+fn assigning_message(value: &str) -> String {
+    if value.is_empty() {
+        "Assigning synchronous_standby_names to ''".to_string()
+    } else {
+        format!("Assigning synchronous_standby_names to {value}")
+    }
 }
 
 /// What a replica does right before it promotes in synchronous mode.
