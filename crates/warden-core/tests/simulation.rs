@@ -140,6 +140,8 @@ struct Dcs {
     members: BTreeMap<String, (u64, String)>, // name -> (lease expiry, json)
     /// `sync` key: value and mod_revision.
     sync: Option<(String, i64)>,
+    /// `failover` key (a switchover request): value and mod_revision.
+    failover: Option<(String, i64)>,
     /// Last mod_revision handed out.
     revision: i64,
 }
@@ -148,6 +150,8 @@ struct Dcs {
 #[derive(Clone, Copy, Debug, Default)]
 struct Stats {
     promotions: u32,
+    /// Graceful demotions (switchovers).
+    switchovers: u32,
     sync_acks: u64,
     /// Commits acknowledged without a standby in strict mode on a timeline where strict
     /// synchronous replication was already in force (Patroni's strict mode promises
@@ -161,6 +165,7 @@ impl std::ops::Add for Stats {
     fn add(self, o: Stats) -> Stats {
         Stats {
             promotions: self.promotions + o.promotions,
+            switchovers: self.switchovers + o.switchovers,
             sync_acks: self.sync_acks + o.sync_acks,
             strict_async_acks: self.strict_async_acks + o.strict_async_acks,
         }
@@ -275,11 +280,13 @@ impl World {
             "status",
             &format!(r#"{{"optime":{}}}"#, self.dcs.optime),
         ));
-        if let Some((value, version)) = &self.dcs.sync {
-            kvs.push(KeyValue {
-                mod_revision: *version,
-                ..kv("sync", value)
-            });
+        for (key, slot) in [("sync", &self.dcs.sync), ("failover", &self.dcs.failover)] {
+            if let Some((value, version)) = slot {
+                kvs.push(KeyValue {
+                    mod_revision: *version,
+                    ..kv(key, value)
+                });
+            }
         }
         for (name, (exp, json)) in &self.dcs.members {
             if *exp > self.now {
@@ -574,15 +581,11 @@ impl World {
         n.pg.ssn = n.managed_ssn.clone().unwrap_or_default();
     }
 
-    /// A compare-and-set of the `sync` key (`None`: unconditional, as the DCS trait's
-    /// `set_sync` and `delete_sync` do); `value` None deletes it.
+    /// A compare-and-set of the `sync` key; `value` None deletes it.
     fn cas_sync(&mut self, value: Option<String>, version: Option<i64>) -> bool {
-        let current = self.dcs.sync.as_ref().map(|(_, v)| *v);
-        if version.is_some() && version != current {
+        if !cas(&mut self.dcs.sync, &mut self.dcs.revision, value, version) {
             return false;
         }
-        self.dcs.revision += 1;
-        self.dcs.sync = value.map(|v| (v, self.dcs.revision));
         // Track who is named from now on; a name that stays keeps its history.
         let named: Vec<String> = self
             .cluster()
@@ -649,6 +652,10 @@ impl World {
                 }
             }
             Action::Demote { mode } => {
+                if matches!(mode, DemoteMode::Offline | DemoteMode::Graceful) {
+                    self.fast_shutdown(i);
+                }
+                self.stats.switchovers += u32::from(mode == DemoteMode::Graceful);
                 let n = &mut self.nodes[i];
                 n.pg.running = false;
                 n.memory.leader_until_ms = None;
@@ -721,9 +728,38 @@ impl World {
                     self.dcs.initialize = Some(sysid);
                 }
             }
-            Action::ClearFailover { .. } | Action::WaitUntil { .. } | Action::Exit { .. } => {}
+            Action::ClearFailover { version } => {
+                let dcs = &mut self.dcs;
+                if partitioned
+                    || !cas(
+                        &mut dcs.failover,
+                        &mut dcs.revision,
+                        Some("{}".into()),
+                        Some(version),
+                    )
+                {
+                    return false;
+                }
+            }
+            Action::WaitUntil { .. } | Action::Exit { .. } => {}
         }
         true
+    }
+
+    /// A fast shutdown of primary `i`: it writes the shutdown checkpoint and its
+    /// walsenders send everything to the standbys connected to it before they exit.
+    fn fast_shutdown(&mut self, i: usize) {
+        if !(self.nodes[i].pg.running && self.nodes[i].pg.primary) {
+            return;
+        }
+        self.nodes[i].pg.wal += 1;
+        let (tl, wal) = (self.nodes[i].pg.timeline, self.nodes[i].pg.wal);
+        for j in 0..self.nodes.len() {
+            if self.upstream(j) == Some(i) {
+                self.nodes[j].pg.timeline = tl;
+                self.nodes[j].pg.wal = wal;
+            }
+        }
     }
 
     /// Replication, writes, commit acknowledgements and the fence guards, every 100 ms
@@ -856,7 +892,7 @@ impl World {
         let i = self.rng.below(3) as usize;
         // Asynchronous runs draw from the original five faults, so their seeds replay
         // the same fault sequences as before synchronous runs existed.
-        let kinds = if self.sync_on() { 6 } else { 5 };
+        let kinds = if self.sync_on() { 7 } else { 5 };
         let kind = self.rng.below(kinds);
         self.log(format!("fault {kind} on {}", self.nodes[i].name));
         match kind {
@@ -876,7 +912,26 @@ impl World {
             2 => self.nodes[i].frozen_until = self.now + 5_000 + self.rng.below(40_000),
             3 => self.nodes[i].partitioned_until = self.now + 5_000 + self.rng.below(40_000),
             4 => self.nodes[i].pg.running = false, // PostgreSQL crash alone
-            _ => self.nodes[i].link_down_until = self.now + 1_000 + self.rng.below(20_000),
+            5 => self.nodes[i].link_down_until = self.now + 1_000 + self.rng.below(20_000),
+            _ => {
+                // An operator asks the leader for a switchover, to node i or to anyone
+                // (the API leaves it to the decision to refuse unfit candidates).
+                let Some(leader) = self.dcs.leader.as_ref().map(|(l, _)| l.clone()) else {
+                    return;
+                };
+                let member = if self.nodes[i].name == leader {
+                    String::new()
+                } else {
+                    format!(r#","member":"{}""#, self.nodes[i].name)
+                };
+                let value = format!(r#"{{"leader":"{leader}"{member}}}"#);
+                cas(
+                    &mut self.dcs.failover,
+                    &mut self.dcs.revision,
+                    Some(value),
+                    None,
+                );
+            }
         }
     }
 
@@ -918,6 +973,22 @@ impl World {
     }
 }
 
+/// A compare-and-set of a DCS key (`version` None: unconditional, as the DCS trait's
+/// writes with no version are); `value` None deletes it.
+fn cas(
+    slot: &mut Option<(String, i64)>,
+    revision: &mut i64,
+    value: Option<String>,
+    version: Option<i64>,
+) -> bool {
+    if version.is_some() && version != slot.as_ref().map(|(_, v)| *v) {
+        return false;
+    }
+    *revision += 1;
+    *slot = value.map(|v| (v, *revision));
+    true
+}
+
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
@@ -952,6 +1023,7 @@ fn scenario(seed: u64, ttl_ms: u64, sync: SyncSettings) -> Stats {
     }
     // Heal everything and require convergence within 3 × ttl.
     let heal = w.now;
+    w.dcs.failover = None;
     for n in &mut w.nodes {
         n.frozen_until = 0;
         n.partitioned_until = 0;
@@ -1017,12 +1089,24 @@ fn sync_scenarios(
     })
 }
 
+/// `SIM_SEEDS=N` runs N times as many synchronous scenarios (a deeper, still
+/// deterministic search, e.g. `SIM_SEEDS=50 cargo test --release --test simulation`).
+fn seed_factor() -> u64 {
+    std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
 fn sync_runs(strict: bool, node_count: usize, seeds: u64) {
+    let seeds = seeds * seed_factor();
     let stats = sync_scenarios(strict, node_count, seeds).fold(Stats::default(), |a, (_, b)| a + b);
     // Failovers and synchronous commits must both have happened, or the runs prove
     // nothing about losing acknowledged commits in a failover.
     assert!(
-        stats.promotions >= seeds as u32 && stats.sync_acks >= 1_000 * seeds,
+        stats.promotions >= seeds as u32
+            && stats.switchovers >= seeds as u32 / 4
+            && stats.sync_acks >= 1_000 * seeds,
         "too little exercised: {stats:?}"
     );
     eprintln!("strict {strict}, synchronous_node_count {node_count}, {seeds} scenarios: {stats:?}");
