@@ -688,7 +688,23 @@ fn pg_not_running(i: &HaInput<'_>, cluster: &Cluster, i_hold_lock: bool) -> Step
                     }
                 }
                 if i.pg.was_primary {
-                    return act(vec![Action::StartPrimary], "starting primary after failure");
+                    let mut actions = Vec::new();
+                    // Strict synchronous mode: an agent that does not know which standby
+                    // names it set (it restarted) starts the primary waiting for the
+                    // placeholder, as Patroni does, so that no commit is acknowledged
+                    // before the synchronous standbys are named again.
+                    let sync = &i.settings.sync;
+                    if sync.mode != crate::sync::SyncMode::Off
+                        && sync.strict
+                        && !i.memory.standby_names_are_mine
+                    {
+                        actions.push(Action::SetStandbyNames {
+                            value: Some(crate::sync::STRICT_PLACEHOLDER.to_string()),
+                            message: "synchronous_mode_strict: the primary starts waiting for a synchronous standby".into(),
+                        });
+                    }
+                    actions.push(Action::StartPrimary);
+                    return act(actions, "starting primary after failure");
                 }
                 // R5: a replica holding the lock starts read-only; next cycle promotes (H2).
                 return act(

@@ -1136,13 +1136,10 @@ fn two_synchronous_standbys_never_promote_a_node_missing_an_acknowledged_commit(
     sync_runs(true, 2, 30);
 }
 
-/// Known gap: after an agent restart the agent no longer knows the standby names it
-/// set, and a lock holder restarting its crashed primary (`StartPrimary`) starts it with
-/// the configuration's own (empty) `synchronous_standby_names`, so commits are
-/// acknowledged with no standby until the next cycle sets them again. Patroni writes
-/// `*` for a primary in strict mode when it knows no names.
+/// Strict mode never acknowledges a commit with no standby, also when an agent that
+/// restarted (and so does not know the names it set) restarts its crashed primary: it
+/// starts it waiting for the placeholder, as Patroni does.
 #[test]
-#[ignore = "strict mode acknowledges commits without a standby after StartPrimary following an agent restart"]
 fn strict_mode_never_acknowledges_a_commit_without_a_standby() {
     for node_count in [1, 2] {
         for (seed, stats) in sync_scenarios(true, node_count, 40) {
