@@ -74,6 +74,9 @@ pub struct Node<D: Dcs> {
     dcs_last_seen: u64,
     last_decision: String,
     next_cycle_due_ms: u64,
+    /// Y11: about to stop or restart as a synchronous standby; the member key says
+    /// `nosync` so that the leader takes me out of the synchronous set first.
+    leaving_sync: bool,
     /// The decision asked to look again within a second (`RecheckSoon`).
     recheck_soon: bool,
     /// The `sync` key's mod_revision after this cycle's last write (chained writes
@@ -171,6 +174,7 @@ impl<D: Dcs> Node<D> {
             last_decision: String::new(),
             next_cycle_due_ms: 0,
             recheck_soon: false,
+            leaving_sync: false,
             sync_written_version: None,
             warned: Vec::new(),
             warned_now: Vec::new(),
@@ -626,10 +630,16 @@ impl<D: Dcs> Node<D> {
         } else {
             None
         };
+        if standby {
+            self.leave_sync_set().await;
+        }
         self.state = "restarting".into();
         self.publish();
         let timeout = self.pg.settings().pg_ctl_timeout;
-        self.pg.stop(StopMode::Fast, timeout).await?;
+        let stopped = self.pg.stop(StopMode::Fast, timeout).await;
+        // Back in the synchronous set once PostgreSQL runs again (next member update).
+        self.leaving_sync = false;
+        stopped?;
         self.pg.write_config(up.as_ref(), standby)?;
         if let Err(e) = self.pg.start().await {
             self.state = "restart failed".into();
@@ -1495,6 +1505,57 @@ impl<D: Dcs> Node<D> {
         Some(Value::Object(m))
     }
 
+    /// Tags as published: the configured ones, plus `nosync` while leaving the
+    /// synchronous set before a stop (Y11).
+    fn member_tags(&self) -> serde_json::Map<String, Value> {
+        let mut tags = self.cfg.tags.to_member_tags();
+        if self.leaving_sync {
+            tags.insert("nosync".into(), Value::Bool(true));
+            tags.insert("sync_priority".into(), Value::from(0));
+        }
+        tags
+    }
+
+    /// Y11: a synchronous standby about to stop or restart PostgreSQL publishes `nosync`
+    /// and waits (up to 2 × loop_wait) until the leader no longer names it in the `sync`
+    /// key, so that commits do not stall while it is away. A DCS error ends the wait.
+    async fn leave_sync_set(&mut self) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let can_rewind = settings::use_pg_rewind(&self.cfg, &self.dynamic);
+        let sync = settings::ha_settings(&self.cfg, &self.dynamic, can_rewind).sync;
+        if !warden_core::sync::must_leave_before_stop(
+            self.me(),
+            &cluster,
+            &sync,
+            self.cfg.tags.nosync,
+        ) {
+            return;
+        }
+        info!("leaving the synchronous standbys before stopping PostgreSQL");
+        self.leaving_sync = true;
+        self.touch_member().await;
+        let deadline = monotonic_ms() + 2 * self.dynamic.loop_wait * 1000;
+        while monotonic_ms() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let named = match tokio::time::timeout(self.retry_timeout(), self.dcs.get_cluster())
+                .await
+            {
+                Ok(Ok(c)) => warden_core::sync::must_leave_before_stop(self.me(), &c, &sync, false),
+                _ => false,
+            };
+            if !named {
+                info!("no longer a synchronous standby");
+                return;
+            }
+        }
+        warn!(
+            "still named a synchronous standby after {} s; stopping anyway",
+            2 * self.dynamic.loop_wait
+        );
+    }
+
     /// The member key content.
     fn member_data(&self) -> MemberData {
         let mut d = MemberData {
@@ -1503,7 +1564,7 @@ impl<D: Dcs> Node<D> {
             state: Some(self.state.clone()),
             role: Some(self.role.clone()),
             version: Some(warden_core::PATRONI_COMPAT_VERSION.into()),
-            tags: self.cfg.tags.to_member_tags(),
+            tags: self.member_tags(),
             pause: self.dynamic.pause,
             ..MemberData::default()
         };
@@ -1623,7 +1684,7 @@ impl<D: Dcs> Node<D> {
             dcs_last_seen: self.dcs_last_seen,
             cluster_valid_until_ms: self.cluster_valid_until_ms,
             cluster: self.cluster.clone(),
-            tags: self.cfg.tags.to_member_tags(),
+            tags: self.member_tags(),
             sysid: self.sysid.clone(),
             pending_restart: !self.pending_restart_reason.is_empty(),
             pending_restart_reason: self.pending_restart_reason.clone(),
@@ -1655,6 +1716,9 @@ impl<D: Dcs> Node<D> {
             .as_ref()
             .is_some_and(|c| c.leader_name() == Some(self.me()))
             || self.i_am_leader();
+        if !was_leader && self.pg.is_running() {
+            self.leave_sync_set().await;
+        }
         self.fence.set_primary_running(false);
         self.fence.set_leader_until(0);
         if self.pg.is_running() {

@@ -198,8 +198,10 @@ async fn sync_key_and_standby_names_follow_the_cluster() {
     assert!(row(&other_name).contains("| Replica "), "{out}");
     assert!(row(&leader).contains("| Leader "), "{out}");
 
-    // The sync standby's agent stops (SIGTERM) while a client commits: the other
-    // replica takes its place and commits go on (not strict: they may stall meanwhile).
+    // The sync standby's agent stops (SIGTERM) while a client commits: it first leaves
+    // the synchronous set (Y11: `nosync` published, waits until the key no longer names
+    // it), so commits never wait for a standby that is going away; the other replica
+    // takes its place.
     exec(&c, l, "CREATE TABLE t(id serial primary key, value text)")
         .await
         .expect("create table");
@@ -222,6 +224,17 @@ async fn sync_key_and_standby_names_follow_the_cluster() {
     let st = c.stop_node(s, Duration::from_secs(30));
     assert!(st.is_some_and(|s| s.success()), "agent exit: {st:?}");
     let stopped = t0.elapsed();
+    let key_at_stop = sync_key(&c).expect("sync key");
+    assert!(
+        !key_at_stop.standbys.contains(&sync_name),
+        "{sync_name} stopped while the sync key still named it: {key_at_stop:?}\n{}",
+        c.failure_report()
+    );
+    let log = std::fs::read_to_string(&c.nodes[s].log).unwrap_or_default();
+    assert!(
+        log.contains("no longer a synchronous standby"),
+        "the standby waited to leave the set:\n{log}"
+    );
     wait_sync_key(
         &c,
         &format!("naming {other_name} only"),

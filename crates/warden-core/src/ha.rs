@@ -1059,8 +1059,10 @@ fn compare_with_others(
         }
     }
     if let Some(v) = voting {
-        let former_leader_alone =
-            nodes_ahead == 0 && v.leader.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(i.me));
+        let former_leader_alone = nodes_ahead == 0
+            && v.leader
+                .as_deref()
+                .is_some_and(|l| l.eq_ignore_ascii_case(i.me));
         if votes < i64::from(v.quorum) && !former_leader_alone {
             return Ok(Err(format!(
                 "quorum {} not reached: {} vote(s) from the synchronous set",

@@ -649,7 +649,8 @@ fn quorum_steps(i: &PrimarySync<'_>) -> (Vec<SyncStep>, Option<String>) {
                     assigning_message(&want),
                 ));
             } else if !voters.is_empty() {
-                kept = format!("Continue using old value of synchronous_standby_names=\"{want}\". ");
+                kept =
+                    format!("Continue using old value of synchronous_standby_names=\"{want}\". ");
             }
             return (
                 steps,
@@ -712,10 +713,7 @@ fn quorum_steps(i: &PrimarySync<'_>) -> (Vec<SyncStep>, Option<String>) {
             }
             quorum::Transition::Sync { num, names } => {
                 let want = format_quorum_standby_names(&names, num);
-                SyncStep::SetNames(
-                    Some(want.clone()),
-                    assigning_message(&want),
-                )
+                SyncStep::SetNames(Some(want.clone()), assigning_message(&want))
             }
             quorum::Transition::Restart => SyncStep::Recheck,
         });
@@ -769,7 +767,13 @@ fn quorum_pre_promote(me: &str, cluster: &Cluster, settings: &SyncSettings) -> P
     let sync = cluster.sync.as_ref();
     let quorum = sync.map_or(0, |s| i64::from(s.quorum));
     let mut members: Vec<String> = sync
-        .map(|s| s.leader.iter().chain(s.sync_standby.iter()).cloned().collect())
+        .map(|s| {
+            s.leader
+                .iter()
+                .chain(s.sync_standby.iter())
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     // -1: the members include the former leader.
     let mut numsync = members.len() as i64 - quorum - 1;
@@ -819,6 +823,25 @@ fn classic_pre_promote(me: &str, cluster: &Cluster, settings: &SyncSettings) -> 
         }),
         names,
     }
+}
+
+/// Y11: a replica named in the `sync` key that is about to stop or restart PostgreSQL
+/// first asks to leave the synchronous set (`nosync` published), so that commits stop
+/// waiting for it before it goes rather than stalling while it is away. The leader and
+/// `nosync` nodes have nothing to leave.
+pub fn must_leave_before_stop(
+    me: &str,
+    cluster: &Cluster,
+    settings: &SyncSettings,
+    nosync: bool,
+) -> bool {
+    settings.mode != SyncMode::Off
+        && !nosync
+        && cluster.leader_name() != Some(me)
+        && cluster
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.sync_standby.iter().any(|n| n.eq_ignore_ascii_case(me)))
 }
 
 /// Switchover in synchronous mode (`on` or `quorum`, once the `sync` key exists): only

@@ -312,9 +312,24 @@ pub(crate) fn event_wakes(rel_key: &str, change: Change<'_>) -> bool {
             Change::Updated { prev, new } => prev != Some(new),
         },
         _ => match rel_key.strip_prefix("members/") {
-            Some(name) if !name.is_empty() && !name.contains('/') => {
-                matches!(change, Change::Created | Change::Deleted)
-            }
+            Some(name) if !name.is_empty() && !name.contains('/') => match change {
+                Change::Created | Change::Deleted => true,
+                // Not every WAL position update, but a member that changes its tags
+                // (e.g. a synchronous standby leaving the set before it stops) or its
+                // state (e.g. running again) is worth a look now.
+                Change::Updated {
+                    prev: Some(prev),
+                    new,
+                } => {
+                    let fields = |raw: &str| {
+                        serde_json::from_str::<serde_json::Value>(raw)
+                            .ok()
+                            .map(|v| (v.get("tags").cloned(), v.get("state").cloned()))
+                    };
+                    fields(prev) != fields(new)
+                }
+                Change::Updated { prev: None, .. } => false,
+            },
             _ => false,
         },
     }
@@ -421,6 +436,28 @@ mod tests {
             Change::Updated {
                 prev: Some("1"),
                 new: "2"
+            }
+        ));
+        let running = r#"{"state":"running","tags":{},"xlog_location":1}"#;
+        assert!(!event_wakes(
+            "members/a",
+            Change::Updated {
+                prev: Some(running),
+                new: r#"{"state":"running","tags":{},"xlog_location":2}"#
+            }
+        ));
+        assert!(event_wakes(
+            "members/a",
+            Change::Updated {
+                prev: Some(running),
+                new: r#"{"state":"running","tags":{"nosync":true},"xlog_location":2}"#
+            }
+        ));
+        assert!(event_wakes(
+            "members/a",
+            Change::Updated {
+                prev: Some(running),
+                new: r#"{"state":"stopping","tags":{},"xlog_location":2}"#
             }
         ));
         assert!(!event_wakes("members/a/b", Change::Created));

@@ -282,7 +282,8 @@ impl MemoryDcs {
     }
 
     fn cas_put(&self, rel: &str, json: &str, version: Option<i64>) -> Result<bool, DcsError> {
-        self.cas_put_revision(rel, json, version).map(|r| r.is_some())
+        self.cas_put_revision(rel, json, version)
+            .map(|r| r.is_some())
     }
 
     /// As [`Self::cas_put`], returning the new mod_revision when written.

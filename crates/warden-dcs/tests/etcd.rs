@@ -220,20 +220,29 @@ async fn initialize_race_and_config_cas() {
         .expect("an unconditional write succeeds");
     assert_eq!(a.get_cluster().await.unwrap().sync.unwrap().version, first);
     let second = a
-        .set_sync(r#"{"leader":"a","quorum":0,"sync_standby":"b"}"#, Some(first))
+        .set_sync(
+            r#"{"leader":"a","quorum":0,"sync_standby":"b"}"#,
+            Some(first),
+        )
         .await
         .unwrap()
         .expect("the compare on the returned revision succeeds");
     assert!(second > first);
     assert_eq!(
-        b.set_sync(r#"{"leader":"b","quorum":0,"sync_standby":null}"#, Some(first))
-            .await
-            .unwrap(),
+        b.set_sync(
+            r#"{"leader":"b","quorum":0,"sync_standby":null}"#,
+            Some(first)
+        )
+        .await
+        .unwrap(),
         None,
         "a stale version is refused"
     );
     let sync = a.get_cluster().await.unwrap().sync.unwrap();
-    assert_eq!((sync.version, sync.sync_standby), (second, vec!["b".to_string()]));
+    assert_eq!(
+        (sync.version, sync.sync_standby),
+        (second, vec!["b".to_string()])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

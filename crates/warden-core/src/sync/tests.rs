@@ -344,3 +344,26 @@ fn sync_key_is_written_as_patroni_writes_it() {
         r#"{"leader":"pg1","quorum":0,"sync_standby":null}"#
     );
 }
+
+#[test]
+fn a_sync_standby_leaves_the_set_before_it_stops() {
+    let c = cluster(
+        Some(r#"{"leader":"pg1","sync_standby":"pg2","quorum":0}"#),
+        &[],
+    );
+    let quorum = SyncSettings {
+        mode: SyncMode::Quorum,
+        ..on(false, 1)
+    };
+    assert!(must_leave_before_stop("pg2", &c, &on(false, 1), false));
+    assert!(must_leave_before_stop("PG2", &c, &quorum, false));
+    // not named, already nosync, or synchronous mode off: nothing to wait for
+    assert!(!must_leave_before_stop("pg3", &c, &on(false, 1), false));
+    assert!(!must_leave_before_stop("pg2", &c, &on(false, 1), true));
+    assert!(!must_leave_before_stop(
+        "pg2",
+        &c,
+        &SyncSettings::default(),
+        false
+    ));
+}
