@@ -166,31 +166,12 @@ async fn feasible(rest: &RestClient, c: &Cluster, req: &SwitchoverRequest) -> Re
         SwitchoverKind::Switchover => "switchover",
         SwitchoverKind::Failover => "failover",
     };
-    if req.kind == SwitchoverKind::Switchover && c.leader_name() != req.leader.as_deref() {
-        return Err("leader name does not match".into());
-    }
-    let leader = c.leader_name();
-    let candidates: Vec<_> = match &req.candidate {
-        Some(cand) => {
-            let Some(m) = c.member(cand) else {
-                return Err("candidate does not exists".into());
-            };
-            vec![m]
-        }
-        None => {
-            let others: Vec<_> = c
-                .members
-                .iter()
-                .filter(|m| Some(m.name.as_str()) != leader)
-                .collect();
-            if others.is_empty() {
-                return Err(format!(
-                    "{action} is not possible: cluster does not have members except leader"
-                ));
-            }
-            others
-        }
-    };
+    let candidates = warden_core::ha::switchover_targets(
+        c,
+        req.kind == SwitchoverKind::Switchover,
+        req.leader.as_deref(),
+        req.candidate.as_deref(),
+    )?;
     let targets: Vec<(String, String)> = candidates
         .iter()
         .filter(|m| !m.data.nofailover())

@@ -1074,6 +1074,68 @@ fn compare_with_others(
     Ok(Ok(()))
 }
 
+/// REST API step 7 (rest-api.md §4.2, Patroni's `is_failover_possible`): the members
+/// whose health decides whether a switchover (`is_switchover`) or failover to
+/// `candidate` can succeed, or the 412 text saying why it cannot. A switchover in
+/// `synchronous_mode: on` goes only to a synchronous standby; without a candidate a
+/// synchronous standby must exist. (Quorum mode leaves the choice to the race.)
+pub fn switchover_targets<'a>(
+    c: &'a Cluster,
+    is_switchover: bool,
+    leader: Option<&str>,
+    candidate: Option<&str>,
+) -> Result<Vec<&'a crate::cluster::Member>, String> {
+    let action = if is_switchover {
+        "switchover"
+    } else {
+        "failover"
+    };
+    if is_switchover && c.leader_name() != leader {
+        return Err("leader name does not match".into());
+    }
+    let flags = crate::cluster::GlobalFlags::from_cluster(Some(c));
+    let classic_sync = flags.synchronous_mode && !flags.quorum_commit_mode;
+    // The sync key's standbys (not its leader).
+    let in_sync = |name: &str| {
+        c.sync
+            .as_ref()
+            .is_some_and(|s| s.sync_standby.iter().any(|n| n.eq_ignore_ascii_case(name)))
+    };
+    match candidate {
+        Some(cand) => {
+            if is_switchover && classic_sync && !in_sync(cand) {
+                return Err("candidate name does not match with sync_standby".into());
+            }
+            c.member(cand)
+                .map(|m| vec![m])
+                .ok_or_else(|| "candidate does not exists".into())
+        }
+        None if classic_sync => {
+            let sync: Vec<_> = c.members.iter().filter(|m| in_sync(&m.name)).collect();
+            if sync.is_empty() {
+                return Err(format!(
+                    "{action} is not possible: can not find sync_standby"
+                ));
+            }
+            Ok(sync)
+        }
+        None => {
+            let current = c.leader_name();
+            let others: Vec<_> = c
+                .members
+                .iter()
+                .filter(|m| Some(m.name.as_str()) != current)
+                .collect();
+            if others.is_empty() {
+                return Err(format!(
+                    "{action} is not possible: cluster does not have members except leader"
+                ));
+            }
+            Ok(others)
+        }
+    }
+}
+
 /// Parses an ISO 8601 timestamp with an offset (`scheduled_at`, a restart `schedule`)
 /// into ms since the epoch.
 pub fn parse_iso8601_ms(at: &str) -> Option<i64> {

@@ -682,3 +682,55 @@ fn divergence_judged_as_patroni_does() {
         Divergence::Unknown
     );
 }
+
+#[test]
+fn api_switchover_targets_follow_the_synchronous_set() {
+    let with_mode = |mode: serde_json::Value| {
+        let mut c = with_sync(
+            cluster(Some("pg1"), Some(SYSID), None),
+            r#"{"leader":"pg1","quorum":0,"sync_standby":"pg2"}"#,
+        );
+        c.config = Some(crate::cluster::ConfigKey {
+            value: serde_json::json!({ "synchronous_mode": mode }),
+            version: 1,
+        });
+        c
+    };
+    let names = |r: Result<Vec<&crate::cluster::Member>, String>| {
+        r.map(|v| v.iter().map(|m| m.name.clone()).collect::<Vec<_>>())
+    };
+    let on = with_mode(serde_json::json!(true));
+    assert_eq!(
+        names(switchover_targets(&on, true, Some("pg1"), Some("pg3"))),
+        Err("candidate name does not match with sync_standby".into())
+    );
+    assert_eq!(
+        names(switchover_targets(&on, true, Some("pg1"), Some("pg2"))),
+        Ok(vec!["pg2".to_string()])
+    );
+    // Without a candidate only the synchronous standbys count (not the leader).
+    assert_eq!(
+        names(switchover_targets(&on, true, Some("pg1"), None)),
+        Ok(vec!["pg2".to_string()])
+    );
+    // A failover may go to an asynchronous replica; quorum mode leaves it to the race.
+    assert_eq!(
+        names(switchover_targets(&on, false, None, Some("pg3"))),
+        Ok(vec!["pg3".to_string()])
+    );
+    let quorum = with_mode(serde_json::json!("quorum"));
+    assert_eq!(
+        names(switchover_targets(&quorum, true, Some("pg1"), None)),
+        Ok(vec!["pg2".to_string(), "pg3".to_string()])
+    );
+    assert_eq!(
+        names(switchover_targets(&on, true, Some("pg2"), None)),
+        Err("leader name does not match".into())
+    );
+    let mut lonely = on.clone();
+    lonely.sync = None;
+    assert_eq!(
+        names(switchover_targets(&lonely, true, Some("pg1"), None)),
+        Err("switchover is not possible: can not find sync_standby".into())
+    );
+}
