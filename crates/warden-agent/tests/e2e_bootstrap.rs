@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
 use warden_testkit::cluster::TestCluster;
@@ -110,26 +109,11 @@ async fn three_nodes_bootstrap_replicate_and_list() {
         .arg(cfg)
         .args(["list", "-f", "json"]));
     assert_eq!(code, 0, "wardenctl list failed: {err}");
-    let pick = |s: &str| -> Vec<(String, String, String, i64)> {
-        let v: Value = serde_json::from_str(s).unwrap_or_else(|e| panic!("bad json {e}: {s}"));
-        v.as_array()
-            .expect("list")
-            .iter()
-            .map(|m| {
-                (
-                    m["Member"].as_str().unwrap_or("").to_string(),
-                    m["Role"].as_str().unwrap_or("").to_string(),
-                    m["State"].as_str().unwrap_or("").to_string(),
-                    m["TL"].as_i64().unwrap_or(-1),
-                )
-            })
-            .collect()
-    };
-    let p = pick(&patroni_out);
+    let p = list_members(&patroni_out);
     assert_eq!(p.len(), 3, "{patroni_out}");
     assert_eq!(
         p,
-        pick(&warden_out),
+        list_members(&warden_out),
         "patronictl: {patroni_out}\nwardenctl: {warden_out}"
     );
     assert!(

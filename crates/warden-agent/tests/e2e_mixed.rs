@@ -7,23 +7,8 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
 use std::time::Duration;
 use warden_testkit::cluster::TestCluster;
-
-/// The Patroni agent the PostgreSQL user can run (`WARDEN_TEST_PATRONI`, set by
-/// `./test.sh`). Without it the test is skipped, unless `WARDEN_REQUIRE_PATRONI` is set.
-fn patroni_agent() -> Option<PathBuf> {
-    let p = std::env::var_os("WARDEN_TEST_PATRONI").filter(|p| !p.is_empty());
-    if p.is_none() {
-        assert!(
-            std::env::var_os("WARDEN_REQUIRE_PATRONI").is_none(),
-            "WARDEN_REQUIRE_PATRONI is set but WARDEN_TEST_PATRONI names no Patroni agent"
-        );
-        eprintln!("skipped: set WARDEN_TEST_PATRONI to a `patroni` the PostgreSQL user can run");
-    }
-    p.map(PathBuf::from)
-}
 
 async fn count_rows(c: &TestCluster, i: usize) -> Option<String> {
     query_one(c, i, "SELECT count(*) FROM t").await

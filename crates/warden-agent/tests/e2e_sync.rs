@@ -39,58 +39,6 @@ fn mode_options(mode: &str, n: usize, dcs: &[&str]) -> Vec<NodeOptions> {
     ]
 }
 
-/// The `sync` key as read from etcd.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct SyncKey {
-    raw: String,
-    leader: String,
-    quorum: i64,
-    /// `sync_standby` split on commas, sorted.
-    standbys: Vec<String>,
-}
-
-fn sync_key(c: &TestCluster) -> Option<SyncKey> {
-    let raw = c.etcd_get("sync")?;
-    let v: Value = serde_json::from_str(&raw).ok()?;
-    let mut standbys: Vec<String> = v["sync_standby"]
-        .as_str()
-        .unwrap_or("")
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    standbys.sort();
-    Some(SyncKey {
-        leader: v["leader"].as_str()?.to_string(),
-        quorum: v["quorum"].as_i64().unwrap_or(-1),
-        standbys,
-        raw,
-    })
-}
-
-/// Waits until the `sync` key satisfies `ok`; returns it.
-async fn wait_sync_key(
-    c: &TestCluster,
-    what: &str,
-    timeout: Duration,
-    ok: impl Fn(&SyncKey) -> bool,
-) -> SyncKey {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let k = sync_key(c);
-        if let Some(k) = k.as_ref().filter(|k| ok(k)) {
-            return k.clone();
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "the sync key is not {what} after {timeout:?}: {k:?}\n{}",
-                c.failure_report()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// A member name as `synchronous_standby_names` spells it: the test's names (`pg-N`)
 /// contain a hyphen, so PostgreSQL needs them double-quoted.
 fn quoted(name: &str) -> String {

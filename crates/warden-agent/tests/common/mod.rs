@@ -270,20 +270,113 @@ pub async fn wait_leader_is(c: &TestCluster, name: &str, timeout: Duration) {
     }
 }
 
+/// `PROGRAM -c <node 0's config> ARGS`, not started (for a CLI that must run while the
+/// test polls: `tokio::process::Command::from` it).
+pub fn ctl_command(
+    c: &TestCluster,
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.arg("-c").arg(&c.nodes[0].config).args(args);
+    cmd
+}
+
 /// Runs `wardenctl -c <node 0's config> ARGS`: (exit code, stdout, stderr).
 pub fn wardenctl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
-    run(Command::new(TestCluster::bin("wardenctl"))
-        .arg("-c")
-        .arg(&c.nodes[0].config)
-        .args(args))
+    run(&mut ctl_command(c, TestCluster::bin("wardenctl"), args))
 }
 
 /// Runs the real `patronictl -c <node 0's config> ARGS`: (exit code, stdout, stderr).
 pub fn patronictl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
-    run(Command::new("patronictl")
-        .arg("-c")
-        .arg(&c.nodes[0].config)
-        .args(args))
+    run(&mut ctl_command(c, "patronictl", args))
+}
+
+/// One row of `patronictl list -f json` / `wardenctl list -f json`: (Member, Role, State, TL).
+pub type ListedMember = (String, String, String, i64);
+
+/// Parses `list -f json` output into rows, in the listed order.
+pub fn list_members(out: &str) -> Vec<ListedMember> {
+    let v: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("bad json {e}: {out}"));
+    v.as_array()
+        .expect("list")
+        .iter()
+        .map(|m| {
+            (
+                m["Member"].as_str().unwrap_or("").to_string(),
+                m["Role"].as_str().unwrap_or("").to_string(),
+                m["State"].as_str().unwrap_or("").to_string(),
+                m["TL"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+/// The Patroni agent the PostgreSQL user can run (`WARDEN_TEST_PATRONI`, set by
+/// `./test.sh`). Without it a mixed-cluster test is skipped, unless
+/// `WARDEN_REQUIRE_PATRONI` is set.
+pub fn patroni_agent() -> Option<std::path::PathBuf> {
+    let p = std::env::var_os("WARDEN_TEST_PATRONI").filter(|p| !p.is_empty());
+    if p.is_none() {
+        assert!(
+            std::env::var_os("WARDEN_REQUIRE_PATRONI").is_none(),
+            "WARDEN_REQUIRE_PATRONI is set but WARDEN_TEST_PATRONI names no Patroni agent"
+        );
+        eprintln!("skipped: set WARDEN_TEST_PATRONI to a `patroni` the PostgreSQL user can run");
+    }
+    p.map(std::path::PathBuf::from)
+}
+
+/// The `sync` key as read from etcd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncKey {
+    pub raw: String,
+    pub leader: String,
+    pub quorum: i64,
+    /// `sync_standby` split on commas, sorted.
+    pub standbys: Vec<String>,
+}
+
+pub fn sync_key(c: &TestCluster) -> Option<SyncKey> {
+    let raw = c.etcd_get("sync")?;
+    let v: Value = serde_json::from_str(&raw).ok()?;
+    let mut standbys: Vec<String> = v["sync_standby"]
+        .as_str()
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    standbys.sort();
+    Some(SyncKey {
+        leader: v["leader"].as_str()?.to_string(),
+        quorum: v["quorum"].as_i64().unwrap_or(-1),
+        standbys,
+        raw,
+    })
+}
+
+/// Waits until the `sync` key satisfies `ok`; returns it.
+pub async fn wait_sync_key(
+    c: &TestCluster,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&SyncKey) -> bool,
+) -> SyncKey {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let k = sync_key(c);
+        if let Some(k) = k.as_ref().filter(|k| ok(k)) {
+            return k.clone();
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "the sync key is not {what} after {timeout:?}: {k:?}\n{}",
+                c.failure_report()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Waits until every running replica has replayed the leader's current WAL position
