@@ -1,6 +1,8 @@
 //! Synchronous replication end to end (spec/ha-loop.md §10): the `sync` key and
 //! `synchronous_standby_names` follow the cluster, no acknowledged commit is lost when
-//! primaries die one after the other, and strict mode makes commits wait for a standby.
+//! primaries die one after the other (crashed with their agent, or with the agent alone
+//! killed or frozen), quorum commit survives losing the primary and a replica, and strict
+//! mode makes commits wait for a standby.
 //!
 //! Short locks (`ttl: 8` with `warden: {min_ttl: 8}`) keep the failovers quick.
 
@@ -605,9 +607,30 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
             None
         };
 
-        // Crash: agent and postmaster (with its backends) SIGKILLed together.
+        // The fault, in turn: agent and postmaster (with its backends) SIGKILLed
+        // together; the agent alone frozen (SIGSTOP) or killed, PostgreSQL left running
+        // until the fence guard stops it.
+        let fault = match r % 4 {
+            3 => "froze the agent of",
+            0 => "killed the agent of",
+            _ => "killed",
+        };
+        let agent_pid = c.nodes[l]
+            .agent
+            .as_ref()
+            .map(|a| nix::unistd::Pid::from_raw(a.pid() as i32))
+            .expect("agent");
         let killed = Instant::now();
-        c.kill_node(l);
+        match r % 4 {
+            3 => nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGSTOP)
+                .expect("SIGSTOP"),
+            0 => {
+                if let Some(mut a) = c.nodes[l].agent.take() {
+                    a.kill();
+                }
+            }
+            _ => c.kill_node(l),
+        }
         // A new primary commits the writer's rows.
         let (new, first_commit) = warden_testkit::wait_for_async(
             "a new primary to acknowledge a commit",
@@ -638,7 +661,13 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
         };
         let rewinds_before = rewinds();
         let restarted = Instant::now();
-        c.start_node(l);
+        if r % 4 == 3 {
+            // Thawed, the agent finds it lost the lock and rejoins.
+            nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGCONT)
+                .expect("SIGCONT");
+        } else {
+            c.start_node(l);
+        }
         wait_streaming(&c, l, Duration::from_secs(90)).await;
         let rejoined = restarted.elapsed();
         let how = if rewinds() > rewinds_before {
@@ -658,7 +687,7 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
             .filter(|a| a.round == r)
             .count();
         let line = format!(
-            "round {r}: {}killed {old} (sync standby {:?}); {new} committed {:?} after the kill; \
+            "round {r}: {}{fault} {old} (sync standby {:?}); {new} committed {:?} after the kill; \
              {old} {how} {rejoined:?} after restart, sync key complete after {resynced:?}; \
              {acked} commits acknowledged in the round ({:?})",
             stall.map_or(String::new(), |n| format!(
