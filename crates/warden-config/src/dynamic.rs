@@ -207,13 +207,6 @@ impl DynamicConfig {
         d.primary_stop_timeout =
             int(&["primary_stop_timeout", "master_stop_timeout"], 0, &mut w).max(0) as u64;
         d.primary_race_backoff = int(&["primary_race_backoff"], 0, &mut w).max(0) as u64;
-        if d.primary_race_backoff > 0 {
-            // Say so rather than ignore it silently (Patroni 4.1's U1 is not built yet).
-            w.push(format!(
-                "primary_race_backoff={} is not implemented by Warden: replicas race for the leader lock as soon as it expires (a Warden primary is fenced before its lock can expire)",
-                d.primary_race_backoff
-            ));
-        }
         d.synchronous_node_count = int(&["synchronous_node_count"], 1, &mut w).max(1) as u64;
 
         // rule 1

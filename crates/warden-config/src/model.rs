@@ -476,6 +476,19 @@ pub enum WatchdogMode {
     Required,
 }
 
+/// Watchdog driver (`watchdog.driver`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WatchdogDriver {
+    /// The Linux watchdog device API (`default`).
+    #[default]
+    Linux,
+    /// Patroni's test harness driver (`testing`): the device is a FIFO and the timeout
+    /// ioctls become writes (`Ctimeout=<n>\n`).
+    Testing,
+    /// Any other name: no watchdog implementation (Patroni's `NullWatchdog`).
+    Unsupported(String),
+}
+
 /// `watchdog` section (§10).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watchdog {
@@ -485,6 +498,8 @@ pub struct Watchdog {
     pub device: PathBuf,
     /// Seconds before lease expiry (default 5; -1 ⇒ timeout = ttl/2).
     pub safety_margin: i64,
+    /// Driver (default `default`, the Linux device API).
+    pub driver: WatchdogDriver,
 }
 
 impl Default for Watchdog {
@@ -493,6 +508,7 @@ impl Default for Watchdog {
             mode: WatchdogMode::Automatic,
             device: PathBuf::from("/dev/watchdog"),
             safety_margin: 5,
+            driver: WatchdogDriver::Linux,
         }
     }
 }
@@ -1067,10 +1083,12 @@ pub(crate) fn build_config(
 
     if ld.validate {
         if watchdog.mode == WatchdogMode::Required {
-            ld.problem(
-                "watchdog.mode".to_string(),
-                "'required' is not supported: Warden has no kernel watchdog driver (use automatic or off; the external fence guard is always on)",
-            );
+            if let WatchdogDriver::Unsupported(d) = &watchdog.driver {
+                ld.problem(
+                    "watchdog.driver".to_string(),
+                    format!("'{d}' is not a watchdog driver (default or testing), and watchdog.mode is 'required'"),
+                );
+            }
         }
         if let Some((h, _)) = split_host_port(&restapi.connect_address, None) {
             check_not_loopback(ld, "restapi.connect_address", &h);
@@ -1983,6 +2001,11 @@ fn parse_watchdog(ld: &mut Loader, m: &Obj) -> Watchdog {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/dev/watchdog")),
         safety_margin: ld.int(m, "safety_margin", p).unwrap_or(5),
+        driver: match ld.str_(m, "driver", p).as_deref() {
+            None | Some("default") => WatchdogDriver::Linux,
+            Some("testing") => WatchdogDriver::Testing,
+            Some(other) => WatchdogDriver::Unsupported(other.to_string()),
+        },
     }
 }
 

@@ -986,6 +986,27 @@ fn watchdog_modes() {
 }
 
 #[test]
+fn watchdog_drivers() {
+    assert_eq!(
+        load_str(&minimal_text()).expect("loads").watchdog.driver,
+        WatchdogDriver::Linux
+    );
+    for (d, expected) in [
+        ("default", WatchdogDriver::Linux),
+        ("testing", WatchdogDriver::Testing),
+        ("bsd", WatchdogDriver::Unsupported("bsd".into())),
+    ] {
+        let c = load_str(&format!(
+            "{}watchdog:\n  mode: required\n  driver: {d}\n  device: /tmp/wd.fifo\n",
+            minimal_text()
+        ))
+        .expect("loads");
+        assert_eq!(c.watchdog.driver, expected, "{d}");
+        assert_eq!(c.watchdog.device, PathBuf::from("/tmp/wd.fifo"));
+    }
+}
+
+#[test]
 fn util_parsers() {
     assert_eq!(parse_int("0644"), Some(420));
     assert_eq!(parse_int(" 10 "), Some(10));
@@ -1164,14 +1185,14 @@ fn warden_min_ttl_lowers_the_ttl_floor_within_bounds() {
             .any(|m| m.contains("ttl=5 can't be smaller than 8")),
         "{w:?}"
     );
-    // Settings Warden does not honour are named, not silently ignored.
+    // primary_race_backoff is implemented (ha-loop.md U1): no warning.
     let (d, w) = DynamicConfig::from_value(&json!({"primary_race_backoff": 10}));
     assert_eq!(d.primary_race_backoff, 10);
     assert!(
-        w.iter()
-            .any(|m| m.starts_with("primary_race_backoff=10 is not implemented by Warden")),
+        !w.iter().any(|m| m.contains("primary_race_backoff")),
         "{w:?}"
     );
+    // Settings Warden does not honour are named, not silently ignored.
     let (_, w) = DynamicConfig::from_value(&json!({
         "synchronous_mode": "quorum", "failsafe_mode": true,
         "standby_cluster": {"host": "10.0.0.9"}, "slots": {"s1": {"type": "physical"}}
