@@ -45,6 +45,12 @@ pub struct HaSettings {
     pub primary_start_timeout: u64,
     /// Synchronous replication settings.
     pub sync: crate::sync::SyncSettings,
+    /// `primary_race_backoff` (s; 0 = off): how long a replica postpones the leader race
+    /// while the old primary still seems to write (U1).
+    pub primary_race_backoff: u64,
+    /// `watchdog.mode: required` and the watchdog is not usable or could not be
+    /// activated: this node must not lead (C1.7, P1; REST `watchdog_failed`).
+    pub watchdog_failed: bool,
 }
 
 impl Default for HaSettings {
@@ -64,6 +70,8 @@ impl Default for HaSettings {
             nostream: false,
             primary_start_timeout: 300,
             sync: crate::sync::SyncSettings::default(),
+            primary_race_backoff: 0,
+            watchdog_failed: false,
         }
     }
 }
@@ -146,6 +154,12 @@ pub struct NodeMemory {
     /// My WAL position when I last changed `synchronous_standby_names` (a standby counts
     /// as synchronous only once it has confirmed WAL past it).
     pub standby_names_changed_at_lsn: Option<u64>,
+    /// Monotonic time (ms) the `primary_race_backoff` timer started (U1); cleared by the
+    /// executor whenever the cluster has a leader.
+    pub race_backoff_started_ms: Option<u64>,
+    /// My WAL position at the end of the previous cycle (None: PostgreSQL was not
+    /// running), to tell whether the old primary still sends WAL (U1).
+    pub prev_wal_position: Option<u64>,
 }
 
 /// What the executor found when probing another member's REST API (`GET /patroni`).
@@ -389,6 +403,18 @@ pub enum Action {
     },
     /// Leader housekeeping: publish `status`, keep member slots, update `history`.
     LeaderHousekeeping,
+    /// Open and arm the watchdog if it is not running (P1). Fails only when
+    /// `watchdog.mode: required` and no safe watchdog could be activated; that stops the
+    /// actions after it (no promotion), and the next cycle gives the lock up.
+    ActivateWatchdog,
+    /// Postpone the leader race (U1): remember when the backoff started and look again
+    /// within `retry_in_ms`.
+    PostponeRace {
+        /// monotonic ms the backoff timer started
+        started_ms: u64,
+        /// the backoff ends in this many ms
+        retry_in_ms: u64,
+    },
     /// Clear the `failover` key (`{}`, compare-and-set on its version).
     ClearFailover {
         /// mod_revision the request was read with
@@ -789,6 +815,9 @@ fn rewind_or_reinit(i: &HaInput<'_>, leader: &str, follow: Option<String>) -> St
 
 /// U1–U3: nobody holds the lock.
 fn unlocked(i: &HaInput<'_>, cluster: &Cluster) -> Step {
+    if let Some(step) = leading::race_backoff(i, cluster) {
+        return step;
+    }
     let healthy = match healthiest(i, cluster) {
         Ok(h) => h,
         Err(step) => return step,
@@ -825,10 +854,20 @@ fn unlocked(i: &HaInput<'_>, cluster: &Cluster) -> Step {
         .map(|f| Action::ClearFailover { version: f.version })
         .into_iter()
         .collect();
+    if i.answers.acquire == Some(true) {
+        if let Some(step) = leading::watchdog_forbids_leading(i) {
+            return step;
+        }
+    }
     match i.answers.acquire {
         None => Step::Ask(Question::AcquireLeader),
         Some(true) if i.pg.is_primary => act(
-            [clear, vec![Action::LeaderHousekeeping]].concat(),
+            [
+                clear,
+                leading::arm_watchdog(i),
+                vec![Action::LeaderHousekeeping],
+            ]
+            .concat(),
             "acquired session lock as a leader",
         ),
         Some(true) => {
@@ -840,6 +879,7 @@ fn unlocked(i: &HaInput<'_>, cluster: &Cluster) -> Step {
             act(
                 [
                     clear,
+                    leading::arm_watchdog(i),
                     pre_promote_actions(i, cluster),
                     vec![Action::Promote, Action::LeaderHousekeeping],
                 ]
@@ -927,6 +967,10 @@ fn healthiest(i: &HaInput<'_>, cluster: &Cluster) -> Result<Result<(), String>, 
             return Ok(Err("I am not a synchronous standby".into()));
         }
         return manual_failover_candidate(i, cluster, req);
+    }
+    // C1.7
+    if s.watchdog_failed {
+        return Ok(Err("Watchdog device is not usable".into()));
     }
     // C1.9: in synchronous mode only the sync key's members may take over.
     if !crate::sync::may_promote(i.me, cluster, &s.sync) {
@@ -1348,12 +1392,18 @@ fn locked_by_me(i: &HaInput<'_>, cluster: &Cluster) -> Step {
             "removed leader lock because postgres is not running as primary",
         );
     }
+    if i.answers.update == Some(LockUpdate::Renewed) {
+        if let Some(step) = leading::watchdog_forbids_leading(i) {
+            return step;
+        }
+    }
     match i.answers.update {
         None => Step::Ask(Question::UpdateLeader),
         Some(LockUpdate::DcsError) => dcs_unreachable(i),
         Some(LockUpdate::Renewed) if i.pg.is_primary => leader_handles_request(i, cluster)
             .unwrap_or_else(|| {
-                let mut actions = vec![Action::LeaderHousekeeping];
+                let mut actions = leading::arm_watchdog(i);
+                actions.push(Action::LeaderHousekeeping);
                 actions.extend(primary_sync_actions(i, cluster));
                 act(
                     actions,
@@ -1362,6 +1412,7 @@ fn locked_by_me(i: &HaInput<'_>, cluster: &Cluster) -> Step {
             }),
         Some(LockUpdate::Renewed) => act(
             [
+                leading::arm_watchdog(i),
                 pre_promote_actions(i, cluster),
                 vec![Action::Promote, Action::LeaderHousekeeping],
             ]
@@ -1433,6 +1484,8 @@ fn locked_by_other(i: &HaInput<'_>, cluster: &Cluster) -> Step {
         _ => act(vec![], msg),
     }
 }
+
+mod leading;
 
 #[cfg(test)]
 mod tests;

@@ -88,6 +88,10 @@ pub struct NodeStatus {
     pub scheduled_restart: Option<Value>,
     /// Failsafe mode is keeping this node's role without the DCS.
     pub failsafe_active: bool,
+    /// `watchdog.mode: required` and the watchdog is not usable (`watchdog_failed`).
+    pub watchdog_failed: bool,
+    /// The watchdog device is open and kicked by this node.
+    pub watchdog_active: bool,
     /// WAL receiver's `latest_end_lsn` (replica), for `leader_optime`.
     pub latest_end_lsn: Option<u64>,
     /// Duration of the last HA cycle (ms), for `warden_` metrics.
@@ -213,6 +217,9 @@ impl NodeStatus {
         }
         if self.failsafe_active {
             m.insert("failsafe_mode_is_active".into(), Value::Bool(true));
+        }
+        if self.watchdog_failed {
+            m.insert("watchdog_failed".into(), Value::Bool(true));
         }
         m.insert("dcs_last_seen".into(), Value::from(self.dcs_last_seen));
         if !self.tags.is_empty() {

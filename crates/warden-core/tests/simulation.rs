@@ -524,7 +524,7 @@ impl World {
         let busy = decision
             .actions
             .iter()
-            .any(|a| !matches!(a, Action::LeaderHousekeeping));
+            .any(|a| !matches!(a, Action::LeaderHousekeeping | Action::ActivateWatchdog));
         if busy {
             self.log(format!(
                 "{me} [{}]: {} {:?}",
@@ -719,7 +719,11 @@ impl World {
                 }
                 n.memory.standby_names_are_mine = n.managed_ssn.is_some();
             }
-            Action::Warn { .. } | Action::RecheckSoon => {}
+            // The simulated nodes have no watchdog (mode off).
+            Action::Warn { .. } | Action::RecheckSoon | Action::ActivateWatchdog => {}
+            Action::PostponeRace { started_ms, .. } => {
+                self.nodes[i].memory.race_backoff_started_ms = Some(started_ms);
+            }
             Action::ReleaseLeader | Action::AbandonLeader => {
                 if !partitioned && matches!(&self.dcs.leader, Some((l, _)) if *l == me) {
                     self.dcs.leader = None;

@@ -331,12 +331,12 @@ fn cases() -> Vec<Case> {
             .memory(NodeMemory { first_cycle: true, ..NodeMemory::default() })
             .world(World { acquire: true, probes: vec![peer("pg2", 50)], ..World::default() })
             .expect(
-                vec![Action::WriteInitialize { sysid: SYSID.into() }, Action::LeaderHousekeeping],
+                vec![Action::WriteInitialize { sysid: SYSID.into() }, Action::ActivateWatchdog, Action::LeaderHousekeeping],
                 "acquired session lock as a leader",
             ),
         // --- cluster locked (H2, H3)
         case("leader keeps the lock", "pg1", locked_pg1(), primary())
-            .expect(vec![Action::LeaderHousekeeping], "no action. I am (pg1), the leader with the lock"),
+            .expect(vec![Action::ActivateWatchdog, Action::LeaderHousekeeping], "no action. I am (pg1), the leader with the lock"),
         case("leader lost the lock (CAS failed): demote", "pg1", locked_pg1(), primary())
             .world(World { update: Some(LockUpdate::Lost), ..World::default() })
             .expect(vec![demote(DemoteMode::ImmediateNoLock)], "demoted self because failed to update leader lock in DCS"),
@@ -344,7 +344,7 @@ fn cases() -> Vec<Case> {
             .world(World { update: Some(LockUpdate::DcsError), ..World::default() })
             .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
         case("lock holder running as replica promotes", "pg1", locked_pg1(), replica(100))
-            .expect(vec![Action::Promote, Action::LeaderHousekeeping], "promoted self to leader because I had the session lock"),
+            .expect(vec![Action::ActivateWatchdog, Action::Promote, Action::LeaderHousekeeping], "promoted self to leader because I had the session lock"),
         case("replica follows the leader", "pg2", locked_pg1(), replica(100))
             .expect(vec![], "no action. I am (pg2), a secondary, and following a leader (pg1)"),
         case("replica re-points to a new leader", "pg2", Some(cluster(Some("pg3"), Some(SYSID), None)), replica(100))
@@ -365,7 +365,7 @@ fn cases() -> Vec<Case> {
         // --- leader race (U2, U3, C1, C2)
         case("unlocked: healthiest replica promotes", "pg2", unlocked(), replica(100))
             .world(World { acquire: true, probes: vec![peer("pg3", 90)], ..World::default() })
-            .expect(vec![Action::Promote, Action::LeaderHousekeeping], "promoted self to leader by acquiring session lock (I am the healthiest of 3 members)"),
+            .expect(vec![Action::ActivateWatchdog, Action::Promote, Action::LeaderHousekeeping], "promoted self to leader by acquiring session lock (I am the healthiest of 3 members)"),
         case("unlocked: lost the race follows", "pg2", unlocked(), replica(100))
             .world(World { acquire: false, probes: vec![peer("pg3", 90)], ..World::default() })
             .expect(vec![], "following new leader after trying and failing to obtain lock"),
@@ -374,10 +374,10 @@ fn cases() -> Vec<Case> {
             .expect(vec![], "Wal position of pg2 is ahead of my wal position"),
         case("unlocked: unreachable members do not count", "pg3", unlocked(), replica(90))
             .world(World { acquire: true, probes: vec![PeerStatus { reachable: false, ..peer("pg2", 100) }], ..World::default() })
-            .expect(vec![Action::Promote, Action::LeaderHousekeeping], "promoted self to leader by acquiring session lock"),
+            .expect(vec![Action::ActivateWatchdog, Action::Promote, Action::LeaderHousekeeping], "promoted self to leader by acquiring session lock"),
         case("unlocked: nofailover peers ahead do not count", "pg3", unlocked(), replica(90))
             .world(World { acquire: true, probes: vec![PeerStatus { nofailover: true, ..peer("pg2", 100) }], ..World::default() })
-            .expect(vec![Action::Promote, Action::LeaderHousekeeping], "promoted self"),
+            .expect(vec![Action::ActivateWatchdog, Action::Promote, Action::LeaderHousekeeping], "promoted self"),
         case("unlocked: old primary still alive", "pg2", unlocked(), replica(100))
             .world(World { probes: vec![PeerStatus { is_primary: true, ..peer("pg1", 0) }], ..World::default() })
             .expect(vec![], "Primary (pg1) is still alive"),
@@ -398,7 +398,7 @@ fn cases() -> Vec<Case> {
             .expect(vec![], "behind the cluster timeline"),
         case("unlocked: primary re-acquires without promoting", "pg1", unlocked(), primary())
             .world(World { acquire: true, ..World::default() })
-            .expect(vec![Action::LeaderHousekeeping], "acquired session lock as a leader"),
+            .expect(vec![Action::ActivateWatchdog, Action::LeaderHousekeeping], "acquired session lock as a leader"),
         case("unlocked: primary losing the race demotes", "pg1", unlocked(), primary())
             .world(World { acquire: false, ..World::default() })
             .expect(vec![demote(DemoteMode::ImmediateNoLock)], "demoted self after trying and failing to obtain lock"),
@@ -425,7 +425,7 @@ fn cases() -> Vec<Case> {
             .settings(|s| s.sync.mode = crate::sync::SyncMode::On)
             .world(World { acquire: true, probes: vec![peer("pg3", 120)], ..World::default() })
             .expect(vec![
-                Action::WriteSync { write: crate::sync::SyncKeyWrite { leader: "pg2".into(), standbys: vec![], quorum: 0, version: Some(5), chained: false }, message: "Synchronous replication key claimed before promote".into() },
+                Action::ActivateWatchdog, Action::WriteSync { write: crate::sync::SyncKeyWrite { leader: "pg2".into(), standbys: vec![], quorum: 0, version: Some(5), chained: false }, message: "Synchronous replication key claimed before promote".into() },
                 Action::SetStandbyNames { value: Some(String::new()), message: "Standby names set before promote".into() },
                 Action::Promote, Action::LeaderHousekeeping,
             ], "promoted self to leader by acquiring session lock"),
@@ -466,7 +466,7 @@ fn cases() -> Vec<Case> {
         case("unlocked: the requested candidate takes over and clears the request", "pg3",
                 Some(with_failover(cluster(None, Some(SYSID), Some(100)), Some("pg1"), Some("pg3"), None)), replica(90))
             .world(World { acquire: true, ..World::default() })
-            .expect(vec![Action::ClearFailover { version: 42 }, Action::Promote, Action::LeaderHousekeeping], "I am the requested candidate"),
+            .expect(vec![Action::ClearFailover { version: 42 }, Action::ActivateWatchdog, Action::Promote, Action::LeaderHousekeeping], "I am the requested candidate"),
         case("unlocked: others defer to a healthy requested candidate", "pg2",
                 Some(with_failover(cluster(None, Some(SYSID), Some(100)), Some("pg1"), Some("pg3"), None)), replica(100))
             .world(World { probes: vec![peer("pg3", 90), peer("pg1", 0)], ..World::default() })
@@ -474,11 +474,11 @@ fn cases() -> Vec<Case> {
         case("unlocked: dead requested candidate: the best other node takes over", "pg2",
                 Some(with_failover(cluster(None, Some(SYSID), Some(100)), None, Some("pg3"), None)), replica(100))
             .world(World { acquire: true, probes: vec![PeerStatus { reachable: false, ..peer("pg3", 90) }], ..World::default() })
-            .expect(vec![Action::ClearFailover { version: 42 }, Action::Promote, Action::LeaderHousekeeping], "promoted self"),
+            .expect(vec![Action::ClearFailover { version: 42 }, Action::ActivateWatchdog, Action::Promote, Action::LeaderHousekeeping], "promoted self"),
         case("unlocked: switchover race ignores the former leader and lag", "pg3",
                 Some(with_failover(cluster(None, Some(SYSID), Some(10_000_000)), Some("pg1"), None, None)), replica(90))
             .world(World { acquire: true, probes: vec![PeerStatus { is_primary: true, ..peer("pg1", 0) }], ..World::default() })
-            .expect(vec![Action::ClearFailover { version: 42 }, Action::Promote, Action::LeaderHousekeeping], "promoted self"),
+            .expect(vec![Action::ClearFailover { version: 42 }, Action::ActivateWatchdog, Action::Promote, Action::LeaderHousekeeping], "promoted self"),
         case("unlocked and paused: only the named candidate races", "pg2",
                 Some(with_failover(cluster(None, Some(SYSID), Some(100)), None, Some("pg2"), None)), replica(100))
             .settings(|s| s.paused = true)
@@ -527,6 +527,72 @@ fn cases() -> Vec<Case> {
         case("paused: lock holder with stopped PostgreSQL releases", "pg1", locked_pg1(), stopped(true, 1))
             .settings(|s| s.paused = true)
             .expect(vec![Action::ReleaseLeader], "removed leader lock because postgres is not running"),
+        // --- watchdog (P1, C1.7): `watchdog_failed` = required and not usable
+        case("watchdog required but unusable: a replica does not race", "pg2", unlocked(), replica(100))
+            .settings(|s| s.watchdog_failed = true)
+            .world(World { acquire: true, probes: vec![peer("pg3", 90)], ..World::default() })
+            .expect(vec![], "following a different leader because i am not the healthiest node (Watchdog device is not usable)"),
+        case("watchdog required but unusable: lock holder replica gives the lock back", "pg1", locked_pg1(), replica(100))
+            .settings(|s| s.watchdog_failed = true)
+            .expect(vec![Action::ReleaseLeader], "Not promoting self because watchdog could not be activated"),
+        case("watchdog required but unusable: the leader demotes", "pg1", locked_pg1(), primary())
+            .settings(|s| s.watchdog_failed = true)
+            .expect(vec![demote(DemoteMode::Immediate)], "Demoting self because watchdog could not be activated"),
+        case("watchdog required but unusable: a primary that re-acquires demotes", "pg1", unlocked(), primary())
+            .settings(|s| s.watchdog_failed = true)
+            .world(World { acquire: true, ..World::default() })
+            .expect(vec![demote(DemoteMode::Immediate)], "Demoting self because watchdog could not be activated"),
+        case("watchdog is not armed in pause: the paused leader keeps its role", "pg1", locked_pg1(), primary())
+            .settings(|s| { s.paused = true; s.watchdog_failed = true; })
+            .expect(vec![Action::LeaderHousekeeping], "PAUSE: no action. I am (pg1), the leader with the lock"),
+        case("a failed watchdog elsewhere does not matter: peers reporting it do not count", "pg3", unlocked(), replica(90))
+            .world(World { acquire: true, probes: vec![PeerStatus { watchdog_failed: true, ..peer("pg2", 100) }], ..World::default() })
+            .expect(vec![Action::ActivateWatchdog, Action::Promote, Action::LeaderHousekeeping], "promoted self"),
+        // --- primary_race_backoff (U1); run() decides at now_ms = 1_000
+        case("race backoff: first unlocked observation postpones and starts the timer", "pg2", unlocked(), replica(100))
+            .settings(|s| { s.primary_race_backoff = 6; s.loop_wait = 3; })
+            .memory(NodeMemory { prev_wal_position: Some(100), ..NodeMemory::default() })
+            .expect(vec![Action::PostponeRace { started_ms: 1_000, retry_in_ms: 6_000 }],
+                "My (pg2) wal position moved since last heart beat loop, 6 seconds until leader race"),
+        case("race backoff: WAL still moving after the first loop_wait postpones", "pg2", unlocked(), replica(150))
+            .settings(|s| { s.primary_race_backoff = 6; s.loop_wait = 1; })
+            .memory(NodeMemory { prev_wal_position: Some(100), race_backoff_started_ms: Some(0), ..NodeMemory::default() })
+            .expect(vec![Action::PostponeRace { started_ms: 0, retry_in_ms: 5_000 }],
+                "My (pg2) wal position moved since last heart beat loop, 5 seconds until leader race"),
+        case("race backoff: WAL not moving after the first loop_wait races", "pg2", unlocked(), replica(100))
+            .settings(|s| { s.primary_race_backoff = 10; s.loop_wait = 1; })
+            .memory(NodeMemory { prev_wal_position: Some(100), race_backoff_started_ms: Some(0), ..NodeMemory::default() })
+            .world(World { acquire: false, probes: vec![peer("pg3", 90)], ..World::default() })
+            .expect(vec![], "following new leader after trying and failing to obtain lock"),
+        case("race backoff: WAL moving but not streaming races", "pg2", unlocked(), LocalPg { streaming: false, ..replica(150) })
+            .settings(|s| { s.primary_race_backoff = 10; s.loop_wait = 1; })
+            .memory(NodeMemory { prev_wal_position: Some(100), race_backoff_started_ms: Some(0), ..NodeMemory::default() })
+            .world(World { acquire: false, probes: vec![peer("pg3", 90)], ..World::default() })
+            .expect(vec![], "following new leader after trying and failing to obtain lock"),
+        case("race backoff: expired, WAL still moving: race", "pg2", unlocked(), replica(150))
+            .settings(|s| { s.primary_race_backoff = 1; s.loop_wait = 1; })
+            .memory(NodeMemory { prev_wal_position: Some(100), race_backoff_started_ms: Some(0), ..NodeMemory::default() })
+            .world(World { acquire: true, probes: vec![peer("pg3", 90)], ..World::default() })
+            .expect(vec![Action::ActivateWatchdog, Action::Promote, Action::LeaderHousekeeping], "promoted self"),
+        case("race backoff: within the first loop_wait postpones even if WAL stands still", "pg2", unlocked(), replica(100))
+            .settings(|s| { s.primary_race_backoff = 10; s.loop_wait = 3; })
+            .memory(NodeMemory { prev_wal_position: Some(100), race_backoff_started_ms: Some(0), ..NodeMemory::default() })
+            .expect(vec![Action::PostponeRace { started_ms: 0, retry_in_ms: 9_000 }],
+                "My (pg2) wal position moved since last heart beat loop, 9 seconds until leader race"),
+        case("race backoff: off when no previous WAL position is known", "pg2", unlocked(), replica(100))
+            .settings(|s| s.primary_race_backoff = 6)
+            .world(World { acquire: true, probes: vec![peer("pg3", 90)], ..World::default() })
+            .expect(vec![Action::ActivateWatchdog, Action::Promote, Action::LeaderHousekeeping], "promoted self"),
+        case("race backoff: not in pause", "pg2", unlocked(), replica(100))
+            .settings(|s| { s.primary_race_backoff = 6; s.paused = true; })
+            .memory(NodeMemory { prev_wal_position: Some(100), ..NodeMemory::default() })
+            .expect(vec![], "PAUSE: no action. I am (pg2), cluster is unlocked"),
+        case("race backoff: not when a failover request names a candidate", "pg3",
+                Some(with_failover(cluster(None, Some(SYSID), Some(100)), Some("pg1"), Some("pg3"), None)), replica(90))
+            .settings(|s| s.primary_race_backoff = 6)
+            .memory(NodeMemory { prev_wal_position: Some(80), ..NodeMemory::default() })
+            .world(World { acquire: true, ..World::default() })
+            .expect(vec![Action::ClearFailover { version: 42 }, Action::ActivateWatchdog, Action::Promote, Action::LeaderHousekeeping], "I am the requested candidate"),
     ]
 }
 
