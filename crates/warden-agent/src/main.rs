@@ -9,6 +9,7 @@ mod sample;
 mod settings;
 mod supervisor;
 mod wal_sampler;
+mod watchdog;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -136,21 +137,6 @@ async fn run(
             warden_core::ha::STANDBY_CLUSTER_UNSUPPORTED
         );
     }
-    match cfg.watchdog.mode {
-        // Patroni exits the same way where it has no watchdog support; leading without
-        // the watchdog the operator required would be worse.
-        warden_config::WatchdogMode::Required => anyhow::bail!(
-            "refusing to start: watchdog.mode is 'required' but Warden has no kernel watchdog \
-             driver; set it to 'automatic' or 'off' (Warden's external fence guard stops \
-             PostgreSQL before the leader lock can expire)"
-        ),
-        warden_config::WatchdogMode::Automatic if cfg.watchdog.device.exists() => warn!(
-            "watchdog: {} exists but Warden does not use kernel watchdogs; the external fence \
-             guard stops PostgreSQL before the leader lock can expire",
-            cfg.watchdog.device.display()
-        ),
-        _ => {}
-    }
     // Dynamic config until the DCS has one (S5): bootstrap.dcs, else defaults.
     let bootstrap_dcs = cfg
         .bootstrap
@@ -162,6 +148,8 @@ async fn run(
     for w in warnings {
         warn!("{w}");
     }
+    // S4: `required` with a driver Warden does not have exits, as Patroni does.
+    let watchdog = watchdog::Watchdog::new(&cfg.watchdog, dynamic.ttl, dynamic.loop_wait)?;
 
     // One REST client for every call to other members, certificates read once.
     let rest = settings::rest_client(&cfg)?;
@@ -244,6 +232,7 @@ async fn run(
     let fence =
         supervisor::Fence::with_state_file(warden_pg::Postgres::new(pg_settings), Some(state_file));
     tokio::spawn(fence.clone().guard());
+    let watchdog = watchdog.with_fence(fence.clone());
     api.watch_postmaster(cfg.postgresql.data_dir.join("postmaster.pid"));
     tokio::spawn(wal_sampler::run(
         fence.clone(),
@@ -262,6 +251,7 @@ async fn run(
         dcs,
         api,
         fence,
+        watchdog,
         commands: cmd_rx,
         config_path,
         env,

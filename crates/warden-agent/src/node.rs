@@ -56,6 +56,9 @@ pub struct Node<D: Dcs> {
     pg: Postgres,
     api: StatusHandle,
     fence: Arc<Fence>,
+    watchdog: crate::watchdog::Watchdog,
+    /// The leader race was postponed (U1): run the next cycle when the backoff ends.
+    race_retry_ms: Option<u64>,
     memory: NodeMemory,
     /// Member we configured PostgreSQL to stream from.
     following: Option<String>,
@@ -123,6 +126,8 @@ pub struct NodeIo<D> {
     pub api: StatusHandle,
     /// fence guard
     pub fence: Arc<Fence>,
+    /// the watchdog (closed until this node leads)
+    pub watchdog: crate::watchdog::Watchdog,
     /// management commands from the REST API
     pub commands: mpsc::Receiver<Command>,
     /// config file (for reloads)
@@ -159,6 +164,8 @@ impl<D: Dcs> Node<D> {
             pg,
             api: io.api,
             fence: io.fence,
+            watchdog: io.watchdog,
+            race_retry_ms: None,
             memory: NodeMemory {
                 first_cycle: true,
                 ..NodeMemory::default()
@@ -223,6 +230,9 @@ impl<D: Dcs> Node<D> {
             if std::mem::take(&mut self.recheck_soon) {
                 sleep_ms = sleep_ms.min(1000);
             }
+            if let Some(ms) = self.race_retry_ms.take() {
+                sleep_ms = sleep_ms.min(ms.max(100));
+            }
             let due = started + sleep_ms;
             self.next_cycle_due_ms = due;
             self.publish();
@@ -281,6 +291,10 @@ impl<D: Dcs> Node<D> {
             if c.leader_name() != Some(self.me()) {
                 self.set_leader_until(None);
             }
+            if !c.is_unlocked() {
+                // U1: the primary_race_backoff timer runs only while nobody leads.
+                self.memory.race_backoff_started_ms = None;
+            }
             self.dcs_last_seen = epoch_secs();
             self.cluster_valid_until_ms = Some(monotonic_ms() + self.dynamic.ttl * 1000);
             self.cluster = Some(Arc::new(c.clone()));
@@ -293,8 +307,9 @@ impl<D: Dcs> Node<D> {
         }
         let can_rewind =
             settings::use_pg_rewind(&self.cfg, &self.dynamic) && self.pg.can_rewind(true);
-        let ha_settings = settings::ha_settings(&self.cfg, &self.dynamic, can_rewind);
+        let mut ha_settings = settings::ha_settings(&self.cfg, &self.dynamic, can_rewind);
         self.fence.set_paused(ha_settings.paused);
+        ha_settings.watchdog_failed = self.watchdog_before_decision(ha_settings.paused);
 
         let mut answers = Answers::default();
         let decision = loop {
@@ -357,6 +372,10 @@ impl<D: Dcs> Node<D> {
         self.fire_state_callbacks(after.running);
         self.memory.was_running = after.running;
         self.memory.first_cycle = false;
+        if after.running {
+            self.memory.prev_wal_position = Some(after.wal_position);
+        }
+        self.watchdog_after_cycle(ha_settings.paused, after.running);
         if cluster.is_some() {
             self.touch_member().await;
         }
@@ -900,6 +919,8 @@ impl<D: Dcs> Node<D> {
                 answers.update = Some(match r {
                     Ok(Ok(true)) => {
                         self.set_leader_until(Some(t0 + self.dynamic.ttl * 1000));
+                        // Only here, from the HA loop: a stalled agent stops kicking.
+                        self.watchdog.keepalive();
                         LockUpdate::Renewed
                     }
                     Ok(Ok(false)) => {
@@ -1094,6 +1115,7 @@ impl<D: Dcs> Node<D> {
                     }
                 }
                 self.fence.set_primary_running(false);
+                self.watchdog.disable();
                 self.checkpoint_after_promote = None;
                 self.state = "stopping".into();
                 self.publish();
@@ -1235,6 +1257,7 @@ impl<D: Dcs> Node<D> {
             }
             Action::AbandonLeader => {
                 self.fence.set_primary_running(false);
+                self.watchdog.disable();
                 self.role = "demoted".into();
                 self.callback_role = Some("demoted".into());
                 self.callbacks.fire("on_role_change", "demoted");
@@ -1244,6 +1267,34 @@ impl<D: Dcs> Node<D> {
                 Ok(())
             }
             Action::LeaderHousekeeping => self.leader_housekeeping(cluster, local).await,
+            Action::ActivateWatchdog => Ok(self.watchdog.activate()?),
+            Action::PostponeRace {
+                started_ms,
+                retry_in_ms,
+            } => {
+                self.memory.race_backoff_started_ms = Some(started_ms);
+                self.race_retry_ms = Some(retry_in_ms);
+                Ok(())
+            }
+        }
+    }
+
+    /// Watchdog duties before the decision: apply the current timings, disarm it in
+    /// pause (L2); returns `watchdog_failed` for the decision (C1.7, P1).
+    fn watchdog_before_decision(&mut self, paused: bool) -> bool {
+        self.watchdog
+            .update(&self.cfg.watchdog, self.dynamic.ttl, self.dynamic.loop_wait);
+        if paused {
+            self.watchdog.disable();
+        }
+        !self.watchdog.is_healthy()
+    }
+
+    /// The watchdog stays armed only while this node leads with PostgreSQL running and
+    /// the cluster not paused (R3, L2; demotion disarms it on its own).
+    fn watchdog_after_cycle(&mut self, paused: bool, running: bool) {
+        if paused || !running || !self.i_am_leader() {
+            self.watchdog.disable();
         }
     }
 
@@ -1299,6 +1350,9 @@ impl<D: Dcs> Node<D> {
             if let Some(cmd) = &b.post_bootstrap {
                 crate::supervisor::run_post_bootstrap(cmd, &self.pg).await?;
             }
+            self.watchdog
+                .activate()
+                .context("Cancelling bootstrap because watchdog activation failed")?;
             let sysid = match self.pg.data_dir_state() {
                 DataDirState::Initialized { sysid } => sysid,
                 other => return Err(anyhow!("after initdb the data dir is {other:?}")),
@@ -1320,6 +1374,7 @@ impl<D: Dcs> Node<D> {
                 Ok(())
             }
             Err(e) => {
+                self.watchdog.disable();
                 // B4 as Patroni: give the initialize key back so another node can try, stop
                 // what was started, move the data directory aside (kept for inspection)
                 // and exit: the half-initialised directory must never be started again.
@@ -1695,6 +1750,8 @@ impl<D: Dcs> Node<D> {
             cycles: self.cycles,
             latest_end_lsn: None,
             failsafe_active: false,
+            watchdog_failed: !self.watchdog.is_healthy(),
+            watchdog_active: self.watchdog.is_running(),
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
             ttl: self.dynamic.ttl,
             next_cycle_due_ms: self.next_cycle_due_ms,
@@ -1709,6 +1766,7 @@ impl<D: Dcs> Node<D> {
         if self.dynamic.pause {
             info!("Leaving PostgreSQL running and the leader lock in place: the cluster is paused");
             self.fence.set_leader_until(0);
+            self.watchdog.disable();
             return;
         }
         let was_leader = self
@@ -1726,12 +1784,18 @@ impl<D: Dcs> Node<D> {
             self.publish();
             let timeout = self.pg.settings().pg_ctl_timeout;
             if let Err(e) = self.pg.stop(StopMode::Fast, timeout).await {
-                error!("could not stop PostgreSQL: {e}; keeping the leader lock");
+                let wd = if self.watchdog.is_running() {
+                    " Leaving watchdog running."
+                } else {
+                    ""
+                };
+                error!("could not stop PostgreSQL: {e}; keeping the leader lock.{wd}");
                 return;
             }
             let role = self.role.clone();
             self.callbacks.fire("on_stop", &role);
         }
+        self.watchdog.disable();
         self.state = "stopped".into();
         self.last_pg = None;
         if was_leader {

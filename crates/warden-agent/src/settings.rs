@@ -139,6 +139,9 @@ pub fn ha_settings(cfg: &Config, dynamic: &DynamicConfig, can_rewind: bool) -> H
             node_count: usize::try_from(dynamic.synchronous_node_count.max(1)).unwrap_or(1),
             maximum_lag_on_syncnode: dynamic.maximum_lag_on_syncnode,
         },
+        primary_race_backoff: dynamic.primary_race_backoff,
+        // Runtime state, filled in by the executor each cycle.
+        watchdog_failed: false,
     }
 }
 

@@ -10,6 +10,9 @@
 //!   lock deadline in a state file next to the data directory; when the deadline passes
 //!   without renewal the guard stops the postmaster (immediate shutdown). An agent that
 //!   restarts in time renews the deadline, so PostgreSQL survives agent restarts.
+//!
+//! Both layers stand down while this node's watchdog is armed (see
+//! [`Fence::set_watchdog_armed`]): then the watchdog is the fence.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +31,8 @@ pub struct Fence {
     leader_until_ms: AtomicU64,
     primary_running: AtomicBool,
     paused: AtomicBool,
+    /// The watchdog is open, kicked by the HA loop and fires before the lock expires.
+    watchdog_armed: AtomicBool,
     pg: Mutex<Postgres>,
     /// State file shared with the external guard (None = no external guard).
     state_file: Option<PathBuf>,
@@ -41,6 +46,7 @@ impl Fence {
             leader_until_ms: AtomicU64::new(0),
             primary_running: AtomicBool::new(false),
             paused: AtomicBool::new(false),
+            watchdog_armed: AtomicBool::new(false),
             pg: Mutex::new(pg),
             state_file,
         });
@@ -60,7 +66,7 @@ impl Fence {
             return;
         };
         let until = self.leader_until_ms.load(Ordering::SeqCst);
-        let deadline = if until == 0 || self.paused.load(Ordering::SeqCst) {
+        let deadline = if until == 0 || self.stands_down() {
             0
         } else {
             let left = until.saturating_sub(monotonic_ms());
@@ -85,6 +91,27 @@ impl Fence {
         }
     }
 
+    /// This node's watchdog is armed: open, kicked by the HA loop right after every lock
+    /// renewal, with a timeout shorter than `ttl`.
+    ///
+    /// Then the watchdog is the fence, and both guards stand down. A frozen or stalled
+    /// agent stops kicking it, so the device resets the machine before the lock can
+    /// expire: nothing this node runs outlives its lease, which is what the guards
+    /// ensure by stopping PostgreSQL. Stopping PostgreSQL first would only add an
+    /// outage the operator chose the watchdog to handle (Patroni, and Patroni's
+    /// acceptance suite, expect a frozen primary's PostgreSQL to keep running until the
+    /// watchdog fires). Without an armed watchdog the guards work as before.
+    pub fn set_watchdog_armed(&self, yes: bool) {
+        if self.watchdog_armed.swap(yes, Ordering::SeqCst) != yes {
+            self.publish_deadline();
+        }
+    }
+
+    /// Paused (never stop PostgreSQL on our own) or the watchdog fences this node.
+    fn stands_down(&self) -> bool {
+        self.paused.load(Ordering::SeqCst) || self.watchdog_armed.load(Ordering::SeqCst)
+    }
+
     /// New PostgreSQL settings after a config change.
     pub fn set_postgres(&self, pg: Postgres) {
         if let Ok(mut g) = self.pg.lock() {
@@ -105,7 +132,7 @@ impl Fence {
     pub fn must_fence(&self, now_ms: u64) -> bool {
         let until = self.leader_until_ms.load(Ordering::SeqCst);
         self.primary_running.load(Ordering::SeqCst)
-            && !self.paused.load(Ordering::SeqCst)
+            && !self.stands_down()
             && until > 0
             && now_ms + FENCE_MARGIN_MS >= until
     }
@@ -398,7 +425,39 @@ mod tests {
         f.set_paused(true);
         assert!(!f.must_fence(9_000), "paused");
         f.set_paused(false);
+        f.set_watchdog_armed(true);
+        assert!(!f.must_fence(9_000), "the watchdog fences");
+        f.set_watchdog_armed(false);
+        assert!(
+            f.must_fence(9_000),
+            "watchdog closed: the guard fences again"
+        );
         f.set_leader_until(0);
         assert!(!f.must_fence(9_000), "lock not held");
+    }
+
+    #[test]
+    fn external_guard_deadline_is_not_armed_while_the_watchdog_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("data.fence");
+        let f = Fence::with_state_file(
+            Postgres::new(warden_pg::PgSettings::default()),
+            Some(state.clone()),
+        );
+        let deadline = || -> u64 {
+            std::fs::read_to_string(&state)
+                .expect("state file")
+                .trim()
+                .parse()
+                .expect("a number")
+        };
+        f.set_leader_until(monotonic_ms() + 30_000);
+        assert!(deadline() > 0);
+        f.set_watchdog_armed(true);
+        assert_eq!(deadline(), 0);
+        f.set_leader_until(monotonic_ms() + 30_000);
+        assert_eq!(deadline(), 0, "renewals keep it disarmed");
+        f.set_watchdog_armed(false);
+        assert!(deadline() > 0);
     }
 }

@@ -201,18 +201,36 @@ fn standby_cluster_bootstrap_is_refused_at_start() {
 }
 
 #[test]
-fn required_watchdog_is_refused_at_start() {
+fn required_watchdog_without_a_driver_is_refused_at_start() {
+    // As Patroni: `required` where no watchdog implementation exists exits at start.
     let (_dir, cfg) = refused_at_start(
         "warden-watchdog-",
-        |t| format!("{t}\nwatchdog:\n  mode: required\n"),
-        "watchdog.mode is 'required' but Warden has no kernel watchdog driver",
+        |t| format!("{t}\nwatchdog:\n  mode: required\n  driver: bsd\n"),
+        "Configuration requires a watchdog, but watchdog is not supported on this platform.",
     );
     let (code, out, err) = run(warden().arg("--validate-config").arg(&cfg));
     assert_ne!(code, 0);
     assert!(
-        out.contains("watchdog.mode: 'required' is not supported"),
+        out.contains("watchdog.driver: 'bsd' is not a watchdog driver"),
         "{out}{err}"
     );
+}
+
+#[test]
+fn required_watchdog_with_a_driver_validates() {
+    let dir = TestDir::new("warden-watchdog-ok-");
+    let data = dir.path().join("data");
+    let cfg = minimal_config(&dir, &data, free_port());
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    let cfg = dir.write_file(
+        "watchdog.yml",
+        &format!(
+            "{text}\nwatchdog:\n  mode: required\n  driver: testing\n  device: /tmp/wd.fifo\n"
+        ),
+    );
+    // Other problems of the minimal config (loopback addresses) may be listed.
+    let (_code, out, err) = run(warden().arg("--validate-config").arg(&cfg));
+    assert!(!out.contains("watchdog"), "{out}{err}");
 }
 
 #[test]

@@ -427,6 +427,12 @@ pub fn render_metrics(s: &NodeStatus, now_ms: u64) -> String {
         "Seconds until this node's leader lock expires unless renewed, 0 if it does not hold it.",
         seconds(remaining),
     );
+    // Patroni has no watchdog metric.
+    o.flag(
+        "warden_watchdog_active",
+        "Value is 1 if this node's watchdog device is open and kicked, 0 otherwise.",
+        s.watchdog_active,
+    );
     let _ = write!(
         o.buf,
         "# HELP warden_last_decision_info The last HA decision of this node, in the reason label; value is always 1.\n\
@@ -558,11 +564,12 @@ patroni_failover_priority{scope="batman",name="patroni2"} 1
         ("patroni_failover_priority", "gauge"),
     ];
 
-    const WARDEN_METRICS: [(&str, &str); 5] = [
+    const WARDEN_METRICS: [(&str, &str); 6] = [
         ("warden_ha_cycle_duration_seconds", "gauge"),
         ("warden_dcs_round_trip_seconds", "gauge"),
         ("warden_ha_cycles_total", "counter"),
         ("warden_leader_lock_remaining_seconds", "gauge"),
+        ("warden_watchdog_active", "gauge"),
         ("warden_last_decision_info", "gauge"),
     ];
 
@@ -642,6 +649,7 @@ patroni_failover_priority{scope="batman",name="patroni2"} 1
             cluster: Some(Arc::new(c)),
             tags,
             pending_restart: true,
+            watchdog_active: true,
             version: "4.1.5".into(),
             last_decision: "no action. I am (pg1), the leader with the lock".into(),
             last_cycle_ms: 1500,
@@ -670,6 +678,9 @@ patroni_failover_priority{scope="batman",name="patroni2"} 1
              # HELP warden_leader_lock_remaining_seconds Seconds until this node's leader lock expires unless renewed, 0 if it does not hold it.\n\
              # TYPE warden_leader_lock_remaining_seconds gauge\n\
              warden_leader_lock_remaining_seconds{scope=\"batman\",name=\"patroni2\"} 0\n\
+             # HELP warden_watchdog_active Value is 1 if this node's watchdog device is open and kicked, 0 otherwise.\n\
+             # TYPE warden_watchdog_active gauge\n\
+             warden_watchdog_active{scope=\"batman\",name=\"patroni2\"} 0\n\
              # HELP warden_last_decision_info The last HA decision of this node, in the reason label; value is always 1.\n\
              # TYPE warden_last_decision_info gauge\n\
              warden_last_decision_info{scope=\"batman\",name=\"patroni2\",reason=\"no action. I am (patroni2), a secondary, and following a leader (patroni1)\"} 1\n"
@@ -723,6 +734,7 @@ patroni_failover_priority{scope="batman",name="patroni2"} 1
             ("warden_dcs_round_trip_seconds", "0"),
             ("warden_ha_cycles_total", "7"),
             ("warden_leader_lock_remaining_seconds", "1.5"),
+            ("warden_watchdog_active", "1"),
         ];
         let got = samples(&out);
         let want: Vec<(String, String)> = expect
@@ -923,7 +935,7 @@ print(json.dumps(out))
 "#;
         let mut primary = primary();
         primary.last_decision = "odd \"reason\" with \\ and\nnewline".into();
-        for (s, now, n) in [(replica(), 1_000, 31), (primary, 30_000, 31)] {
+        for (s, now, n) in [(replica(), 1_000, 32), (primary, 30_000, 32)] {
             let text = render_metrics(&s, now);
             let mut child = Command::new("python3")
                 .args(["-c", SCRIPT])
