@@ -98,7 +98,12 @@ pub fn unsafe_timing(dcs: &Value, min_ttl: u64) -> Option<String> {
             "bootstrap.dcs.retry_timeout: {retry} is below the minimum of 3 seconds"
         ));
     }
-    if loop_wait + 2 * retry > ttl {
+    // When a shorter loop_wait (at least 1 s) satisfies the rule, the dynamic config
+    // lowers it with Patroni's warning ("Violated the rule … Adjusting loop_wait"): the
+    // adjusted timing is safe and says what it does, and Patroni's own suite starts nodes
+    // that way (ttl 21, loop_wait 2, retry_timeout 10). A retry_timeout too long for the
+    // ttl, which Patroni would silently shorten, is refused.
+    if loop_wait + 2 * retry > ttl && 1 + 2 * retry > ttl {
         return Some(format!(
             "bootstrap.dcs: loop_wait ({loop_wait}) + 2*retry_timeout ({retry}) must not exceed ttl ({ttl}): \
              a leader that loses etcd could otherwise keep writing after its lock expired"
@@ -139,6 +144,10 @@ mod tests {
         assert!(e.contains("loop_wait (10) + 2*retry_timeout (10)"), "{e}");
         assert!(
             unsafe_timing(&json!({"ttl": 20, "loop_wait": 2, "retry_timeout": 5}), 20).is_none()
+        );
+        // Lowering loop_wait to 1 is enough: adjusted (with a warning), not refused.
+        assert!(
+            unsafe_timing(&json!({"ttl": 21, "loop_wait": 2, "retry_timeout": 10}), 20).is_none()
         );
         // warden.min_ttl lowers the floor; the loop_wait/retry_timeout rule still holds.
         let short = json!({"ttl": 8, "loop_wait": 2, "retry_timeout": 3});
