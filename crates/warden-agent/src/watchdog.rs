@@ -350,6 +350,17 @@ impl Watchdog {
         if self.is_running() {
             return Ok(());
         }
+        if self.failed {
+            // As Patroni's null watchdog: no new attempt until the configuration changes
+            // (a device that failed once is not reopened, and closed, every cycle).
+            return if self.config.mode == WatchdogMode::Required {
+                Err(WatchdogError(
+                    "Configuration requires watchdog, but watchdog could not be activated".into(),
+                ))
+            } else {
+                Ok(())
+            };
+        }
         self.active_config = self.config.clone();
         let c = self.config.clone();
         let required = c.mode == WatchdogMode::Required;
@@ -471,6 +482,7 @@ impl Watchdog {
             || self.active_config.mode == WatchdogMode::Off
         {
             self.close_device();
+            self.failed = false;
             if let Err(e) = self.open_if_closed() {
                 error!("{e}");
             }
@@ -639,11 +651,22 @@ mod tests {
         assert!(wd.activate().is_err());
         assert!(!wd.is_running());
         assert!(!wd.is_healthy(), "failed until the configuration changes");
+        // A reader appearing later does not matter until then: no new attempt.
+        let m = FifoWatchdog::create(&dir.path().join("other.fifo"), &RunAs::detect());
+        std::fs::remove_file(&path).expect("rm");
+        std::fs::hard_link(&m.path, &path).expect("link the monitored FIFO");
+        assert!(wd.activate().is_err());
+        assert!(m.kinds().is_empty());
         wd.disable();
         let mut other = cfg(WatchdogMode::Required, &path);
         other.safety_margin = 6;
         wd.update(&other, 30, 10);
         assert!(wd.is_healthy());
+        wd.activate().expect("activates once the FIFO has a reader");
+        wd.disable();
+        use WatchdogEvent::*;
+        assert!(m.wait_for(Duration::from_secs(5), |e| e
+            == [Timeout(24), MagicClose, Closed]));
     }
 
     #[test]
