@@ -649,7 +649,8 @@ fn quorum_steps(i: &PrimarySync<'_>) -> (Vec<SyncStep>, Option<String>) {
                     assigning_message(&want),
                 ));
             } else if !voters.is_empty() {
-                kept = format!("Continue using old value of synchronous_standby_names=\"{want}\". ");
+                kept =
+                    format!("Continue using old value of synchronous_standby_names=\"{want}\". ");
             }
             return (
                 steps,
@@ -712,10 +713,7 @@ fn quorum_steps(i: &PrimarySync<'_>) -> (Vec<SyncStep>, Option<String>) {
             }
             quorum::Transition::Sync { num, names } => {
                 let want = format_quorum_standby_names(&names, num);
-                SyncStep::SetNames(
-                    Some(want.clone()),
-                    assigning_message(&want),
-                )
+                SyncStep::SetNames(Some(want.clone()), assigning_message(&want))
             }
             quorum::Transition::Restart => SyncStep::Recheck,
         });
@@ -769,7 +767,13 @@ fn quorum_pre_promote(me: &str, cluster: &Cluster, settings: &SyncSettings) -> P
     let sync = cluster.sync.as_ref();
     let quorum = sync.map_or(0, |s| i64::from(s.quorum));
     let mut members: Vec<String> = sync
-        .map(|s| s.leader.iter().chain(s.sync_standby.iter()).cloned().collect())
+        .map(|s| {
+            s.leader
+                .iter()
+                .chain(s.sync_standby.iter())
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     // -1: the members include the former leader.
     let mut numsync = members.len() as i64 - quorum - 1;
