@@ -942,16 +942,29 @@ fn manual_failover_candidate(
     cluster: &Cluster,
     req: &crate::cluster::FailoverRequest,
 ) -> Result<Result<(), String>, Step> {
+    // Quorum commit (a deviation from Patroni, which promotes a named candidate
+    // unconditionally): no member holds every acknowledged commit, so a candidate named
+    // by a request the leader did not carry out (it died first) must win the votes like
+    // anyone else, and a node that is ahead of the candidate does not defer to it.
+    let quorum = i.settings.sync.mode == crate::sync::SyncMode::Quorum && cluster.sync.is_some();
     if let Some(c) = &req.member {
         if c == i.me {
+            if quorum && !i.settings.paused {
+                return compare_with_others(i, cluster, req.leader.as_deref(), false);
+            }
             return Ok(Ok(()));
         }
         if cluster.member(c).is_some() {
             let peers = probes(i, cluster)?;
-            if peers.iter().any(|p| &p.name == c && counts(p)) {
+            let mine = i.pg.wal_position;
+            if peers
+                .iter()
+                .any(|p| &p.name == c && counts(p) && !(quorum && p.wal_position < mine))
+            {
                 return Ok(Err(format!("{c} is the requested failover candidate")));
             }
-            // The candidate is not healthy: continue as if none was named.
+            // The candidate is not healthy (or, with quorum commit, behind me): continue
+            // as if none was named.
         }
     }
     if i.settings.paused {

@@ -38,6 +38,17 @@ fn with_sync(mut c: Cluster, value: &str) -> Cluster {
     c
 }
 
+/// A quorum-commit `sync` key: leader pg1, one of the voters pg2 and pg3 needed.
+const QUORUM_KEY: &str = r#"{"leader":"pg1","quorum":1,"sync_standby":"pg2,pg3"}"#;
+
+/// The standby names a replica sets right before it promotes.
+fn names_before_promote(value: &str) -> Action {
+    Action::SetStandbyNames {
+        value: Some(value.into()),
+        message: "Standby names set before promote".into(),
+    }
+}
+
 /// pg1's member key says its post-promote CHECKPOINT has not finished.
 fn checkpoint_pending(mut c: Cluster) -> Cluster {
     for m in &mut c.members {
@@ -484,6 +495,23 @@ fn cases() -> Vec<Case> {
             .settings(|s| s.paused = true)
             .world(World { acquire: true, ..World::default() })
             .expect(vec![Action::ClearFailover { version: 42 }, Action::Promote, Action::LeaderHousekeeping], "PAUSE: promoted self"),
+        // Quorum commit: a switchover the leader did not carry out (it died first) names a
+        // candidate that may lack commits a quorum acknowledged; it must win the votes.
+        case("quorum: a requested candidate behind a voter does not take over", "pg2",
+                Some(with_sync(with_failover(cluster(None, Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), None), QUORUM_KEY)), replica(90))
+            .settings(|s| s.sync.mode = crate::sync::SyncMode::Quorum)
+            .world(World { acquire: true, probes: vec![peer("pg3", 100), PeerStatus { reachable: false, ..peer("pg1", 0) }], ..World::default() })
+            .expect(vec![], "Wal position of pg3 is ahead of my wal position"),
+        case("quorum: a requested candidate with the votes takes over", "pg2",
+                Some(with_sync(with_failover(cluster(None, Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), None), QUORUM_KEY)), replica(100))
+            .settings(|s| s.sync.mode = crate::sync::SyncMode::Quorum)
+            .world(World { acquire: true, probes: vec![peer("pg3", 90), PeerStatus { reachable: false, ..peer("pg1", 0) }], ..World::default() })
+            .expect(vec![Action::ClearFailover { version: 42 }, names_before_promote("ANY 1 (pg1,pg3)"), Action::Promote, Action::LeaderHousekeeping], "I am the requested candidate"),
+        case("quorum: a voter ahead of the requested candidate races instead of deferring", "pg3",
+                Some(with_sync(with_failover(cluster(None, Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), None), QUORUM_KEY)), replica(100))
+            .settings(|s| s.sync.mode = crate::sync::SyncMode::Quorum)
+            .world(World { acquire: true, probes: vec![peer("pg2", 90), PeerStatus { reachable: false, ..peer("pg1", 0) }], ..World::default() })
+            .expect(vec![Action::ClearFailover { version: 42 }, names_before_promote("ANY 1 (pg1,pg2)"), Action::Promote, Action::LeaderHousekeeping], "promoted self"),
         // --- PostgreSQL not running (R1–R6)
         case("lock holder crashed: restart as primary", "pg1", locked_pg1(), stopped(true, 1))
             .expect(vec![Action::StartPrimary], "starting primary after failure"),
