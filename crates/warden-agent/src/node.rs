@@ -1309,6 +1309,14 @@ impl<D: Dcs> Node<D> {
             self.dcs.take_leader(&self.cfg.name).await?;
             self.set_leader_until(Some(t0 + self.dynamic.ttl * 1000));
             self.sysid = Some(sysid);
+            // The leader key is visible now: the REST API must say "running primary" at
+            // once, not only at the end of the cycle (a client that saw the key asks).
+            self.state = "running".into();
+            self.role = "primary".into();
+            if let Ok(st) = self.pg.query_status().await {
+                self.last_pg = Some(st);
+            }
+            self.publish();
             Ok(())
         }
         .await;
