@@ -272,7 +272,12 @@ impl Case {
 /// and optionally a primary that pinged me.
 fn failsafe_memory(names: &[&str], leader: Option<&str>) -> NodeMemory {
     NodeMemory {
-        failsafe_topology: Some(names.iter().map(|n| (n.to_string(), api_url_of(n))).collect()),
+        failsafe_topology: Some(
+            names
+                .iter()
+                .map(|n| (n.to_string(), api_url_of(n)))
+                .collect(),
+        ),
         failsafe_leader: leader.map(str::to_string),
         ..NodeMemory::default()
     }
