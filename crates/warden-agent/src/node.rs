@@ -77,6 +77,10 @@ pub struct Node<D: Dcs> {
     /// Y11: about to stop or restart as a synchronous standby; the member key says
     /// `nosync` so that the leader takes me out of the synchronous set first.
     leaving_sync: bool,
+    /// Failsafe: when this cycle started asking the members for acknowledgements (the
+    /// fence deadline is fed from it), and until when my primary role is kept by them.
+    failsafe_asked_at_ms: u64,
+    failsafe_active_until_ms: Option<u64>,
     /// The decision asked to look again within a second (`RecheckSoon`).
     recheck_soon: bool,
     /// The `sync` key's mod_revision after this cycle's last write (chained writes
@@ -174,6 +178,8 @@ impl<D: Dcs> Node<D> {
             last_decision: String::new(),
             next_cycle_due_ms: 0,
             recheck_soon: false,
+            failsafe_asked_at_ms: 0,
+            failsafe_active_until_ms: None,
             leaving_sync: false,
             sync_written_version: None,
             warned: Vec::new(),
@@ -269,7 +275,17 @@ impl<D: Dcs> Node<D> {
             }
         };
         self.dcs_round_trip_ms = monotonic_ms().saturating_sub(t0);
+        // The failsafe topology as last read (kept across outages), and whether a
+        // primary announced itself over POST /failsafe lately.
+        self.memory.failsafe_leader = self.api.failsafe_leader(self.dynamic.ttl * 1000);
         if let Some(c) = &cluster {
+            self.memory.failsafe_topology = c.failsafe.as_ref().map(|f| {
+                f.iter()
+                    .filter_map(|(name, url)| Some((name.clone(), url.as_str()?.to_string())))
+                    .collect()
+            });
+            // The DCS answers: failsafe no longer keeps me primary.
+            self.failsafe_active_until_ms = None;
             for w in &c.warnings {
                 warn!("{w}");
             }
@@ -863,6 +879,49 @@ impl<D: Dcs> Node<D> {
         self.fence.set_leader_until(until.unwrap_or(0));
     }
 
+    /// Failsafe: `POST /failsafe` to every other member of the topology at once (2 s
+    /// each, one retry); true when every one answered 200 `Accepted`.
+    async fn ask_failsafe_members(&self, peers: Vec<(String, String)>) -> bool {
+        let body = serde_json::json!({
+            "name": self.cfg.name,
+            "conn_url": conn_url(&self.cfg),
+            "api_url": api_url(&self.cfg),
+        })
+        .to_string();
+        let calls = peers.into_iter().map(|(name, url)| {
+            let body = body.clone();
+            async move {
+                let Some(base) = warden_core::cluster::api_base_of(&url) else {
+                    warn!("failsafe: {name} has no usable api_url ({url})");
+                    return false;
+                };
+                let endpoint = format!("{base}/failsafe");
+                for attempt in 0..2 {
+                    match self
+                        .rest
+                        .request("POST", &endpoint, Some(&body), Duration::from_secs(2))
+                        .await
+                    {
+                        Ok(r) => {
+                            let text = r.text();
+                            info!("Got response from {name} {endpoint}: {text}");
+                            return r.status == 200 && text == "Accepted";
+                        }
+                        Err(e) if attempt == 1 => {
+                            warn!("Request failed to {name}: POST {endpoint} ({e})");
+                        }
+                        Err(_) => {}
+                    }
+                }
+                false
+            }
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .all(|ok| ok)
+    }
+
     /// Answers one question of the decision with real I/O.
     async fn answer(
         &mut self,
@@ -915,6 +974,10 @@ impl<D: Dcs> Node<D> {
                         LockUpdate::DcsError
                     }
                 });
+            }
+            Question::FailsafeAcks(peers) => {
+                self.failsafe_asked_at_ms = monotonic_ms();
+                answers.failsafe_acks = Some(self.ask_failsafe_members(peers).await);
             }
             Question::ProbeMembers(names) => {
                 let targets = names
@@ -1174,6 +1237,18 @@ impl<D: Dcs> Node<D> {
                 };
                 self.sync_written_version = Some(written);
                 info!("{message}");
+                Ok(())
+            }
+            Action::WriteFailsafe { value } => {
+                self.dcs.set_failsafe(&value).await?;
+                Ok(())
+            }
+            Action::FailsafeContinue => {
+                // The members acknowledged me after this moment: none of them races for
+                // the lock within ttl, so the fence deadline runs from here.
+                let until = self.failsafe_asked_at_ms + self.dynamic.ttl * 1000;
+                self.set_leader_until(Some(until));
+                self.failsafe_active_until_ms = Some(until);
                 Ok(())
             }
             Action::RecheckSoon => {
@@ -1702,7 +1777,10 @@ impl<D: Dcs> Node<D> {
             dcs_round_trip_ms: self.dcs_round_trip_ms,
             cycles: self.cycles,
             latest_end_lsn: None,
-            failsafe_active: false,
+            failsafe_active: self
+                .failsafe_active_until_ms
+                .is_some_and(|t| monotonic_ms() < t)
+                || self.memory.failsafe_leader.is_some(),
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
             ttl: self.dynamic.ttl,
             next_cycle_due_ms: self.next_cycle_due_ms,

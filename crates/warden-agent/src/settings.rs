@@ -139,6 +139,7 @@ pub fn ha_settings(cfg: &Config, dynamic: &DynamicConfig, can_rewind: bool) -> H
             node_count: usize::try_from(dynamic.synchronous_node_count.max(1)).unwrap_or(1),
             maximum_lag_on_syncnode: dynamic.maximum_lag_on_syncnode,
         },
+        failsafe_mode: dynamic.failsafe_mode,
     }
 }
 

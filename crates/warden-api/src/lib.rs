@@ -53,6 +53,8 @@ pub fn monotonic_ms() -> u64 {
 pub struct StatusHandle {
     inner: Arc<RwLock<Arc<NodeStatus>>>,
     live: Arc<Liveness>,
+    /// The last `POST /failsafe` a primary sent me: (its name, monotonic ms).
+    failsafe_ping: Arc<std::sync::Mutex<Option<(String, u64)>>>,
 }
 
 /// What lets a reader see past the last HA cycle: the postmaster's pid file, and a WAL
@@ -80,7 +82,22 @@ impl StatusHandle {
         StatusHandle {
             inner: Arc::new(RwLock::new(Arc::new(initial))),
             live: Arc::default(),
+            failsafe_ping: Arc::default(),
         }
+    }
+
+    /// Notes that primary `leader` announced itself over `POST /failsafe` just now.
+    pub fn note_failsafe_ping(&self, leader: &str) {
+        let mut g = self.failsafe_ping.lock().unwrap_or_else(|e| e.into_inner());
+        *g = Some((leader.to_string(), monotonic_ms()));
+    }
+
+    /// The primary that announced itself over `POST /failsafe` within `ttl_ms`.
+    pub fn failsafe_leader(&self, ttl_ms: u64) -> Option<String> {
+        let g = self.failsafe_ping.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_ref()
+            .filter(|(_, at)| monotonic_ms() < at.saturating_add(ttl_ms))
+            .map(|(name, _)| name.clone())
     }
 
     /// Replaces the snapshot.

@@ -282,9 +282,6 @@ impl DynamicConfig {
             },
         };
         // Patroni features Warden does not have yet: say so rather than ignore them.
-        if d.failsafe_mode {
-            w.push("failsafe_mode is not implemented by Warden: a primary that loses etcd stops taking writes before its lock can expire".to_string());
-        }
         if m.get("standby_cluster").is_some_and(|v| !v.is_null()) {
             w.push("standby_cluster is not implemented by Warden: it would run this cluster as a primary cluster; do not put Warden on a standby cluster's nodes yet".to_string());
         }

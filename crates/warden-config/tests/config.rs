@@ -1181,7 +1181,6 @@ fn warden_min_ttl_lowers_the_ttl_floor_within_bounds() {
         "quorum commit is implemented: {w:?}"
     );
     for what in [
-        "failsafe_mode is not implemented",
         "standby_cluster is not implemented",
         "slots: permanent replication slots are not implemented",
     ] {

@@ -244,11 +244,15 @@ impl MemberData {
 
     /// Base URL (scheme://host:port) of the member's REST API.
     pub fn api_base(&self) -> Option<String> {
-        let url = self.api_url.as_deref()?;
-        let (scheme, rest) = url.split_once("://")?;
-        let hostport = rest.split('/').next()?;
-        Some(format!("{scheme}://{hostport}"))
+        api_base_of(self.api_url.as_deref()?)
     }
+}
+
+/// Base URL (scheme://host:port) of a REST `api_url` (e.g. from the `failsafe` key).
+pub fn api_base_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let hostport = rest.split('/').next()?;
+    Some(format!("{scheme}://{hostport}"))
 }
 
 /// Parses `postgres://[user[:pw]@]host[:port][/db]` into host and port (5432 default).

@@ -45,6 +45,9 @@ pub struct HaSettings {
     pub primary_start_timeout: u64,
     /// Synchronous replication settings.
     pub sync: crate::sync::SyncSettings,
+    /// `failsafe_mode`: a primary that loses the DCS keeps running while every member
+    /// of the `failsafe` key acknowledges it.
+    pub failsafe_mode: bool,
 }
 
 impl Default for HaSettings {
@@ -64,6 +67,7 @@ impl Default for HaSettings {
             nostream: false,
             primary_start_timeout: 300,
             sync: crate::sync::SyncSettings::default(),
+            failsafe_mode: false,
         }
     }
 }
@@ -146,6 +150,12 @@ pub struct NodeMemory {
     /// My WAL position when I last changed `synchronous_standby_names` (a standby counts
     /// as synchronous only once it has confirmed WAL past it).
     pub standby_names_changed_at_lsn: Option<u64>,
+    /// The `failsafe` key (member name → REST `api_url`) as last read from the DCS, kept
+    /// while the DCS is unreachable.
+    pub failsafe_topology: Option<std::collections::BTreeMap<String, String>>,
+    /// A primary that announced itself over `POST /failsafe` within the last ttl (a
+    /// replica treats it as the leader while the leader key is missing).
+    pub failsafe_leader: Option<String>,
 }
 
 /// What the executor found when probing another member's REST API (`GET /patroni`).
@@ -264,6 +274,9 @@ pub enum Question {
         /// The leader to compare against.
         leader: String,
     },
+    /// `POST /failsafe` to every other member of the failsafe topology (name, api_url),
+    /// in parallel. Answer: did every one accept?
+    FailsafeAcks(Vec<(String, String)>),
 }
 
 /// Answers gathered so far in this cycle.
@@ -279,6 +292,8 @@ pub struct Answers {
     pub probes: Option<Vec<PeerStatus>>,
     /// [`Question::CheckDivergence`]
     pub divergence: Option<Divergence>,
+    /// [`Question::FailsafeAcks`]
+    pub failsafe_acks: Option<bool>,
 }
 
 impl Answers {
@@ -290,6 +305,7 @@ impl Answers {
             Question::UpdateLeader => self.update.is_some(),
             Question::ProbeMembers(_) => self.probes.is_some(),
             Question::CheckDivergence { .. } => self.divergence.is_some(),
+            Question::FailsafeAcks(_) => self.failsafe_acks.is_some(),
         }
     }
 }
@@ -387,6 +403,16 @@ pub enum Action {
         /// the text
         message: String,
     },
+    /// Write the `failsafe` key (the leader, while failsafe mode is on): compact JSON of
+    /// member name → REST `api_url`, as Patroni writes it.
+    WriteFailsafe {
+        /// the value
+        value: String,
+    },
+    /// Failsafe: every member acknowledged me while the DCS is unreachable; keep the
+    /// primary running and feed the fence deadline from the moment the acknowledgements
+    /// were asked for (not from a lock renewal).
+    FailsafeContinue,
     /// Leader housekeeping: publish `status`, keep member slots, update `history`.
     LeaderHousekeeping,
     /// Clear the `failover` key (`{}`, compare-and-set on its version).
@@ -540,6 +566,23 @@ fn decide_inner(i: &HaInput<'_>) -> Step {
         }
     }
 
+    // Failsafe: while the leader key is missing, a primary that pinged me over
+    // `POST /failsafe` within the last ttl is the leader (it may be running without the
+    // DCS); nobody races against it.
+    let with_failsafe_leader;
+    let cluster = match i.memory.failsafe_leader.as_deref() {
+        Some(l) if i.settings.failsafe_mode && cluster.is_unlocked() && l != me => {
+            let mut c = cluster.clone();
+            c.leader = Some(crate::cluster::Leader {
+                name: l.to_string(),
+                version: 0,
+                session: 0,
+            });
+            with_failsafe_leader = c;
+            &with_failsafe_leader
+        }
+        _ => cluster,
+    };
     let step = if !i.pg.running {
         pg_not_running(i, cluster, i_hold_lock)
     } else if cluster.is_unlocked() {
@@ -562,6 +605,25 @@ fn decide_inner(i: &HaInput<'_>) -> Step {
 /// D1: the DCS is unreachable.
 fn dcs_unreachable(i: &HaInput<'_>) -> Step {
     if !i.settings.paused && i.pg.running && i.pg.is_primary {
+        // D2: failsafe mode keeps the primary while every member of the failsafe
+        // topology acknowledges it (none of them can then be racing for the lock).
+        if i.settings.failsafe_mode {
+            if let Some(others) = failsafe_peers(i) {
+                match i.answers.failsafe_acks {
+                    None if !others.is_empty() => {
+                        return Step::Ask(Question::FailsafeAcks(others));
+                    }
+                    // A single-node topology has nobody to ask.
+                    None | Some(true) => {
+                        return act(
+                            vec![Action::FailsafeContinue],
+                            "continue to run as a leader because failsafe mode is enabled and all members are accessible",
+                        )
+                    }
+                    Some(false) => {}
+                }
+            }
+        }
         return act(
             vec![Action::Demote {
                 mode: DemoteMode::Offline,
@@ -570,6 +632,55 @@ fn dcs_unreachable(i: &HaInput<'_>) -> Step {
         );
     }
     act(vec![], "DCS is not accessible")
+}
+
+/// The other members of the failsafe topology as last read, or `None` when I am not in
+/// it (or it is unknown): then failsafe cannot keep me as primary.
+fn failsafe_peers(i: &HaInput<'_>) -> Option<Vec<(String, String)>> {
+    let topology = i.memory.failsafe_topology.as_ref()?;
+    if !topology.contains_key(i.me) {
+        return None;
+    }
+    Some(
+        topology
+            .iter()
+            .filter(|(name, _)| name.as_str() != i.me)
+            .map(|(name, url)| (name.clone(), url.clone()))
+            .collect(),
+    )
+}
+
+/// The `failsafe` key the leader should write (Patroni's `_failsafe_config`): every
+/// member with an `api_url`, and me; `None` when it already says that.
+fn failsafe_key_update(i: &HaInput<'_>, cluster: &Cluster) -> Option<Action> {
+    if !i.settings.failsafe_mode {
+        return None;
+    }
+    let mut entries: Vec<(String, String)> = cluster
+        .members
+        .iter()
+        .filter_map(|m| Some((m.name.clone(), m.data.api_url.clone()?)))
+        .collect();
+    if !entries.iter().any(|(n, _)| n == i.me) {
+        let mine = cluster.member(i.me)?.data.api_url.clone()?;
+        entries.push((i.me.to_string(), mine));
+    }
+    let same = cluster.failsafe.as_ref().is_some_and(|f| {
+        f.len() == entries.len()
+            && entries
+                .iter()
+                .all(|(n, u)| f.get(n).and_then(|v| v.as_str()) == Some(u.as_str()))
+    });
+    if same {
+        return None;
+    }
+    let map: serde_json::Map<String, serde_json::Value> = entries
+        .into_iter()
+        .map(|(n, u)| (n, serde_json::Value::String(u)))
+        .collect();
+    Some(Action::WriteFailsafe {
+        value: serde_json::Value::Object(map).to_string(),
+    })
 }
 
 /// L9 (empty data dir) and B1–B3.
@@ -919,6 +1030,17 @@ fn healthiest(i: &HaInput<'_>, cluster: &Cluster) -> Result<Result<(), String>, 
     }
     if s.nofailover {
         return Ok(Err("nofailover".into()));
+    }
+    // Failsafe: a node missing from a known, non-empty failsafe topology never takes
+    // over (the primary may be running on, acknowledged by the members it knows).
+    if s.failsafe_mode {
+        let topology = cluster
+            .failsafe
+            .as_ref()
+            .map(|f| f.contains_key(i.me) || f.is_empty());
+        if topology == Some(false) {
+            return Ok(Err("I am not in the failsafe topology".into()));
+        }
     }
     // C1.6: a pending switchover/failover request decides who races (C3); a switchover
     // in synchronous mode only to a synchronous standby.
@@ -1367,6 +1489,7 @@ fn locked_by_me(i: &HaInput<'_>, cluster: &Cluster) -> Step {
         Some(LockUpdate::Renewed) if i.pg.is_primary => leader_handles_request(i, cluster)
             .unwrap_or_else(|| {
                 let mut actions = vec![Action::LeaderHousekeeping];
+                actions.extend(failsafe_key_update(i, cluster));
                 actions.extend(primary_sync_actions(i, cluster));
                 act(
                     actions,

@@ -517,6 +517,9 @@ impl World {
                         Question::ProbeMembers(names) => {
                             answers.probes = Some(names.iter().map(|n| self.probe(n)).collect());
                         }
+                        // Failsafe mode is not modelled yet: the runs keep it off, so this
+                        // is never asked; refusing is the safe answer.
+                        Question::FailsafeAcks(_) => answers.failsafe_acks = Some(false),
                         Question::CheckDivergence { leader } => {
                             // The truth, from the WAL histories (the agent's check is a
                             // conservative approximation of it).
@@ -743,6 +746,9 @@ impl World {
                     self.dcs.leader = None;
                 }
                 self.nodes[i].memory.leader_until_ms = None;
+            }
+            Action::WriteFailsafe { .. } | Action::FailsafeContinue => {
+                unreachable!("failsafe_mode is off in the simulation")
             }
             Action::LeaderHousekeeping => {
                 if !partitioned {

@@ -180,6 +180,7 @@ struct World {
     update: Option<LockUpdate>,
     probes: Vec<PeerStatus>,
     divergence: Option<Divergence>,
+    failsafe_acks: Option<bool>,
 }
 
 /// Runs the sans-I/O loop like the executor does; returns (questions asked, decision).
@@ -220,6 +221,9 @@ fn run(
                     Question::CheckDivergence { .. } => {
                         answers.divergence =
                             Some(world.divergence.unwrap_or(Divergence::NotDiverged))
+                    }
+                    Question::FailsafeAcks(_) => {
+                        answers.failsafe_acks = Some(world.failsafe_acks.unwrap_or(true))
                     }
                 }
                 asked.push(q);
@@ -273,6 +277,37 @@ impl Case {
         self.memory = m;
         self
     }
+}
+
+/// Memory holding a failsafe topology of `names` (api_url as the test members have it)
+/// and optionally a primary that pinged me.
+fn failsafe_memory(names: &[&str], leader: Option<&str>) -> NodeMemory {
+    NodeMemory {
+        failsafe_topology: Some(
+            names
+                .iter()
+                .map(|n| (n.to_string(), api_url_of(n)))
+                .collect(),
+        ),
+        failsafe_leader: leader.map(str::to_string),
+        ..NodeMemory::default()
+    }
+}
+
+fn api_url_of(name: &str) -> String {
+    let port = 6000 + name.trim_start_matches("pg").parse::<u16>().unwrap_or(0);
+    format!("http://127.0.0.1:{port}/patroni")
+}
+
+/// `cluster` with a `failsafe` key listing `names`.
+fn with_failsafe(mut c: Cluster, names: &[&str]) -> Cluster {
+    c.failsafe = Some(
+        names
+            .iter()
+            .map(|n| (n.to_string(), serde_json::Value::String(api_url_of(n))))
+            .collect(),
+    );
+    c
 }
 
 fn demote(mode: DemoteMode) -> Action {
@@ -373,6 +408,59 @@ fn cases() -> Vec<Case> {
         case("DCS down while paused: primary keeps running", "pg1", None, primary())
             .settings(|s| s.paused = true)
             .expect(vec![], "PAUSE: DCS is not accessible"),
+        // --- failsafe mode (D2)
+        case("failsafe: DCS down, every member acknowledges: primary keeps running", "pg1", None, primary())
+            .settings(|s| s.failsafe_mode = true)
+            .memory(failsafe_memory(&["pg1", "pg2", "pg3"], None))
+            .expect(vec![Action::FailsafeContinue], "continue to run as a leader because failsafe mode is enabled and all members are accessible"),
+        case("failsafe: lock update fails, every member acknowledges", "pg1", locked_pg1(), primary())
+            .settings(|s| s.failsafe_mode = true)
+            .memory(failsafe_memory(&["pg1", "pg2", "pg3"], None))
+            .world(World { update: Some(LockUpdate::DcsError), ..World::default() })
+            .expect(vec![Action::FailsafeContinue], "continue to run as a leader because failsafe mode is enabled and all members are accessible"),
+        case("failsafe: a member does not acknowledge: demote", "pg1", None, primary())
+            .settings(|s| s.failsafe_mode = true)
+            .memory(failsafe_memory(&["pg1", "pg2", "pg3"], None))
+            .world(World { failsafe_acks: Some(false), ..World::default() })
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("failsafe: single-node topology needs nobody", "pg1", None, primary())
+            .settings(|s| s.failsafe_mode = true)
+            .memory(failsafe_memory(&["pg1"], None))
+            .expect(vec![Action::FailsafeContinue], "continue to run as a leader because failsafe mode is enabled and all members are accessible"),
+        case("failsafe: not in the topology: demote", "pg1", None, primary())
+            .settings(|s| s.failsafe_mode = true)
+            .memory(failsafe_memory(&["pg2", "pg3"], None))
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("failsafe: topology unknown: demote", "pg1", None, primary())
+            .settings(|s| s.failsafe_mode = true)
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("failsafe off: the topology is not used", "pg1", None, primary())
+            .memory(failsafe_memory(&["pg1", "pg2"], None))
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("failsafe: the leader writes the topology", "pg1", locked_pg1(), primary())
+            .settings(|s| s.failsafe_mode = true)
+            .expect(
+                vec![
+                    Action::LeaderHousekeeping,
+                    Action::WriteFailsafe {
+                        value: r#"{"pg1":"http://127.0.0.1:6001/patroni","pg2":"http://127.0.0.1:6002/patroni","pg3":"http://127.0.0.1:6003/patroni"}"#.into(),
+                    },
+                ],
+                "no action. I am (pg1), the leader with the lock",
+            ),
+        case("failsafe: an unchanged topology is not rewritten", "pg1",
+            Some(with_failsafe(cluster(Some("pg1"), Some(SYSID), Some(100)), &["pg1", "pg2", "pg3"])), primary())
+            .settings(|s| s.failsafe_mode = true)
+            .expect(vec![Action::LeaderHousekeeping], "no action. I am (pg1), the leader with the lock"),
+        case("failsafe: a replica pinged by the primary follows it and does not race", "pg2", unlocked(), replica(100))
+            .settings(|s| s.failsafe_mode = true)
+            .memory(failsafe_memory(&["pg1", "pg2", "pg3"], Some("pg1")))
+            .expect(vec![], "no action. I am (pg2), a secondary, and following a leader (pg1)"),
+        case("failsafe: a replica missing from the topology never takes over", "pg2",
+            Some(with_failsafe(cluster(None, Some(SYSID), Some(100)), &["pg1", "pg3"])), replica(100))
+            .settings(|s| s.failsafe_mode = true)
+            .world(World { acquire: true, probes: vec![peer("pg3", 90)], ..World::default() })
+            .expect(vec![], "following a different leader because i am not the healthiest node (I am not in the failsafe topology)"),
         // --- leader race (U2, U3, C1, C2)
         case("unlocked: healthiest replica promotes", "pg2", unlocked(), replica(100))
             .world(World { acquire: true, probes: vec![peer("pg3", 90)], ..World::default() })
