@@ -81,6 +81,9 @@ pub struct Node<D: Dcs> {
     /// fence deadline is fed from it), and until when my primary role is kept by them.
     failsafe_asked_at_ms: u64,
     failsafe_active_until_ms: Option<u64>,
+    /// Since when the running postmaster has not answered (timeouts only: a server
+    /// that says it is starting up or recovering is answering).
+    pg_unanswered_since_ms: Option<u64>,
     /// The decision asked to look again within a second (`RecheckSoon`).
     recheck_soon: bool,
     /// The `sync` key's mod_revision after this cycle's last write (chained writes
@@ -178,6 +181,7 @@ impl<D: Dcs> Node<D> {
             last_decision: String::new(),
             next_cycle_due_ms: 0,
             recheck_soon: false,
+            pg_unanswered_since_ms: None,
             failsafe_asked_at_ms: 0,
             failsafe_active_until_ms: None,
             leaving_sync: false,
@@ -365,9 +369,18 @@ impl<D: Dcs> Node<D> {
             self.run_scheduled_restart().await;
         }
 
-        // Publish what we are now.
-        let after = self.observe(cluster.as_ref()).await;
-        if after.running {
+        // Publish what we are now (without asking a PostgreSQL again that did not answer
+        // this cycle: each question would wait for its timeout).
+        let unanswered = self.pg_unanswered_since_ms.is_some();
+        let after = if unanswered {
+            LocalPg {
+                running: self.pg.is_running(),
+                ..local.clone()
+            }
+        } else {
+            self.observe(cluster.as_ref()).await
+        };
+        if after.running && !unanswered {
             self.check_pending_restart().await;
         }
         self.fire_state_callbacks(after.running);
@@ -807,14 +820,23 @@ impl<D: Dcs> Node<D> {
             ..LocalPg::default()
         };
         if running {
+            let asked_at = monotonic_ms();
             match self.pg.query_status().await {
                 Ok(st) => {
                     self.state = "running".into();
                     self.role = if st.in_recovery { "replica" } else { "primary" }.into();
                     self.last_pg = Some(st);
+                    self.pg_unanswered_since_ms = None;
                 }
                 Err(e) => {
                     warn!("Error communicating with PostgreSQL: {e}");
+                    if matches!(e, warden_pg::PgError::Timeout(_)) {
+                        // Unanswered since the first question that got no answer.
+                        let since = *self.pg_unanswered_since_ms.get_or_insert(asked_at);
+                        local.unresponsive_ms = monotonic_ms().saturating_sub(since);
+                    } else {
+                        self.pg_unanswered_since_ms = None;
+                    }
                 }
             }
             if let Some(st) = &self.last_pg {
@@ -1251,6 +1273,21 @@ impl<D: Dcs> Node<D> {
                 self.failsafe_active_until_ms = Some(until);
                 Ok(())
             }
+            Action::KillPostgres => {
+                self.fence.set_primary_running(false);
+                if self.pg.kill_instance().await? {
+                    error!(
+                        "killed PostgreSQL (postmaster and all its processes): it did not answer"
+                    );
+                }
+                self.pg_unanswered_since_ms = None;
+                self.memory.primary_given_up_at_ms = Some(monotonic_ms());
+                self.state = "stopped".into();
+                self.role = "demoted".into();
+                self.last_pg = None;
+                self.following = None;
+                Ok(())
+            }
             Action::RecheckSoon => {
                 self.recheck_soon = true;
                 Ok(())
@@ -1444,6 +1481,11 @@ impl<D: Dcs> Node<D> {
 
     /// Leader duties after a successful lock update: `status`, member slots, `history`.
     async fn leader_housekeeping(&mut self, cluster: &Cluster, local: &LocalPg) -> Result<()> {
+        if self.pg_unanswered_since_ms.is_some() {
+            // PostgreSQL did not answer this cycle: each question would only wait for
+            // its timeout and delay the next decision about it.
+            return Ok(());
+        }
         // Slots first: a replica that just appeared should find its slot at once.
         let slot_names: std::collections::BTreeSet<String> = if self.dynamic.use_slots {
             cluster

@@ -113,6 +113,9 @@ pub struct LocalPg {
     pub synchronous_standby_names: String,
     /// `synchronous_commit` in effect.
     pub synchronous_commit: String,
+    /// How long (ms) the running postmaster has not answered queries (0: it answered
+    /// this cycle). The other fields then hold what it last said.
+    pub unresponsive_ms: u64,
 }
 
 impl Default for LocalPg {
@@ -129,6 +132,7 @@ impl Default for LocalPg {
             standbys: Vec::new(),
             synchronous_standby_names: String::new(),
             synchronous_commit: String::new(),
+            unresponsive_ms: 0,
         }
     }
 }
@@ -156,6 +160,9 @@ pub struct NodeMemory {
     /// A primary that announced itself over `POST /failsafe` within the last ttl (a
     /// replica treats it as the leader while the leader key is missing).
     pub failsafe_leader: Option<String>,
+    /// When I killed my frozen primary and gave the lock up (F1): for a ttl I leave the
+    /// race to the others.
+    pub primary_given_up_at_ms: Option<u64>,
 }
 
 /// What the executor found when probing another member's REST API (`GET /patroni`).
@@ -371,6 +378,9 @@ pub enum Action {
     RemoveDataDir,
     /// Delete the leader key (compare on my name).
     ReleaseLeader,
+    /// SIGKILL the postmaster and all its processes (a frozen PostgreSQL: it must never
+    /// resume and acknowledge a write).
+    KillPostgres,
     /// PostgreSQL failed to start while I hold the lock: report the role `demoted`
     /// (on_role_change) and delete the leader key.
     AbandonLeader,
@@ -583,6 +593,23 @@ fn decide_inner(i: &HaInput<'_>) -> Step {
         }
         _ => cluster,
     };
+    // F1: the primary under my lock stopped answering (frozen, hung storage): kill it for
+    // good and give the lock up, so that a replica takes over well within ttl + loop_wait
+    // and the old instance can never resume and acknowledge a write after that.
+    if i_hold_lock
+        && i.pg.running
+        && i.pg.is_primary
+        && !i.settings.paused
+        && i.pg.unresponsive_ms >= frozen_primary_after_ms(i.settings)
+    {
+        return act(
+            vec![Action::KillPostgres, Action::ReleaseLeader],
+            format!(
+                "PostgreSQL has not answered for {} s: killed it and released the leader lock",
+                i.pg.unresponsive_ms / 1000
+            ),
+        );
+    }
     let step = if !i.pg.running {
         pg_not_running(i, cluster, i_hold_lock)
     } else if cluster.is_unlocked() {
@@ -600,6 +627,13 @@ fn decide_inner(i: &HaInput<'_>) -> Step {
         }
         s => s,
     }
+}
+
+/// How long a primary may not answer before it counts as frozen: half the lock's ttl,
+/// so that detection (at a cycle boundary), the release and a replica's promotion fit in
+/// ttl + loop_wait, while a primary that is only slow for a few queries is left alone.
+pub fn frozen_primary_after_ms(s: &HaSettings) -> u64 {
+    s.ttl * 1000 / 2
 }
 
 /// D1: the DCS is unreachable.
@@ -1030,6 +1064,16 @@ fn healthiest(i: &HaInput<'_>, cluster: &Cluster) -> Result<Result<(), String>, 
     }
     if s.nofailover {
         return Ok(Err("nofailover".into()));
+    }
+    // F1: I just killed my frozen primary; the others take over (my storage may be
+    // what froze). Alone, I race again after a ttl.
+    if i.memory
+        .primary_given_up_at_ms
+        .is_some_and(|at| i.now_ms < at + s.ttl * 1000)
+    {
+        return Ok(Err(
+            "I gave up the primary role because PostgreSQL stopped answering".into(),
+        ));
     }
     // Failsafe: a node missing from a known, non-empty failsafe topology never takes
     // over (the primary may be running on, acknowledged by the members it knows).

@@ -747,6 +747,7 @@ impl World {
                 }
                 self.nodes[i].memory.leader_until_ms = None;
             }
+            Action::KillPostgres => unreachable!("PostgreSQL never freezes in the simulation"),
             Action::WriteFailsafe { .. } | Action::FailsafeContinue => {
                 unreachable!("failsafe_mode is off in the simulation")
             }

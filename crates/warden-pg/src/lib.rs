@@ -22,6 +22,7 @@ pub use error::PgError;
 pub use postgres::{
     create_private_dir_all, parse_timeline_history, Postgres, ReadyState, WalMonitor,
 };
+pub use process::kill_instance;
 pub use render::{
     conf_quote, dsn_escape, format_dsn, format_lsn, parse_lsn, pgpass_content, pgpass_escape,
     primary_conninfo, quote_ident, quote_literal, render_lines_file, render_postgresql_conf,

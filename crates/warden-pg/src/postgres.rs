@@ -459,6 +459,27 @@ impl Postgres {
         (pid_alive(pid) && looks_like_postmaster(pid, &self.s.data_dir)).then_some(pid)
     }
 
+    /// Kills the instance for good (SIGKILL to the postmaster and all its processes),
+    /// for a PostgreSQL that stopped answering: it must not resume and acknowledge a
+    /// write after another node was promoted. `Ok(false)` when nothing was running.
+    pub async fn kill_instance(&self) -> Result<bool, PgError> {
+        let Some(pid) = self.postmaster_pid() else {
+            return Ok(false);
+        };
+        let gone = tokio::task::spawn_blocking(move || {
+            crate::process::kill_instance(pid, Duration::from_secs(10))
+        })
+        .await
+        .unwrap_or(false);
+        if gone {
+            Ok(true)
+        } else {
+            Err(PgError::StopFailed(format!(
+                "postmaster {pid} or one of its processes is still there after SIGKILL"
+            )))
+        }
+    }
+
     /// True when [`Postgres::postmaster_pid`] finds a live postmaster.
     pub fn is_running(&self) -> bool {
         self.postmaster_pid().is_some()

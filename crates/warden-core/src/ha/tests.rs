@@ -408,6 +408,21 @@ fn cases() -> Vec<Case> {
         case("DCS down while paused: primary keeps running", "pg1", None, primary())
             .settings(|s| s.paused = true)
             .expect(vec![], "PAUSE: DCS is not accessible"),
+        // --- frozen primary (F1)
+        case("frozen primary under my lock: killed, lock released", "pg1", locked_pg1(),
+            LocalPg { unresponsive_ms: 15_000, ..primary() })
+            .expect(vec![Action::KillPostgres, Action::ReleaseLeader], "PostgreSQL has not answered for 15 s: killed it and released the leader lock"),
+        case("primary slow for a moment: kept", "pg1", locked_pg1(),
+            LocalPg { unresponsive_ms: 5_000, ..primary() })
+            .expect(vec![Action::LeaderHousekeeping], "no action. I am (pg1), the leader with the lock"),
+        case("frozen primary while paused: left alone", "pg1", locked_pg1(),
+            LocalPg { unresponsive_ms: 60_000, ..primary() })
+            .settings(|s| s.paused = true)
+            .expect(vec![Action::LeaderHousekeeping], "PAUSE: no action. I am (pg1), the leader with the lock"),
+        case("after killing its frozen primary a node leaves the race to others", "pg1", unlocked(), replica(100))
+            .memory(NodeMemory { primary_given_up_at_ms: Some(500), ..NodeMemory::default() })
+            .world(World { acquire: true, probes: vec![peer("pg3", 90)], ..World::default() })
+            .expect(vec![], "following a different leader because i am not the healthiest node (I gave up the primary role because PostgreSQL stopped answering)"),
         // --- failsafe mode (D2)
         case("failsafe: DCS down, every member acknowledges: primary keeps running", "pg1", None, primary())
             .settings(|s| s.failsafe_mode = true)
