@@ -456,6 +456,8 @@ impl World {
                 String::new()
             },
             synchronous_commit: "on".into(),
+            // PostgreSQL never freezes in the simulation (yet): it always answers.
+            unresponsive_ms: 0,
         };
         let settings = HaSettings {
             ttl: self.ttl_ms / 1000,
