@@ -89,6 +89,18 @@ async fn logical_slot_consumer_continues_on_the_new_primary() {
     )
     .await;
 
+    // The replica copies the slot from the primary (a restart of its PostgreSQL) before
+    // the consumer moves it, so that what follows exercises advancing the copy.
+    wait_true(
+        &c,
+        new,
+        &format!("SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name = '{SLOT}'"),
+        "logical slot copied to the replica",
+        Duration::from_secs(90),
+    )
+    .await;
+    wait_streaming(&c, new, Duration::from_secs(60)).await;
+
     exec(
         &c,
         old,
@@ -106,7 +118,7 @@ async fn logical_slot_consumer_continues_on_the_new_primary() {
     .await
     .expect("confirmed_flush_lsn on the primary");
 
-    // The replica copies the slot and advances it to where the consumer confirmed.
+    // The replica advances its copy to where the consumer confirmed.
     wait_true(
         &c,
         new,
@@ -115,7 +127,7 @@ async fn logical_slot_consumer_continues_on_the_new_primary() {
              WHERE slot_name = '{SLOT}' AND slot_type = 'logical' AND plugin = 'test_decoding'"
         ),
         "copied logical slot advanced on the replica",
-        Duration::from_secs(90),
+        Duration::from_secs(60),
     )
     .await;
     wait_query(
