@@ -94,6 +94,19 @@ fn json_string(v: &Value) -> Option<String> {
     }
 }
 
+/// Python truthiness of a JSON value (`0`, `""`, `{}`, `[]`, `null`, `false` are false):
+/// how Patroni tests a configuration value with a bare `if value`.
+pub fn py_truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
 /// Patroni's boolean reading of a tag or flag value (`true`, `on`, `yes`, `1`, …).
 pub fn truthy(v: &Value) -> bool {
     match v {

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
-use crate::cluster::{truthy, Cluster, Member};
+use crate::cluster::{py_truthy, truthy, Cluster, Member};
 
 /// Replication slot name for a member name (spec §7).
 ///
@@ -94,18 +94,6 @@ impl Default for SlotsConfig {
             ignore: Vec::new(),
             problems: Vec::new(),
         }
-    }
-}
-
-/// Python truthiness of a JSON value (`0`, `""`, `{}`, `[]`, `null`, `false` are false).
-fn py_truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
     }
 }
 

@@ -55,7 +55,7 @@ async fn replica_promote_rewind() {
     pg1.slot_session(None)
         .await
         .unwrap()
-        .create_physical_slot(&slot2.clone())
+        .create_physical_slot(&slot2)
         .await
         .expect("slot on primary");
 
@@ -171,7 +171,7 @@ async fn replica_promote_rewind() {
     pg2.slot_session(None)
         .await
         .unwrap()
-        .create_physical_slot(&slot1.clone())
+        .create_physical_slot(&slot1)
         .await
         .expect("slot on new primary");
     pg2.execute("INSERT INTO t VALUES (3, 'three')")
@@ -239,7 +239,7 @@ async fn replica_promote_rewind() {
     pg1.slot_session(None)
         .await
         .unwrap()
-        .create_physical_slot(&slot2.clone())
+        .create_physical_slot(&slot2)
         .await
         .unwrap();
     pg1.execute("INSERT INTO t VALUES (5, 'five')")

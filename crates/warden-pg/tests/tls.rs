@@ -276,7 +276,7 @@ async fn harness_tls_with_client_certificates() {
     pg1.slot_session(None)
         .await
         .unwrap()
-        .create_physical_slot(&slot2.clone())
+        .create_physical_slot(&slot2)
         .await
         .unwrap();
     pg1.execute("CREATE TABLE t(id int primary key); INSERT INTO t VALUES (1)")
