@@ -310,8 +310,14 @@ impl Status {
                     },
                     _ => Map::new(),
                 };
+                let names = |a: &[Value]| a.iter().filter_map(json_string).collect();
                 let retain_slots = match m.get("retain_slots") {
-                    Some(Value::Array(a)) => a.iter().filter_map(json_string).collect(),
+                    Some(Value::Array(a)) => names(a),
+                    // Patroni also reads a JSON list stored as a string.
+                    Some(Value::String(s)) => match serde_json::from_str(s) {
+                        Ok(Value::Array(a)) => names(&a),
+                        _ => Vec::new(),
+                    },
                     _ => Vec::new(),
                 };
                 Status {

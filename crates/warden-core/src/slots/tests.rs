@@ -2,7 +2,7 @@
 //! (features/permanent_slots, nostream_node, ignored_slots).
 
 use super::*;
-use crate::cluster::KeyValue;
+use crate::cluster::{KeyValue, Status};
 use serde_json::json;
 
 fn kv(key: &str, value: &str) -> KeyValue {
@@ -801,4 +801,13 @@ fn copy_only_slots_matching_the_configuration() {
     assert_eq!(copy, ["test_logical"]);
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].contains("postgres_0"), "{warnings:?}");
+}
+
+#[test]
+fn status_key_values_stored_as_json_strings_are_read() {
+    let st = Status::parse(r#"{"optime":5,"slots":"{\"a\":3}","retain_slots":"[\"a\",\"b\"]"}"#);
+    assert_eq!(status_lsn(&st.slots, "a"), 3);
+    assert_eq!(st.retain_slots, ["a", "b"]);
+    let st = Status::parse(r#"{"optime":5,"slots":[1],"retain_slots":"nonsense"}"#);
+    assert!(st.slots.is_empty() && st.retain_slots.is_empty());
 }
