@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use warden_api::management::{MgmtResponse, RestartRequest};
 use warden_api::{monotonic_ms, StatusHandle};
 use warden_config::{Config, DynamicConfig};
-use warden_core::cluster::{Cluster, HistoryLine, MemberData, Status};
+use warden_core::cluster::{Cluster, HistoryLine, MemberData};
 use warden_core::ha::{
     self, Action, Answers, DataDir, DemoteMode, Divergence, HaInput, LocalPg, LocalWalEnd,
     LockUpdate, NodeMemory, Question, Step,
@@ -26,6 +26,8 @@ use warden_core::ha::{
 use warden_core::status::{NodeStatus, Xlog};
 use warden_dcs::Dcs;
 use warden_pg::{DataDirState, PgStatus, Postgres, StopMode, Upstream};
+
+mod slots;
 
 /// A bootstrap that failed and was cleaned up: the agent exits ("Failed to bootstrap
 /// cluster"), as Patroni does, instead of retrying on a half-initialised directory.
@@ -112,6 +114,8 @@ pub struct Node<D: Dcs> {
     dcs_round_trip_ms: u64,
     /// Client for other members' REST APIs (http or https).
     rest: warden_http::RestClient,
+    /// Replication slot state kept between cycles.
+    slots: slots::SlotKeeper,
 }
 
 /// A restart waiting for its time (M2).
@@ -202,6 +206,7 @@ impl<D: Dcs> Node<D> {
             last_cycle_ms: 0,
             dcs_round_trip_ms: 0,
             rest: io.rest,
+            slots: slots::SlotKeeper::default(),
         })
     }
 
@@ -363,6 +368,11 @@ impl<D: Dcs> Node<D> {
         }
 
         self.warned = std::mem::take(&mut self.warned_now);
+
+        if let Some(c) = &cluster {
+            self.update_hot_standby_feedback(c);
+            self.sync_replication_slots(c).await;
+        }
 
         // M5: a scheduled restart whose time has come (locked cluster, not paused).
         if !ha_settings.paused && cluster.as_ref().is_some_and(|c| !c.is_unlocked()) {
@@ -526,6 +536,11 @@ impl<D: Dcs> Node<D> {
                 if let Some(v) = &self.managed_standby_names {
                     s.parameters
                         .insert("synchronous_standby_names".into(), v.clone());
+                }
+                // Permanent logical slots here or downstream need the feedback.
+                if self.slots.hot_standby_feedback {
+                    s.parameters
+                        .insert("hot_standby_feedback".into(), "on".into());
                 }
                 let old = self.pg.settings();
                 if old.parameters != s.parameters || old.pg_hba != s.pg_hba {
@@ -1194,10 +1209,7 @@ impl<D: Dcs> Node<D> {
                     // ends and hand the lock over at once.
                     if let Ok(cd) = self.pg.controldata().await {
                         if let Some(lsn) = cd.checkpoint_lsn() {
-                            let st = Status {
-                                optime: Some(lsn),
-                                ..Status::default()
-                            };
+                            let st = self.status_with_optime(lsn);
                             let _ = self.dcs.set_status(&st.to_json()).await;
                         }
                     }
@@ -1479,53 +1491,20 @@ impl<D: Dcs> Node<D> {
         }
     }
 
-    /// Leader duties after a successful lock update: `status`, member slots, `history`.
+    /// Leader duties after a successful lock update: `status` and `history` (the slots
+    /// themselves are kept by [`Self::sync_replication_slots`] after the actions).
     async fn leader_housekeeping(&mut self, cluster: &Cluster, local: &LocalPg) -> Result<()> {
         if self.pg_unanswered_since_ms.is_some() {
             // PostgreSQL did not answer this cycle: each question would only wait for
             // its timeout and delay the next decision about it.
             return Ok(());
         }
-        // Slots first: a replica that just appeared should find its slot at once.
-        let slot_names: std::collections::BTreeSet<String> = if self.dynamic.use_slots {
-            cluster
-                .members
-                .iter()
-                .filter(|m| m.name != self.cfg.name)
-                .filter(|m| {
-                    !m.data
-                        .tags
-                        .get("nostream")
-                        .is_some_and(warden_core::cluster::truthy)
-                })
-                .map(|m| warden_pg::slot_name_for_member(&m.name))
-                .collect()
-        } else {
-            Default::default()
-        };
-        if let Err(e) = self.pg.ensure_slots(&slot_names).await {
-            warn!("could not maintain replication slots: {e}");
-        }
         let st = self.pg.query_status().await.ok();
         let wal = st
             .as_ref()
             .map(|s| s.wal_position)
             .unwrap_or(local.wal_position);
-        let mut status = Status {
-            optime: Some(wal),
-            ..Status::default()
-        };
-        if let Some(st) = &st {
-            for s in st.slots.iter().filter(|s| s.slot_type == "physical") {
-                if let Some(l) = s.restart_lsn {
-                    status.slots.insert(s.name.clone(), Value::from(l));
-                }
-            }
-            status.slots.insert(
-                warden_pg::slot_name_for_member(&self.cfg.name),
-                Value::from(wal),
-            );
-        }
+        let status = self.leader_status(cluster, wal, st.as_ref());
         self.dcs.set_status(&status.to_json()).await?;
         let tl = st
             .as_ref()
@@ -1865,10 +1844,7 @@ impl<D: Dcs> Node<D> {
         if was_leader {
             if let Ok(cd) = self.pg.controldata().await {
                 if let Some(lsn) = cd.checkpoint_lsn() {
-                    let s = Status {
-                        optime: Some(lsn),
-                        ..Status::default()
-                    };
+                    let s = self.status_with_optime(lsn);
                     let _ = self.dcs.set_status(&s.to_json()).await;
                 }
             }

@@ -285,15 +285,6 @@ impl DynamicConfig {
         if m.get("standby_cluster").is_some_and(|v| !v.is_null()) {
             w.push("standby_cluster is not implemented by Warden: it would run this cluster as a primary cluster; do not put Warden on a standby cluster's nodes yet".to_string());
         }
-        for key in ["slots", "permanent_slots", "permanent_replication_slots"] {
-            if m.get(key)
-                .is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
-            {
-                w.push(format!(
-                    "{key}: permanent replication slots are not implemented by Warden; only member slots are managed"
-                ));
-            }
-        }
         d.member_slots_ttl = match m.get("member_slots_ttl").filter(|v| !v.is_null()) {
             None => 1800,
             Some(val) => match parse_duration_secs(val) {

@@ -14,6 +14,7 @@ mod postgres;
 mod process;
 mod render;
 mod settings;
+mod slots;
 mod status;
 mod tls;
 
@@ -33,4 +34,5 @@ pub use settings::{
     effective_parameters, parse_pg_bool, Credentials, PgSettings, SslOptions, StopMode, Upstream,
     CMDLINE_GUCS, RECOVERY_GUCS,
 };
+pub use slots::{SlotSession, SlotState, SLOT_NEEDS_COPY_CODES};
 pub use status::{PgStatus, ReplicationRow, SlotInfo, WalPositions};
