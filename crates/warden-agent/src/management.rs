@@ -359,7 +359,7 @@ impl<D: Dcs + Clone + 'static> Management for AgentManagement<D> {
             let Some(name) = post.get("name").and_then(Value::as_str) else {
                 return FailsafeOutcome::Refused("the request names no leader".into());
             };
-            status.note_failsafe_ping(name);
+            status.note_failsafe_ping(name, post.get("slots").and_then(Value::as_object).cloned());
             let lsn = match st.xlog {
                 Some(warden_core::status::Xlog::Replica {
                     received_location,

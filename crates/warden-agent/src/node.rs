@@ -372,6 +372,10 @@ impl<D: Dcs> Node<D> {
         if let Some(c) = &cluster {
             self.update_hot_standby_feedback(c);
             self.sync_replication_slots(c).await;
+        } else if let Some(known) = self.failsafe_view() {
+            // Failsafe: slots keep moving without the DCS, from the last known cluster
+            // and the primary's announced slot positions.
+            self.sync_replication_slots(&known).await;
         }
 
         // M5: a scheduled restart whose time has come (locked cluster, not paused).
@@ -916,15 +920,48 @@ impl<D: Dcs> Node<D> {
         self.fence.set_leader_until(until.unwrap_or(0));
     }
 
+    /// While the DCS is unreachable in failsafe mode: the last known cluster as the
+    /// primary keeping its role sees it, or as a replica sees it with the primary that
+    /// announced itself (and its slot positions) as the leader. None otherwise.
+    fn failsafe_view(&self) -> Option<Cluster> {
+        if !self.dynamic.failsafe_mode {
+            return None;
+        }
+        let mut known = (**self.cluster.as_ref()?).clone();
+        if self
+            .failsafe_active_until_ms
+            .is_some_and(|t| monotonic_ms() < t)
+        {
+            return Some(known);
+        }
+        let (leader, slots) = self.api.failsafe_ping(self.dynamic.ttl * 1000)?;
+        known.leader = Some(warden_core::cluster::Leader {
+            name: leader,
+            version: 0,
+            session: 0,
+        });
+        if let Some(slots) = slots {
+            known.status.slots = slots;
+        }
+        Some(known)
+    }
+
     /// Failsafe: `POST /failsafe` to every other member of the topology at once (2 s
     /// each, one retry); true when every one answered 200 `Accepted`.
-    async fn ask_failsafe_members(&self, peers: Vec<(String, String)>) -> bool {
-        let body = serde_json::json!({
+    async fn ask_failsafe_members(
+        &self,
+        peers: Vec<(String, String)>,
+        slots: Option<serde_json::Map<String, Value>>,
+    ) -> bool {
+        let mut body = serde_json::json!({
             "name": self.cfg.name,
             "conn_url": conn_url(&self.cfg),
             "api_url": api_url(&self.cfg),
-        })
-        .to_string();
+        });
+        if let Some(slots) = slots {
+            body["slots"] = Value::Object(slots);
+        }
+        let body = body.to_string();
         let calls = peers.into_iter().map(|(name, url)| {
             let body = body.clone();
             async move {
@@ -1014,7 +1051,8 @@ impl<D: Dcs> Node<D> {
             }
             Question::FailsafeAcks(peers) => {
                 self.failsafe_asked_at_ms = monotonic_ms();
-                answers.failsafe_acks = Some(self.ask_failsafe_members(peers).await);
+                let slots = self.failsafe_slots();
+                answers.failsafe_acks = Some(self.ask_failsafe_members(peers, slots).await);
             }
             Question::ProbeMembers(names) => {
                 let targets = names

@@ -115,6 +115,25 @@ impl<D: Dcs> Node<D> {
         self.status_with_optime(wal_position)
     }
 
+    /// The slots a primary announces in `POST /failsafe` (name → LSN, as in the
+    /// `status` key), from its current slots: replicas keep their copies moving with
+    /// them while the DCS is unreachable.
+    pub(super) fn failsafe_slots(&mut self) -> Option<serde_json::Map<String, Value>> {
+        let cluster = self.cluster.clone()?;
+        let st = self.last_pg.clone()?;
+        let cfg = self.slot_config();
+        let existing: Vec<_> = st.slots.iter().map(|s| s.to_core()).collect();
+        let published = core::published_slots(
+            &cluster,
+            &cfg,
+            &self.cfg.name,
+            &self.slot_tags(),
+            &existing,
+            st.wal_position,
+        );
+        Some(core::slots_json(&published))
+    }
+
     /// A `status` with a new optime and the slot data last published (as Patroni's
     /// `write_status` keeps them when only the optime is given).
     pub(super) fn status_with_optime(&self, optime: u64) -> Status {
