@@ -21,7 +21,7 @@ use warden_api::monotonic_ms;
 use warden_pg::{Postgres, StopMode};
 
 /// How long before the lock's expiry the guard fences.
-pub const FENCE_MARGIN_MS: u64 = 2_000;
+pub use warden_core::ha::FENCE_MARGIN_MS;
 
 /// State the HA loop shares with the fence guard.
 pub struct Fence {

@@ -629,6 +629,10 @@ fn decide_inner(i: &HaInput<'_>) -> Step {
     }
 }
 
+/// How long before the leader lock's expiry the fence guards stop a primary whose lock
+/// was not renewed.
+pub const FENCE_MARGIN_MS: u64 = 2_000;
+
 /// How long a primary may not answer before it counts as frozen: half the lock's ttl,
 /// so that detection (at a cycle boundary), the release and a replica's promotion fit in
 /// ttl + loop_wait, while a primary that is only slow for a few queries is left alone.
@@ -638,6 +642,23 @@ pub fn frozen_primary_after_ms(s: &HaSettings) -> u64 {
 
 /// D1: the DCS is unreachable.
 fn dcs_unreachable(i: &HaInput<'_>) -> Step {
+    if !i.settings.paused && i.pg.running && i.pg.is_primary && !i.settings.failsafe_mode {
+        // D1: the lock stays mine until it could expire, and the fence guard stops this
+        // primary FENCE_MARGIN_MS before that. Until then keep taking writes: a DCS blip
+        // costs nothing, and a real outage only the margin plus a promotion elsewhere.
+        // Demote cleanly when the next cycle might come too late.
+        if let Some(until) = i.memory.leader_until_ms {
+            if i.now_ms + FENCE_MARGIN_MS + i.settings.loop_wait * 1000 < until {
+                return act(
+                    vec![],
+                    format!(
+                        "DCS is not accessible; keeping the primary while the leader lock is still mine ({} s left)",
+                        (until - i.now_ms) / 1000
+                    ),
+                );
+            }
+        }
+    }
     if !i.settings.paused && i.pg.running && i.pg.is_primary {
         // D2: failsafe mode keeps the primary while every member of the failsafe
         // topology acknowledges it (none of them can then be racing for the lock).

@@ -403,6 +403,12 @@ fn cases() -> Vec<Case> {
         // --- DCS unreachable (D1)
         case("DCS down: primary demotes", "pg1", None, primary())
             .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("DCS down, lock still valid for a while: primary keeps taking writes", "pg1", None, primary())
+            .memory(NodeMemory { leader_until_ms: Some(15_000), ..NodeMemory::default() })
+            .expect(vec![], "DCS is not accessible; keeping the primary while the leader lock is still mine (14 s left)"),
+        case("DCS down, lock about to expire: primary demotes", "pg1", None, primary())
+            .memory(NodeMemory { leader_until_ms: Some(1_000 + FENCE_MARGIN_MS + 5_000), ..NodeMemory::default() })
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
         case("DCS down: replica waits", "pg2", None, replica(100))
             .expect(vec![], "DCS is not accessible"),
         case("DCS down while paused: primary keeps running", "pg1", None, primary())
