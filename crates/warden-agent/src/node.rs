@@ -83,6 +83,9 @@ pub struct Node<D: Dcs> {
     /// fence deadline is fed from it), and until when my primary role is kept by them.
     failsafe_asked_at_ms: u64,
     failsafe_active_until_ms: Option<u64>,
+    /// The WAL positions the members reported (`lsn` header) in their last failsafe
+    /// acknowledgements: slots of cascading members keep moving with them.
+    failsafe_member_lsns: std::collections::BTreeMap<String, u64>,
     /// Since when the running postmaster has not answered (timeouts only: a server
     /// that says it is starting up or recovering is answering).
     pg_unanswered_since_ms: Option<u64>,
@@ -188,6 +191,7 @@ impl<D: Dcs> Node<D> {
             pg_unanswered_since_ms: None,
             failsafe_asked_at_ms: 0,
             failsafe_active_until_ms: None,
+            failsafe_member_lsns: Default::default(),
             leaving_sync: false,
             sync_written_version: None,
             warned: Vec::new(),
@@ -932,6 +936,14 @@ impl<D: Dcs> Node<D> {
             .failsafe_active_until_ms
             .is_some_and(|t| monotonic_ms() < t)
         {
+            // Cascading members' slots on the primary follow what they reported.
+            for m in &mut known.members {
+                if let Some(lsn) = self.failsafe_member_lsns.get(&m.name) {
+                    if m.data.tags.contains_key("replicatefrom") {
+                        m.data.xlog_location = Some(*lsn);
+                    }
+                }
+            }
             return Some(known);
         }
         let (leader, slots) = self.api.failsafe_ping(self.dynamic.ttl * 1000)?;
@@ -947,12 +959,12 @@ impl<D: Dcs> Node<D> {
     }
 
     /// Failsafe: `POST /failsafe` to every other member of the topology at once (2 s
-    /// each, one retry); true when every one answered 200 `Accepted`.
+    /// each, one retry): (member, answered 200 `Accepted`, its `lsn` header).
     async fn ask_failsafe_members(
         &self,
         peers: Vec<(String, String)>,
         slots: Option<serde_json::Map<String, Value>>,
-    ) -> bool {
+    ) -> Vec<(String, bool, Option<u64>)> {
         let mut body = serde_json::json!({
             "name": self.cfg.name,
             "conn_url": conn_url(&self.cfg),
@@ -967,7 +979,7 @@ impl<D: Dcs> Node<D> {
             async move {
                 let Some(base) = warden_core::cluster::api_base_of(&url) else {
                     warn!("failsafe: {name} has no usable api_url ({url})");
-                    return false;
+                    return (name, false, None);
                 };
                 let endpoint = format!("{base}/failsafe");
                 for attempt in 0..2 {
@@ -979,7 +991,13 @@ impl<D: Dcs> Node<D> {
                         Ok(r) => {
                             let text = r.text();
                             info!("Got response from {name} {endpoint}: {text}");
-                            return r.status == 200 && text == "Accepted";
+                            let lsn = r
+                                .headers
+                                .iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case("lsn"))
+                                .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+                            let accepted = r.status == 200 && text == "Accepted";
+                            return (name, accepted, lsn);
                         }
                         Err(e) if attempt == 1 => {
                             warn!("Request failed to {name}: POST {endpoint} ({e})");
@@ -987,13 +1005,10 @@ impl<D: Dcs> Node<D> {
                         Err(_) => {}
                     }
                 }
-                false
+                (name, false, None)
             }
         });
-        futures::future::join_all(calls)
-            .await
-            .into_iter()
-            .all(|ok| ok)
+        futures::future::join_all(calls).await
     }
 
     /// Answers one question of the decision with real I/O.
@@ -1052,7 +1067,15 @@ impl<D: Dcs> Node<D> {
             Question::FailsafeAcks(peers) => {
                 self.failsafe_asked_at_ms = monotonic_ms();
                 let slots = self.failsafe_slots();
-                answers.failsafe_acks = Some(self.ask_failsafe_members(peers, slots).await);
+                let acks = self.ask_failsafe_members(peers, slots).await;
+                let all = acks.iter().all(|(_, accepted, _)| *accepted);
+                if all {
+                    self.failsafe_member_lsns = acks
+                        .into_iter()
+                        .filter_map(|(name, _, lsn)| Some((name, lsn?)))
+                        .collect();
+                }
+                answers.failsafe_acks = Some(all);
             }
             Question::ProbeMembers(names) => {
                 let targets = names
