@@ -347,6 +347,31 @@ impl<D: Dcs + Clone + 'static> Management for AgentManagement<D> {
         })
     }
 
+    fn failsafe(&self, post: Map<String, Value>) -> FailsafeFuture {
+        let status = self.status.clone();
+        Box::pin(async move {
+            let st = status.get();
+            // A running primary must not be kept as one by another primary's failsafe.
+            if st.pg_answered && matches!(st.xlog, Some(warden_core::status::Xlog::Primary { .. }))
+            {
+                return FailsafeOutcome::Refused("Running as a leader".into());
+            }
+            let Some(name) = post.get("name").and_then(Value::as_str) else {
+                return FailsafeOutcome::Refused("the request names no leader".into());
+            };
+            status.note_failsafe_ping(name, post.get("slots").and_then(Value::as_object).cloned());
+            let lsn = match st.xlog {
+                Some(warden_core::status::Xlog::Replica {
+                    received_location,
+                    replayed_location,
+                    ..
+                }) => received_location.max(replayed_location),
+                _ => None,
+            };
+            FailsafeOutcome::Accepted { lsn }
+        })
+    }
+
     fn put_config(&self, config: Value) -> MgmtFuture {
         let dcs = self.dcs.clone();
         let commands = self.commands.clone();

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use warden_api::management::{MgmtResponse, RestartRequest};
 use warden_api::{monotonic_ms, StatusHandle};
 use warden_config::{Config, DynamicConfig};
-use warden_core::cluster::{Cluster, HistoryLine, MemberData, Status};
+use warden_core::cluster::{Cluster, HistoryLine, MemberData};
 use warden_core::ha::{
     self, Action, Answers, DataDir, DemoteMode, Divergence, HaInput, LocalPg, LocalWalEnd,
     LockUpdate, NodeMemory, Question, Step,
@@ -26,6 +26,8 @@ use warden_core::ha::{
 use warden_core::status::{NodeStatus, Xlog};
 use warden_dcs::Dcs;
 use warden_pg::{DataDirState, PgStatus, Postgres, StopMode, Upstream};
+
+mod slots;
 
 /// A bootstrap that failed and was cleaned up: the agent exits ("Failed to bootstrap
 /// cluster"), as Patroni does, instead of retrying on a half-initialised directory.
@@ -80,6 +82,16 @@ pub struct Node<D: Dcs> {
     /// Y11: about to stop or restart as a synchronous standby; the member key says
     /// `nosync` so that the leader takes me out of the synchronous set first.
     leaving_sync: bool,
+    /// Failsafe: when this cycle started asking the members for acknowledgements (the
+    /// fence deadline is fed from it), and until when my primary role is kept by them.
+    failsafe_asked_at_ms: u64,
+    failsafe_active_until_ms: Option<u64>,
+    /// The WAL positions the members reported (`lsn` header) in their last failsafe
+    /// acknowledgements: slots of cascading members keep moving with them.
+    failsafe_member_lsns: std::collections::BTreeMap<String, u64>,
+    /// Since when the running postmaster has not answered (timeouts only: a server
+    /// that says it is starting up or recovering is answering).
+    pg_unanswered_since_ms: Option<u64>,
     /// The decision asked to look again within a second (`RecheckSoon`).
     recheck_soon: bool,
     /// The `sync` key's mod_revision after this cycle's last write (chained writes
@@ -108,6 +120,8 @@ pub struct Node<D: Dcs> {
     dcs_round_trip_ms: u64,
     /// Client for other members' REST APIs (http or https).
     rest: warden_http::RestClient,
+    /// Replication slot state kept between cycles.
+    slots: slots::SlotKeeper,
 }
 
 /// A restart waiting for its time (M2).
@@ -181,6 +195,10 @@ impl<D: Dcs> Node<D> {
             last_decision: String::new(),
             next_cycle_due_ms: 0,
             recheck_soon: false,
+            pg_unanswered_since_ms: None,
+            failsafe_asked_at_ms: 0,
+            failsafe_active_until_ms: None,
+            failsafe_member_lsns: Default::default(),
             leaving_sync: false,
             sync_written_version: None,
             warned: Vec::new(),
@@ -199,6 +217,7 @@ impl<D: Dcs> Node<D> {
             last_cycle_ms: 0,
             dcs_round_trip_ms: 0,
             rest: io.rest,
+            slots: slots::SlotKeeper::default(),
         })
     }
 
@@ -279,7 +298,17 @@ impl<D: Dcs> Node<D> {
             }
         };
         self.dcs_round_trip_ms = monotonic_ms().saturating_sub(t0);
+        // The failsafe topology as last read (kept across outages), and whether a
+        // primary announced itself over POST /failsafe lately.
+        self.memory.failsafe_leader = self.api.failsafe_leader(self.dynamic.ttl * 1000);
         if let Some(c) = &cluster {
+            self.memory.failsafe_topology = c.failsafe.as_ref().map(|f| {
+                f.iter()
+                    .filter_map(|(name, url)| Some((name.clone(), url.as_str()?.to_string())))
+                    .collect()
+            });
+            // The DCS answers: failsafe no longer keeps me primary.
+            self.failsafe_active_until_ms = None;
             for w in &c.warnings {
                 warn!("{w}");
             }
@@ -359,14 +388,32 @@ impl<D: Dcs> Node<D> {
 
         self.warned = std::mem::take(&mut self.warned_now);
 
+        if let Some(c) = &cluster {
+            self.update_hot_standby_feedback(c);
+            self.sync_replication_slots(c).await;
+        } else if let Some(known) = self.failsafe_view() {
+            // Failsafe: slots keep moving without the DCS, from the last known cluster
+            // and the primary's announced slot positions.
+            self.sync_replication_slots(&known).await;
+        }
+
         // M5: a scheduled restart whose time has come (locked cluster, not paused).
         if !ha_settings.paused && cluster.as_ref().is_some_and(|c| !c.is_unlocked()) {
             self.run_scheduled_restart().await;
         }
 
-        // Publish what we are now.
-        let after = self.observe(cluster.as_ref()).await;
-        if after.running {
+        // Publish what we are now (without asking a PostgreSQL again that did not answer
+        // this cycle: each question would wait for its timeout).
+        let unanswered = self.pg_unanswered_since_ms.is_some();
+        let after = if unanswered {
+            LocalPg {
+                running: self.pg.is_running(),
+                ..local.clone()
+            }
+        } else {
+            self.observe(cluster.as_ref()).await
+        };
+        if after.running && !unanswered {
             self.check_pending_restart().await;
         }
         self.fire_state_callbacks(after.running);
@@ -516,6 +563,11 @@ impl<D: Dcs> Node<D> {
                 if let Some(v) = &self.managed_standby_names {
                     s.parameters
                         .insert("synchronous_standby_names".into(), v.clone());
+                }
+                // Permanent logical slots here or downstream need the feedback.
+                if self.slots.hot_standby_feedback {
+                    s.parameters
+                        .insert("hot_standby_feedback".into(), "on".into());
                 }
                 let old = self.pg.settings();
                 if old.parameters != s.parameters || old.pg_hba != s.pg_hba {
@@ -810,14 +862,23 @@ impl<D: Dcs> Node<D> {
             ..LocalPg::default()
         };
         if running {
+            let asked_at = monotonic_ms();
             match self.pg.query_status().await {
                 Ok(st) => {
                     self.state = "running".into();
                     self.role = if st.in_recovery { "replica" } else { "primary" }.into();
                     self.last_pg = Some(st);
+                    self.pg_unanswered_since_ms = None;
                 }
                 Err(e) => {
                     warn!("Error communicating with PostgreSQL: {e}");
+                    if matches!(e, warden_pg::PgError::Timeout(_)) {
+                        // Unanswered since the first question that got no answer.
+                        let since = *self.pg_unanswered_since_ms.get_or_insert(asked_at);
+                        local.unresponsive_ms = monotonic_ms().saturating_sub(since);
+                    } else {
+                        self.pg_unanswered_since_ms = None;
+                    }
                 }
             }
             if let Some(st) = &self.last_pg {
@@ -882,6 +943,93 @@ impl<D: Dcs> Node<D> {
         self.fence.set_leader_until(until.unwrap_or(0));
     }
 
+    /// While the DCS is unreachable in failsafe mode: the last known cluster as the
+    /// primary keeping its role sees it, or as a replica sees it with the primary that
+    /// announced itself (and its slot positions) as the leader. None otherwise.
+    fn failsafe_view(&self) -> Option<Cluster> {
+        if !self.dynamic.failsafe_mode {
+            return None;
+        }
+        let mut known = (**self.cluster.as_ref()?).clone();
+        if self
+            .failsafe_active_until_ms
+            .is_some_and(|t| monotonic_ms() < t)
+        {
+            // Cascading members' slots on the primary follow what they reported.
+            for m in &mut known.members {
+                if let Some(lsn) = self.failsafe_member_lsns.get(&m.name) {
+                    if m.data.tags.contains_key("replicatefrom") {
+                        m.data.xlog_location = Some(*lsn);
+                    }
+                }
+            }
+            return Some(known);
+        }
+        let (leader, slots) = self.api.failsafe_ping(self.dynamic.ttl * 1000)?;
+        known.leader = Some(warden_core::cluster::Leader {
+            name: leader,
+            version: 0,
+            session: 0,
+        });
+        if let Some(slots) = slots {
+            known.status.slots = slots;
+        }
+        Some(known)
+    }
+
+    /// Failsafe: `POST /failsafe` to every other member of the topology at once (2 s
+    /// each, one retry): (member, answered 200 `Accepted`, its `lsn` header).
+    async fn ask_failsafe_members(
+        &self,
+        peers: Vec<(String, String)>,
+        slots: Option<serde_json::Map<String, Value>>,
+    ) -> Vec<(String, bool, Option<u64>)> {
+        let mut body = serde_json::json!({
+            "name": self.cfg.name,
+            "conn_url": conn_url(&self.cfg),
+            "api_url": api_url(&self.cfg),
+        });
+        if let Some(slots) = slots {
+            body["slots"] = Value::Object(slots);
+        }
+        let body = body.to_string();
+        let calls = peers.into_iter().map(|(name, url)| {
+            let body = body.clone();
+            async move {
+                let Some(base) = warden_core::cluster::api_base_of(&url) else {
+                    warn!("failsafe: {name} has no usable api_url ({url})");
+                    return (name, false, None);
+                };
+                let endpoint = format!("{base}/failsafe");
+                for attempt in 0..2 {
+                    match self
+                        .rest
+                        .request("POST", &endpoint, Some(&body), Duration::from_secs(2))
+                        .await
+                    {
+                        Ok(r) => {
+                            let text = r.text();
+                            info!("Got response from {name} {endpoint}: {text}");
+                            let lsn = r
+                                .headers
+                                .iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case("lsn"))
+                                .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+                            let accepted = r.status == 200 && text == "Accepted";
+                            return (name, accepted, lsn);
+                        }
+                        Err(e) if attempt == 1 => {
+                            warn!("Request failed to {name}: POST {endpoint} ({e})");
+                        }
+                        Err(_) => {}
+                    }
+                }
+                (name, false, None)
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+
     /// Answers one question of the decision with real I/O.
     async fn answer(
         &mut self,
@@ -936,6 +1084,19 @@ impl<D: Dcs> Node<D> {
                         LockUpdate::DcsError
                     }
                 });
+            }
+            Question::FailsafeAcks(peers) => {
+                self.failsafe_asked_at_ms = monotonic_ms();
+                let slots = self.failsafe_slots();
+                let acks = self.ask_failsafe_members(peers, slots).await;
+                let all = acks.iter().all(|(_, accepted, _)| *accepted);
+                if all {
+                    self.failsafe_member_lsns = acks
+                        .into_iter()
+                        .filter_map(|(name, _, lsn)| Some((name, lsn?)))
+                        .collect();
+                }
+                answers.failsafe_acks = Some(all);
             }
             Question::ProbeMembers(names) => {
                 let targets = names
@@ -1131,10 +1292,7 @@ impl<D: Dcs> Node<D> {
                     // ends and hand the lock over at once.
                     if let Ok(cd) = self.pg.controldata().await {
                         if let Some(lsn) = cd.checkpoint_lsn() {
-                            let st = Status {
-                                optime: Some(lsn),
-                                ..Status::default()
-                            };
+                            let st = self.status_with_optime(lsn);
                             let _ = self.dcs.set_status(&st.to_json()).await;
                         }
                     }
@@ -1196,6 +1354,33 @@ impl<D: Dcs> Node<D> {
                 };
                 self.sync_written_version = Some(written);
                 info!("{message}");
+                Ok(())
+            }
+            Action::WriteFailsafe { value } => {
+                self.dcs.set_failsafe(&value).await?;
+                Ok(())
+            }
+            Action::FailsafeContinue => {
+                // The members acknowledged me after this moment: none of them races for
+                // the lock within ttl, so the fence deadline runs from here.
+                let until = self.failsafe_asked_at_ms + self.dynamic.ttl * 1000;
+                self.set_leader_until(Some(until));
+                self.failsafe_active_until_ms = Some(until);
+                Ok(())
+            }
+            Action::KillPostgres => {
+                self.fence.set_primary_running(false);
+                if self.pg.kill_instance().await? {
+                    error!(
+                        "killed PostgreSQL (postmaster and all its processes): it did not answer"
+                    );
+                }
+                self.pg_unanswered_since_ms = None;
+                self.memory.primary_given_up_at_ms = Some(monotonic_ms());
+                self.state = "stopped".into();
+                self.role = "demoted".into();
+                self.last_pg = None;
+                self.following = None;
                 Ok(())
             }
             Action::RecheckSoon => {
@@ -1363,6 +1548,14 @@ impl<D: Dcs> Node<D> {
             self.dcs.take_leader(&self.cfg.name).await?;
             self.set_leader_until(Some(t0 + self.dynamic.ttl * 1000));
             self.sysid = Some(sysid);
+            // The leader key is visible now: the REST API must say "running primary" at
+            // once, not only at the end of the cycle (a client that saw the key asks).
+            self.state = "running".into();
+            self.role = "primary".into();
+            if let Ok(st) = self.pg.query_status().await {
+                self.last_pg = Some(st);
+            }
+            self.publish();
             Ok(())
         }
         .await;
@@ -1414,48 +1607,20 @@ impl<D: Dcs> Node<D> {
         }
     }
 
-    /// Leader duties after a successful lock update: `status`, member slots, `history`.
+    /// Leader duties after a successful lock update: `status` and `history` (the slots
+    /// themselves are kept by [`Self::sync_replication_slots`] after the actions).
     async fn leader_housekeeping(&mut self, cluster: &Cluster, local: &LocalPg) -> Result<()> {
-        // Slots first: a replica that just appeared should find its slot at once.
-        let slot_names: std::collections::BTreeSet<String> = if self.dynamic.use_slots {
-            cluster
-                .members
-                .iter()
-                .filter(|m| m.name != self.cfg.name)
-                .filter(|m| {
-                    !m.data
-                        .tags
-                        .get("nostream")
-                        .is_some_and(warden_core::cluster::truthy)
-                })
-                .map(|m| warden_pg::slot_name_for_member(&m.name))
-                .collect()
-        } else {
-            Default::default()
-        };
-        if let Err(e) = self.pg.ensure_slots(&slot_names).await {
-            warn!("could not maintain replication slots: {e}");
+        if self.pg_unanswered_since_ms.is_some() {
+            // PostgreSQL did not answer this cycle: each question would only wait for
+            // its timeout and delay the next decision about it.
+            return Ok(());
         }
         let st = self.pg.query_status().await.ok();
         let wal = st
             .as_ref()
             .map(|s| s.wal_position)
             .unwrap_or(local.wal_position);
-        let mut status = Status {
-            optime: Some(wal),
-            ..Status::default()
-        };
-        if let Some(st) = &st {
-            for s in st.slots.iter().filter(|s| s.slot_type == "physical") {
-                if let Some(l) = s.restart_lsn {
-                    status.slots.insert(s.name.clone(), Value::from(l));
-                }
-            }
-            status.slots.insert(
-                warden_pg::slot_name_for_member(&self.cfg.name),
-                Value::from(wal),
-            );
-        }
+        let status = self.leader_status(cluster, wal, st.as_ref());
         self.dcs.set_status(&status.to_json()).await?;
         let tl = st
             .as_ref()
@@ -1749,7 +1914,10 @@ impl<D: Dcs> Node<D> {
             dcs_round_trip_ms: self.dcs_round_trip_ms,
             cycles: self.cycles,
             latest_end_lsn: None,
-            failsafe_active: false,
+            failsafe_active: self
+                .failsafe_active_until_ms
+                .is_some_and(|t| monotonic_ms() < t)
+                || self.memory.failsafe_leader.is_some(),
             watchdog_failed: !self.watchdog.is_healthy(),
             watchdog_active: self.watchdog.is_running(),
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
@@ -1801,10 +1969,7 @@ impl<D: Dcs> Node<D> {
         if was_leader {
             if let Ok(cd) = self.pg.controldata().await {
                 if let Some(lsn) = cd.checkpoint_lsn() {
-                    let s = Status {
-                        optime: Some(lsn),
-                        ..Status::default()
-                    };
+                    let s = self.status_with_optime(lsn);
                     let _ = self.dcs.set_status(&s.to_json()).await;
                 }
             }

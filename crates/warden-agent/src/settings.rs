@@ -142,6 +142,7 @@ pub fn ha_settings(cfg: &Config, dynamic: &DynamicConfig, can_rewind: bool) -> H
         primary_race_backoff: dynamic.primary_race_backoff,
         // Runtime state, filled in by the executor each cycle.
         watchdog_failed: false,
+        failsafe_mode: dynamic.failsafe_mode,
     }
 }
 

@@ -24,7 +24,7 @@ use warden_api::monotonic_ms;
 use warden_pg::{Postgres, StopMode};
 
 /// How long before the lock's expiry the guard fences.
-pub const FENCE_MARGIN_MS: u64 = 2_000;
+pub use warden_core::ha::FENCE_MARGIN_MS;
 
 /// State the HA loop shares with the fence guard.
 pub struct Fence {
@@ -151,7 +151,11 @@ impl Fence {
             };
             self.primary_running.store(false, Ordering::SeqCst);
             if let Err(e) = pg.stop(StopMode::Immediate, Duration::from_secs(5)).await {
-                error!("fencing: could not stop PostgreSQL: {e}");
+                // A frozen instance ignores the immediate shutdown until it resumes.
+                error!("fencing: could not stop PostgreSQL ({e}); killing it");
+                if let Err(e) = pg.kill_instance().await {
+                    error!("fencing: could not kill PostgreSQL: {e}");
+                }
             }
         }
     }
@@ -297,9 +301,39 @@ pub fn run_external_guard(data_dir: &Path, parent: i32) -> i32 {
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGQUIT,
                 );
+                // A frozen instance (SIGSTOPped, hung storage) does not act on SIGQUIT
+                // until it resumes, and a resumed backend could still finish a commit:
+                // if it is not gone in two seconds, SIGKILL it and all its processes.
+                if !wait_gone(pid, std::time::Duration::from_secs(2)) {
+                    eprintln!(
+                        "{} CRITICAL: fence guard: PostgreSQL (pid {pid}) did not stop; killing it and all its processes",
+                        crate::logging::asctime()
+                    );
+                    warden_pg::kill_instance(pid, std::time::Duration::from_secs(5));
+                }
             }
         }
         let _ = write_atomically(&state, "0\n");
+    }
+}
+
+/// Waits up to `timeout` for `pid` to exit (a zombie counts as gone).
+fn wait_gone(pid: i32, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rfind(')')
+                    .is_some_and(|i| !s[i + 1..].trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false);
+        if !alive {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

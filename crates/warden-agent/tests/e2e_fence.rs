@@ -202,3 +202,105 @@ async fn short_ttl_fails_over_within_it_and_still_fences() {
     let (max, events) = monitor.finish().await;
     assert!(max <= 1, "two writable nodes at once: {events:?}");
 }
+
+/// Every process of node i's PostgreSQL instance: the postmaster and its children.
+fn instance_pids(c: &TestCluster, i: usize) -> Vec<i32> {
+    let postmaster = warden_testkit::postmaster_pid(&c.nodes[i].data_dir).expect("postmaster");
+    let mut pids = vec![postmaster];
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s[s.rfind(')')? + 1..].to_string();
+                rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+            });
+        if ppid == Some(postmaster) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn signal_all(pids: &[i32], sig: nix::sys::signal::Signal) {
+    for p in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), sig);
+    }
+}
+
+/// A frozen PostgreSQL on the leader (postmaster and every backend SIGSTOPped, as with
+/// hung storage; the agent itself runs on): a replica takes over within
+/// ttl + loop_wait + 10 s, and the old instance never acknowledges a write afterwards,
+/// also once its processes are resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_leader_postgres_is_replaced_and_never_resumes() {
+    let mut c = TestCluster::new("pgfrozen", 3, &[]);
+    let l = healthy(&mut c).await;
+    let monitor = WritableMonitor::start(dsns(&c));
+    let pids = instance_pids(&c, l);
+    signal_all(&pids, nix::sys::signal::Signal::SIGSTOP);
+    let frozen = Instant::now();
+    let new = wait_for_leader_other_than(&c, l, Duration::from_secs(TTL + 2 + 10)).await;
+    let took = frozen.elapsed();
+    warden_testkit::wait_for_async(
+        "the new leader to take writes",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async { is_writable(&c, new).await.then_some(()) },
+    )
+    .await;
+    // The frozen instance was killed, not merely asked to stop: resuming it wakes nothing.
+    signal_all(&pids, nix::sys::signal::Signal::SIGCONT);
+    let alive: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), None).is_ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .map(|s| !s.contains(") Z "))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert!(
+        alive.is_empty(),
+        "processes of the frozen instance still alive: {alive:?}"
+    );
+    // The old node comes back as a replica of the new leader.
+    wait_streaming(&c, l, Duration::from_secs(90)).await;
+    assert!(
+        exec(&c, l, "INSERT INTO t VALUES (9)").await.is_err(),
+        "the old leader accepted a write after the failover"
+    );
+    let (max, events) = monitor.finish().await;
+    assert!(max <= 1, "two writable nodes at once: {events:?}");
+    eprintln!(
+        "frozen PostgreSQL on {}: {} leads {took:?} after the freeze",
+        c.nodes[l].name, c.nodes[new].name
+    );
+    let log = std::fs::read_to_string(&c.nodes[l].log).unwrap_or_default();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("not answer") || l.contains("fenc") || l.contains("killed"))
+    {
+        eprintln!("  {line}");
+    }
+}
+
+/// Waits until a node other than `old` holds the leader key; returns its index.
+async fn wait_for_leader_other_than(c: &TestCluster, old: usize, timeout: Duration) -> usize {
+    warden_testkit::wait_for_async(
+        "another node to take the leader key",
+        timeout,
+        Duration::from_millis(200),
+        || async {
+            let name = c.leader()?;
+            c.nodes
+                .iter()
+                .position(|n| n.name == name)
+                .filter(|i| *i != old)
+        },
+    )
+    .await
+}

@@ -663,8 +663,7 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
         let restarted = Instant::now();
         if r % 4 == 3 {
             // Thawed, the agent finds it lost the lock and rejoins.
-            nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGCONT)
-                .expect("SIGCONT");
+            nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
         } else {
             c.start_node(l);
         }

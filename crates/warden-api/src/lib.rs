@@ -47,12 +47,22 @@ pub fn monotonic_ms() -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A primary's `POST /failsafe`: who, its slots, when (monotonic ms).
+#[derive(Clone, Debug)]
+struct FailsafePing {
+    leader: String,
+    slots: Option<serde_json::Map<String, serde_json::Value>>,
+    at_ms: u64,
+}
+
 /// Shared handle to the latest published status: the agent publishes, the API reads.
 /// Cheap to clone; readers get an `Arc` and never block the publisher for long.
 #[derive(Clone, Debug)]
 pub struct StatusHandle {
     inner: Arc<RwLock<Arc<NodeStatus>>>,
     live: Arc<Liveness>,
+    /// The last `POST /failsafe` a primary sent me.
+    failsafe_ping: Arc<std::sync::Mutex<Option<FailsafePing>>>,
 }
 
 /// What lets a reader see past the last HA cycle: the postmaster's pid file, and a WAL
@@ -80,7 +90,41 @@ impl StatusHandle {
         StatusHandle {
             inner: Arc::new(RwLock::new(Arc::new(initial))),
             live: Arc::default(),
+            failsafe_ping: Arc::default(),
         }
+    }
+
+    /// Notes that primary `leader` announced itself (and its slots) over
+    /// `POST /failsafe` just now.
+    pub fn note_failsafe_ping(
+        &self,
+        leader: &str,
+        slots: Option<serde_json::Map<String, serde_json::Value>>,
+    ) {
+        let mut g = self.failsafe_ping.lock().unwrap_or_else(|e| e.into_inner());
+        *g = Some(FailsafePing {
+            leader: leader.to_string(),
+            slots,
+            at_ms: monotonic_ms(),
+        });
+    }
+
+    /// The primary that announced itself over `POST /failsafe` within `ttl_ms`, with
+    /// the slot positions it sent.
+    #[allow(clippy::type_complexity)]
+    pub fn failsafe_ping(
+        &self,
+        ttl_ms: u64,
+    ) -> Option<(String, Option<serde_json::Map<String, serde_json::Value>>)> {
+        let g = self.failsafe_ping.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_ref()
+            .filter(|p| monotonic_ms() < p.at_ms.saturating_add(ttl_ms))
+            .map(|p| (p.leader.clone(), p.slots.clone()))
+    }
+
+    /// The primary that announced itself over `POST /failsafe` within `ttl_ms`.
+    pub fn failsafe_leader(&self, ttl_ms: u64) -> Option<String> {
+        self.failsafe_ping(ttl_ms).map(|(leader, _)| leader)
     }
 
     /// Replaces the snapshot.

@@ -6,6 +6,7 @@
 use crate::management::{RestartRequest, SwitchoverKind, SwitchoverRequest};
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::{Map, Value};
+use warden_core::cluster::py_truthy as truthy;
 
 /// A validation failure: HTTP status code and the plain-text body.
 pub type Rejection = (u16, String);
@@ -186,18 +187,6 @@ pub fn parse_schedule(
             format!("Timezone information is mandatory for the scheduled {action}"),
         )),
         Err(TsError::Invalid) => Err(unparsable()),
-    }
-}
-
-/// Python truthiness of a JSON value.
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
     }
 }
 

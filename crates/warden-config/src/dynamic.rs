@@ -275,20 +275,8 @@ impl DynamicConfig {
             },
         };
         // Patroni features Warden does not have yet: say so rather than ignore them.
-        if d.failsafe_mode {
-            w.push("failsafe_mode is not implemented by Warden: a primary that loses etcd stops taking writes before its lock can expire".to_string());
-        }
         if m.get("standby_cluster").is_some_and(|v| !v.is_null()) {
             w.push("standby_cluster is not implemented by Warden: it would run this cluster as a primary cluster; do not put Warden on a standby cluster's nodes yet".to_string());
-        }
-        for key in ["slots", "permanent_slots", "permanent_replication_slots"] {
-            if m.get(key)
-                .is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
-            {
-                w.push(format!(
-                    "{key}: permanent replication slots are not implemented by Warden; only member slots are managed"
-                ));
-            }
         }
         d.member_slots_ttl = match m.get("member_slots_ttl").filter(|v| !v.is_null()) {
             None => 1800,

@@ -94,6 +94,19 @@ fn json_string(v: &Value) -> Option<String> {
     }
 }
 
+/// Python truthiness of a JSON value (`0`, `""`, `{}`, `[]`, `null`, `false` are false):
+/// how Patroni tests a configuration value with a bare `if value`.
+pub fn py_truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
 /// Patroni's boolean reading of a tag or flag value (`true`, `on`, `yes`, `1`, …).
 pub fn truthy(v: &Value) -> bool {
     match v {
@@ -244,11 +257,15 @@ impl MemberData {
 
     /// Base URL (scheme://host:port) of the member's REST API.
     pub fn api_base(&self) -> Option<String> {
-        let url = self.api_url.as_deref()?;
-        let (scheme, rest) = url.split_once("://")?;
-        let hostport = rest.split('/').next()?;
-        Some(format!("{scheme}://{hostport}"))
+        api_base_of(self.api_url.as_deref()?)
     }
+}
+
+/// Base URL (scheme://host:port) of a REST `api_url` (e.g. from the `failsafe` key).
+pub fn api_base_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let hostport = rest.split('/').next()?;
+    Some(format!("{scheme}://{hostport}"))
 }
 
 /// Parses `postgres://[user[:pw]@]host[:port][/db]` into host and port (5432 default).
@@ -297,8 +314,14 @@ impl Status {
                     },
                     _ => Map::new(),
                 };
+                let names = |a: &[Value]| a.iter().filter_map(json_string).collect();
                 let retain_slots = match m.get("retain_slots") {
-                    Some(Value::Array(a)) => a.iter().filter_map(json_string).collect(),
+                    Some(Value::Array(a)) => names(a),
+                    // Patroni also reads a JSON list stored as a string.
+                    Some(Value::String(s)) => match serde_json::from_str(s) {
+                        Ok(Value::Array(a)) => names(&a),
+                        _ => Vec::new(),
+                    },
                     _ => Vec::new(),
                 };
                 Status {

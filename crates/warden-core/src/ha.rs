@@ -51,6 +51,9 @@ pub struct HaSettings {
     /// `watchdog.mode: required` and the watchdog is not usable or could not be
     /// activated: this node must not lead (C1.7, P1; REST `watchdog_failed`).
     pub watchdog_failed: bool,
+    /// `failsafe_mode`: a primary that loses the DCS keeps running while every member
+    /// of the `failsafe` key acknowledges it.
+    pub failsafe_mode: bool,
 }
 
 impl Default for HaSettings {
@@ -72,6 +75,7 @@ impl Default for HaSettings {
             sync: crate::sync::SyncSettings::default(),
             primary_race_backoff: 0,
             watchdog_failed: false,
+            failsafe_mode: false,
         }
     }
 }
@@ -117,6 +121,9 @@ pub struct LocalPg {
     pub synchronous_standby_names: String,
     /// `synchronous_commit` in effect.
     pub synchronous_commit: String,
+    /// How long (ms) the running postmaster has not answered queries (0: it answered
+    /// this cycle). The other fields then hold what it last said.
+    pub unresponsive_ms: u64,
 }
 
 impl Default for LocalPg {
@@ -133,6 +140,7 @@ impl Default for LocalPg {
             standbys: Vec::new(),
             synchronous_standby_names: String::new(),
             synchronous_commit: String::new(),
+            unresponsive_ms: 0,
         }
     }
 }
@@ -160,6 +168,15 @@ pub struct NodeMemory {
     /// My WAL position at the end of the previous cycle (None: PostgreSQL was not
     /// running), to tell whether the old primary still sends WAL (U1).
     pub prev_wal_position: Option<u64>,
+    /// The `failsafe` key (member name → REST `api_url`) as last read from the DCS, kept
+    /// while the DCS is unreachable.
+    pub failsafe_topology: Option<std::collections::BTreeMap<String, String>>,
+    /// A primary that announced itself over `POST /failsafe` within the last ttl (a
+    /// replica treats it as the leader while the leader key is missing).
+    pub failsafe_leader: Option<String>,
+    /// When I killed my frozen primary and gave the lock up (F1): for a ttl I leave the
+    /// race to the others.
+    pub primary_given_up_at_ms: Option<u64>,
 }
 
 /// What the executor found when probing another member's REST API (`GET /patroni`).
@@ -278,6 +295,9 @@ pub enum Question {
         /// The leader to compare against.
         leader: String,
     },
+    /// `POST /failsafe` to every other member of the failsafe topology (name, api_url),
+    /// in parallel. Answer: did every one accept?
+    FailsafeAcks(Vec<(String, String)>),
 }
 
 /// Answers gathered so far in this cycle.
@@ -293,6 +313,8 @@ pub struct Answers {
     pub probes: Option<Vec<PeerStatus>>,
     /// [`Question::CheckDivergence`]
     pub divergence: Option<Divergence>,
+    /// [`Question::FailsafeAcks`]
+    pub failsafe_acks: Option<bool>,
 }
 
 impl Answers {
@@ -304,6 +326,7 @@ impl Answers {
             Question::UpdateLeader => self.update.is_some(),
             Question::ProbeMembers(_) => self.probes.is_some(),
             Question::CheckDivergence { .. } => self.divergence.is_some(),
+            Question::FailsafeAcks(_) => self.failsafe_acks.is_some(),
         }
     }
 }
@@ -369,6 +392,9 @@ pub enum Action {
     RemoveDataDir,
     /// Delete the leader key (compare on my name).
     ReleaseLeader,
+    /// SIGKILL the postmaster and all its processes (a frozen PostgreSQL: it must never
+    /// resume and acknowledge a write).
+    KillPostgres,
     /// PostgreSQL failed to start while I hold the lock: report the role `demoted`
     /// (on_role_change) and delete the leader key.
     AbandonLeader,
@@ -401,6 +427,16 @@ pub enum Action {
         /// the text
         message: String,
     },
+    /// Write the `failsafe` key (the leader, while failsafe mode is on): compact JSON of
+    /// member name → REST `api_url`, as Patroni writes it.
+    WriteFailsafe {
+        /// the value
+        value: String,
+    },
+    /// Failsafe: every member acknowledged me while the DCS is unreachable; keep the
+    /// primary running and feed the fence deadline from the moment the acknowledgements
+    /// were asked for (not from a lock renewal).
+    FailsafeContinue,
     /// Leader housekeeping: publish `status`, keep member slots, update `history`.
     LeaderHousekeeping,
     /// Open and arm the watchdog if it is not running (P1). Fails only when
@@ -566,6 +602,40 @@ fn decide_inner(i: &HaInput<'_>) -> Step {
         }
     }
 
+    // Failsafe: while the leader key is missing, a primary that pinged me over
+    // `POST /failsafe` within the last ttl is the leader (it may be running without the
+    // DCS); nobody races against it.
+    let with_failsafe_leader;
+    let cluster = match i.memory.failsafe_leader.as_deref() {
+        Some(l) if i.settings.failsafe_mode && cluster.is_unlocked() && l != me => {
+            let mut c = cluster.clone();
+            c.leader = Some(crate::cluster::Leader {
+                name: l.to_string(),
+                version: 0,
+                session: 0,
+            });
+            with_failsafe_leader = c;
+            &with_failsafe_leader
+        }
+        _ => cluster,
+    };
+    // F1: the primary under my lock stopped answering (frozen, hung storage): kill it for
+    // good and give the lock up, so that a replica takes over well within ttl + loop_wait
+    // and the old instance can never resume and acknowledge a write after that.
+    if i_hold_lock
+        && i.pg.running
+        && i.pg.is_primary
+        && !i.settings.paused
+        && i.pg.unresponsive_ms >= frozen_primary_after_ms(i.settings)
+    {
+        return act(
+            vec![Action::KillPostgres, Action::ReleaseLeader],
+            format!(
+                "PostgreSQL has not answered for {} s: killed it and released the leader lock",
+                i.pg.unresponsive_ms / 1000
+            ),
+        );
+    }
     let step = if !i.pg.running {
         pg_not_running(i, cluster, i_hold_lock)
     } else if cluster.is_unlocked() {
@@ -585,9 +655,56 @@ fn decide_inner(i: &HaInput<'_>) -> Step {
     }
 }
 
+/// How long before the leader lock's expiry the fence guards stop a primary whose lock
+/// was not renewed.
+pub const FENCE_MARGIN_MS: u64 = 2_000;
+
+/// How long a primary may not answer before it counts as frozen: half the lock's ttl,
+/// so that detection (at a cycle boundary), the release and a replica's promotion fit in
+/// ttl + loop_wait, while a primary that is only slow for a few queries is left alone.
+pub fn frozen_primary_after_ms(s: &HaSettings) -> u64 {
+    s.ttl * 1000 / 2
+}
+
 /// D1: the DCS is unreachable.
 fn dcs_unreachable(i: &HaInput<'_>) -> Step {
+    if !i.settings.paused && i.pg.running && i.pg.is_primary && !i.settings.failsafe_mode {
+        // D1: the lock stays mine until it could expire, and the fence guard stops this
+        // primary FENCE_MARGIN_MS before that. Until then keep taking writes: a DCS blip
+        // costs nothing, and a real outage only the margin plus a promotion elsewhere.
+        // Demote cleanly when the next cycle might come too late.
+        if let Some(until) = i.memory.leader_until_ms {
+            if i.now_ms + FENCE_MARGIN_MS + i.settings.loop_wait * 1000 < until {
+                return act(
+                    vec![],
+                    format!(
+                        "DCS is not accessible; keeping the primary while the leader lock is still mine ({} s left)",
+                        (until - i.now_ms) / 1000
+                    ),
+                );
+            }
+        }
+    }
     if !i.settings.paused && i.pg.running && i.pg.is_primary {
+        // D2: failsafe mode keeps the primary while every member of the failsafe
+        // topology acknowledges it (none of them can then be racing for the lock).
+        if i.settings.failsafe_mode {
+            if let Some(others) = failsafe_peers(i) {
+                match i.answers.failsafe_acks {
+                    None if !others.is_empty() => {
+                        return Step::Ask(Question::FailsafeAcks(others));
+                    }
+                    // A single-node topology has nobody to ask.
+                    None | Some(true) => {
+                        return act(
+                            vec![Action::FailsafeContinue],
+                            "continue to run as a leader because failsafe mode is enabled and all members are accessible",
+                        )
+                    }
+                    Some(false) => {}
+                }
+            }
+        }
         return act(
             vec![Action::Demote {
                 mode: DemoteMode::Offline,
@@ -596,6 +713,55 @@ fn dcs_unreachable(i: &HaInput<'_>) -> Step {
         );
     }
     act(vec![], "DCS is not accessible")
+}
+
+/// The other members of the failsafe topology as last read, or `None` when I am not in
+/// it (or it is unknown): then failsafe cannot keep me as primary.
+fn failsafe_peers(i: &HaInput<'_>) -> Option<Vec<(String, String)>> {
+    let topology = i.memory.failsafe_topology.as_ref()?;
+    if !topology.contains_key(i.me) {
+        return None;
+    }
+    Some(
+        topology
+            .iter()
+            .filter(|(name, _)| name.as_str() != i.me)
+            .map(|(name, url)| (name.clone(), url.clone()))
+            .collect(),
+    )
+}
+
+/// The `failsafe` key the leader should write (Patroni's `_failsafe_config`): every
+/// member with an `api_url`, and me; `None` when it already says that.
+fn failsafe_key_update(i: &HaInput<'_>, cluster: &Cluster) -> Option<Action> {
+    if !i.settings.failsafe_mode {
+        return None;
+    }
+    let mut entries: Vec<(String, String)> = cluster
+        .members
+        .iter()
+        .filter_map(|m| Some((m.name.clone(), m.data.api_url.clone()?)))
+        .collect();
+    if !entries.iter().any(|(n, _)| n == i.me) {
+        let mine = cluster.member(i.me)?.data.api_url.clone()?;
+        entries.push((i.me.to_string(), mine));
+    }
+    let same = cluster.failsafe.as_ref().is_some_and(|f| {
+        f.len() == entries.len()
+            && entries
+                .iter()
+                .all(|(n, u)| f.get(n).and_then(|v| v.as_str()) == Some(u.as_str()))
+    });
+    if same {
+        return None;
+    }
+    let map: serde_json::Map<String, serde_json::Value> = entries
+        .into_iter()
+        .map(|(n, u)| (n, serde_json::Value::String(u)))
+        .collect();
+    Some(Action::WriteFailsafe {
+        value: serde_json::Value::Object(map).to_string(),
+    })
 }
 
 /// L9 (empty data dir) and B1–B3.
@@ -960,6 +1126,27 @@ fn healthiest(i: &HaInput<'_>, cluster: &Cluster) -> Result<Result<(), String>, 
     if s.nofailover {
         return Ok(Err("nofailover".into()));
     }
+    // F1: I just killed my frozen primary; the others take over (my storage may be
+    // what froze). Alone, I race again after a ttl.
+    if i.memory
+        .primary_given_up_at_ms
+        .is_some_and(|at| i.now_ms < at + s.ttl * 1000)
+    {
+        return Ok(Err(
+            "I gave up the primary role because PostgreSQL stopped answering".into(),
+        ));
+    }
+    // Failsafe: a node missing from a known, non-empty failsafe topology never takes
+    // over (the primary may be running on, acknowledged by the members it knows).
+    if s.failsafe_mode {
+        let topology = cluster
+            .failsafe
+            .as_ref()
+            .map(|f| f.contains_key(i.me) || f.is_empty());
+        if topology == Some(false) {
+            return Ok(Err("I am not in the failsafe topology".into()));
+        }
+    }
     // C1.6: a pending switchover/failover request decides who races (C3); a switchover
     // in synchronous mode only to a synchronous standby.
     if let Some(req) = &cluster.failover {
@@ -986,16 +1173,29 @@ fn manual_failover_candidate(
     cluster: &Cluster,
     req: &crate::cluster::FailoverRequest,
 ) -> Result<Result<(), String>, Step> {
+    // Quorum commit (a deviation from Patroni, which promotes a named candidate
+    // unconditionally): no member holds every acknowledged commit, so a candidate named
+    // by a request the leader did not carry out (it died first) must win the votes like
+    // anyone else, and a node that is ahead of the candidate does not defer to it.
+    let quorum = i.settings.sync.mode == crate::sync::SyncMode::Quorum && cluster.sync.is_some();
     if let Some(c) = &req.member {
         if c == i.me {
+            if quorum && !i.settings.paused {
+                return compare_with_others(i, cluster, req.leader.as_deref(), false);
+            }
             return Ok(Ok(()));
         }
         if cluster.member(c).is_some() {
             let peers = probes(i, cluster)?;
-            if peers.iter().any(|p| &p.name == c && counts(p)) {
+            let mine = i.pg.wal_position;
+            if peers
+                .iter()
+                .any(|p| &p.name == c && counts(p) && !(quorum && p.wal_position < mine))
+            {
                 return Ok(Err(format!("{c} is the requested failover candidate")));
             }
-            // The candidate is not healthy: continue as if none was named.
+            // The candidate is not healthy (or, with quorum commit, behind me): continue
+            // as if none was named.
         }
     }
     if i.settings.paused {
@@ -1404,6 +1604,7 @@ fn locked_by_me(i: &HaInput<'_>, cluster: &Cluster) -> Step {
             .unwrap_or_else(|| {
                 let mut actions = leading::arm_watchdog(i);
                 actions.push(Action::LeaderHousekeeping);
+                actions.extend(failsafe_key_update(i, cluster));
                 actions.extend(primary_sync_actions(i, cluster));
                 act(
                     actions,

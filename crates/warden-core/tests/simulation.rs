@@ -1,4 +1,4 @@
-//! Deterministic simulation of a 3-node cluster driven by the pure HA decision.
+//! Deterministic simulation of a 3- or 4-node cluster driven by the pure HA decision.
 //!
 //! A virtual clock, an in-memory DCS with leases, simulated PostgreSQL instances and a
 //! seeded fault injector (agent crashes, frozen agents, DCS partitions of one node,
@@ -22,6 +22,14 @@
 //!   acknowledged synchronously, on any timeline;
 //! * a node named `sync_standby` in the `sync` key holds every commit acknowledged
 //!   synchronously since it was named.
+//!
+//! Quorum commit runs (`synchronous_mode: quorum`, 3 or 4 nodes) list the standbys as
+//! `ANY N (…)`: a commit is acknowledged once any N of the listed standbys streaming
+//! from the primary have flushed it (the strict placeholder is a name that never
+//! does). The `sync` key's `sync_standby` are then voters, none of which needs to hold
+//! every commit, so the second invariant becomes the one the leader race relies on:
+//! * at most `quorum` members of the `sync` key's set (leader and voters) lack a commit
+//!   acknowledged synchronously, so any `quorum + 1` of them include one that holds it.
 
 use std::collections::{BTreeMap, VecDeque};
 use warden_core::cluster::{Cluster, KeyValue};
@@ -193,12 +201,15 @@ struct World {
     /// timeline acknowledged synchronously since it was named.
     acked_since_named: BTreeMap<String, BTreeMap<u32, u64>>,
     stats: Stats,
+    /// Check [`World::check_quorum_overlap`] (quorum runs; see the ignored test that
+    /// turns it on).
+    check_overlap: bool,
     trace: VecDeque<String>,
 }
 
 impl World {
-    fn new(seed: u64, ttl_ms: u64, sync: SyncSettings) -> World {
-        let nodes = (0..3)
+    fn new(seed: u64, ttl_ms: u64, sync: SyncSettings, nodes: usize) -> World {
+        let nodes = (0..nodes)
             .map(|i| Node {
                 name: format!("n{i}"),
                 pg: Pg::default(),
@@ -230,12 +241,17 @@ impl World {
             acked: BTreeMap::new(),
             acked_since_named: BTreeMap::new(),
             stats: Stats::default(),
+            check_overlap: false,
             trace: VecDeque::new(),
         }
     }
 
     fn sync_on(&self) -> bool {
         self.sync.mode != SyncMode::Off
+    }
+
+    fn quorum(&self) -> bool {
+        self.sync.mode == SyncMode::Quorum
     }
 
     fn log(&mut self, line: String) {
@@ -440,6 +456,8 @@ impl World {
                 String::new()
             },
             synchronous_commit: "on".into(),
+            // PostgreSQL never freezes in the simulation (yet): it always answers.
+            unresponsive_ms: 0,
         };
         let settings = HaSettings {
             ttl: self.ttl_ms / 1000,
@@ -501,6 +519,9 @@ impl World {
                         Question::ProbeMembers(names) => {
                             answers.probes = Some(names.iter().map(|n| self.probe(n)).collect());
                         }
+                        // Failsafe mode is not modelled yet: the runs keep it off, so this
+                        // is never asked; refusing is the safe answer.
+                        Question::FailsafeAcks(_) => answers.failsafe_acks = Some(false),
                         Question::CheckDivergence { leader } => {
                             // The truth, from the WAL histories (the agent's check is a
                             // conservative approximation of it).
@@ -586,10 +607,12 @@ impl World {
         if !cas(&mut self.dcs.sync, &mut self.dcs.revision, value, version) {
             return false;
         }
-        // Track who is named from now on; a name that stays keeps its history.
+        // Track who is named from now on; a name that stays keeps its history. Quorum
+        // voters promise no such thing (see `check_quorum_overlap`).
         let named: Vec<String> = self
             .cluster()
             .sync
+            .filter(|_| !self.quorum())
             .map(|s| s.sync_standby)
             .unwrap_or_default();
         self.acked_since_named.retain(|n, _| named.contains(n));
@@ -729,6 +752,10 @@ impl World {
                     self.dcs.leader = None;
                 }
                 self.nodes[i].memory.leader_until_ms = None;
+            }
+            Action::KillPostgres => unreachable!("PostgreSQL never freezes in the simulation"),
+            Action::WriteFailsafe { .. } | Action::FailsafeContinue => {
+                unreachable!("failsafe_mode is off in the simulation")
             }
             Action::LeaderHousekeeping => {
                 if !partitioned {
@@ -890,6 +917,7 @@ impl World {
                 ));
             }
         }
+        self.check_quorum_overlap();
         for (name, since) in &self.acked_since_named {
             let Some(i) = self.index(name) else { continue };
             if let Some((tl, lsn)) = self.timelines.missing(&self.nodes[i].pg, since) {
@@ -900,21 +928,55 @@ impl World {
         }
     }
 
+    /// Quorum commit: the leader race lets a node promote once `quorum` members of the
+    /// `sync` key's set (leader and voters; one more if it is not in the set) are not
+    /// ahead of it, which is safe only if at most `quorum` of them lack an acknowledged
+    /// commit. Checked whatever the key's leader is doing, as the race may start at any
+    /// moment.
+    fn check_quorum_overlap(&self) {
+        let Some(sync) = self.cluster().sync.filter(|_| self.check_overlap) else {
+            return;
+        };
+        let lacking: Vec<String> = sync
+            .leader
+            .iter()
+            .chain(sync.sync_standby.iter())
+            .filter(|name| {
+                let pg = self.index(name).map(|i| &self.nodes[i].pg);
+                pg.is_none_or(|pg| self.timelines.missing(pg, &self.acked).is_some())
+            })
+            .cloned()
+            .collect();
+        if lacking.len() > sync.quorum as usize {
+            self.fail(format!(
+                "{lacking:?} of the sync set lack a commit acknowledged synchronously, more than quorum {}",
+                sync.quorum
+            ));
+        }
+    }
+
+    /// The agent and PostgreSQL of node `i` crash; the agent restarts 5–30 s later.
+    fn crash(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.alive = false;
+        n.pg.running = false;
+        n.next_cycle = self.now + 5_000 + self.rng.below(25_000);
+    }
+
     fn inject_fault(&mut self) {
-        let i = self.rng.below(3) as usize;
-        // Asynchronous runs draw from the original five faults, so their seeds replay
-        // the same fault sequences as before synchronous runs existed.
-        let kinds = if self.sync_on() { 7 } else { 5 };
+        let i = self.rng.below(self.nodes.len() as u64) as usize;
+        // Asynchronous runs draw from the original five faults, and classic synchronous
+        // runs from seven, so their seeds replay the same fault sequences as before the
+        // later kinds existed.
+        let kinds = match self.sync.mode {
+            SyncMode::Off => 5,
+            SyncMode::On => 7,
+            SyncMode::Quorum => 8,
+        };
         let kind = self.rng.below(kinds);
         self.log(format!("fault {kind} on {}", self.nodes[i].name));
         match kind {
-            0 => {
-                // agent + PostgreSQL crash; restarted 5–30 s later
-                let n = &mut self.nodes[i];
-                n.alive = false;
-                n.pg.running = false;
-                n.next_cycle = self.now + 5_000 + self.rng.below(25_000);
-            }
+            0 => self.crash(i),
             1 => {
                 // agent only killed: PostgreSQL keeps running, the external guard stays
                 let n = &mut self.nodes[i];
@@ -925,7 +987,7 @@ impl World {
             3 => self.nodes[i].partitioned_until = self.now + 5_000 + self.rng.below(40_000),
             4 => self.nodes[i].pg.running = false, // PostgreSQL crash alone
             5 => self.nodes[i].link_down_until = self.now + 1_000 + self.rng.below(20_000),
-            _ => {
+            6 => {
                 // An operator asks the leader for a switchover, to node i or to anyone
                 // (the API leaves it to the decision to refuse unfit candidates).
                 let Some(leader) = self.dcs.leader.as_ref().map(|(l, _)| l.clone()) else {
@@ -943,6 +1005,26 @@ impl World {
                     Some(value),
                     None,
                 );
+            }
+            _ => {
+                // The primary dies together with a replica (node i, or the next one when
+                // i is the primary): with quorum commit, possibly the only replica that
+                // holds the last acknowledged commits.
+                let primary = self.nodes.iter().position(|n| n.pg.running && n.pg.primary);
+                let Some(p) = primary else {
+                    return self.crash(i);
+                };
+                let other = if i == p {
+                    (i + 1) % self.nodes.len()
+                } else {
+                    i
+                };
+                self.log(format!(
+                    "the primary {} crashes with {}",
+                    self.nodes[p].name, self.nodes[other].name
+                ));
+                self.crash(p);
+                self.crash(other);
             }
         }
     }
@@ -1011,8 +1093,7 @@ fn kv(key: &str, value: &str) -> KeyValue {
 }
 
 /// Runs one seeded scenario: bootstrap, 5 minutes of faults, then heal and converge.
-fn scenario(seed: u64, ttl_ms: u64, sync: SyncSettings) -> Stats {
-    let mut w = World::new(seed, ttl_ms, sync);
+fn scenario(mut w: World) -> Stats {
     // Bootstrap converges.
     for _ in 0..600 {
         w.step();
@@ -1057,7 +1138,9 @@ fn scenario(seed: u64, ttl_ms: u64, sync: SyncSettings) -> Stats {
 #[test]
 fn random_faults_never_make_two_primaries_and_the_cluster_converges() {
     let promotions: u32 = (1..=40u64)
-        .map(|seed| scenario(seed * 7919, TTL_MS, SyncSettings::default()).promotions)
+        .map(|seed| {
+            scenario(World::new(seed * 7919, TTL_MS, SyncSettings::default(), 3)).promotions
+        })
         .sum();
     // The faults must actually have forced failovers, or the test proves nothing.
     assert!(
@@ -1071,7 +1154,15 @@ fn random_faults_never_make_two_primaries_and_the_cluster_converges() {
 #[test]
 fn a_short_ttl_with_the_fence_guard_is_as_safe() {
     let promotions: u32 = (1..=40u64)
-        .map(|seed| scenario(seed * 104_729, SHORT_TTL_MS, SyncSettings::default()).promotions)
+        .map(|seed| {
+            scenario(World::new(
+                seed * 104_729,
+                SHORT_TTL_MS,
+                SyncSettings::default(),
+                3,
+            ))
+            .promotions
+        })
         .sum();
     assert!(
         promotions >= 40,
@@ -1080,25 +1171,64 @@ fn a_short_ttl_with_the_fence_guard_is_as_safe() {
     eprintln!("{promotions} promotions in 40 simulated scenarios at ttl 8 s");
 }
 
-/// Synchronous mode with these settings: each seeded scenario and what it exercised,
-/// alternating both lock lengths.
-fn sync_scenarios(
+/// A synchronous-replication run: settings, cluster size, optional invariant.
+#[derive(Clone, Copy, Debug)]
+struct SyncRun {
+    mode: SyncMode,
     strict: bool,
     node_count: usize,
-    seeds: u64,
-) -> impl Iterator<Item = (u64, Stats)> {
-    let sync = SyncSettings {
-        mode: SyncMode::On,
-        strict,
-        node_count,
-        maximum_lag_on_syncnode: -1,
-    };
-    let salt = 31 * node_count as u64 + u64::from(strict);
-    (1..=seeds).map(move |i| {
-        let ttl = if i % 2 == 0 { TTL_MS } else { SHORT_TTL_MS };
+    nodes: usize,
+    /// Check the quorum overlap invariant too.
+    overlap: bool,
+}
+
+impl SyncRun {
+    /// `synchronous_mode: on` on 3 nodes.
+    fn classic(strict: bool, node_count: usize) -> SyncRun {
+        SyncRun {
+            mode: SyncMode::On,
+            strict,
+            node_count,
+            nodes: 3,
+            overlap: false,
+        }
+    }
+
+    fn quorum(strict: bool, node_count: usize, nodes: usize) -> SyncRun {
+        SyncRun {
+            mode: SyncMode::Quorum,
+            strict,
+            node_count,
+            nodes,
+            overlap: false,
+        }
+    }
+
+    /// The `i`-th scenario (from 1): its seed and what it exercised. Lock lengths
+    /// alternate; classic 3-node runs keep the seeds they had before quorum runs existed.
+    fn scenario(self, i: u64) -> (u64, Stats) {
+        let quorum_salt = if self.mode == SyncMode::Quorum {
+            1_000 * self.nodes as u64
+        } else {
+            0
+        };
+        let salt = 31 * self.node_count as u64 + u64::from(self.strict) + quorum_salt;
         let seed = i * 15_485_863 + salt;
-        (seed, scenario(seed, ttl, sync.clone()))
-    })
+        let ttl = if i.is_multiple_of(2) {
+            TTL_MS
+        } else {
+            SHORT_TTL_MS
+        };
+        let sync = SyncSettings {
+            mode: self.mode,
+            strict: self.strict,
+            node_count: self.node_count,
+            maximum_lag_on_syncnode: -1,
+        };
+        let mut w = World::new(seed, ttl, sync, self.nodes);
+        w.check_overlap = self.overlap;
+        (seed, scenario(w))
+    }
 }
 
 /// `SIM_SEEDS=N` runs N times as many synchronous scenarios (a deeper, still
@@ -1110,9 +1240,21 @@ fn seed_factor() -> u64 {
         .unwrap_or(1)
 }
 
-fn sync_runs(strict: bool, node_count: usize, seeds: u64) {
+/// Runs the scenarios and requires that they exercised failovers, switchovers and
+/// synchronous commits, and, in strict mode, that no commit was acknowledged without a
+/// standby: also when an agent that restarted (and so does not know the names it set)
+/// restarts its crashed primary, which starts waiting for the placeholder, as in
+/// Patroni.
+fn sync_runs(run: SyncRun, seeds: u64) {
     let seeds = seeds * seed_factor();
-    let stats = sync_scenarios(strict, node_count, seeds).fold(Stats::default(), |a, (_, b)| a + b);
+    let mut stats = Stats::default();
+    for (seed, s) in (1..=seeds).map(|i| run.scenario(i)) {
+        assert_eq!(
+            s.strict_async_acks, 0,
+            "seed {seed} ({run:?}): commits acknowledged without a standby"
+        );
+        stats = stats + s;
+    }
     // Failovers and synchronous commits must both have happened, or the runs prove
     // nothing about losing acknowledged commits in a failover.
     assert!(
@@ -1121,36 +1263,85 @@ fn sync_runs(strict: bool, node_count: usize, seeds: u64) {
             && stats.sync_acks >= 1_000 * seeds,
         "too little exercised: {stats:?}"
     );
-    eprintln!("strict {strict}, synchronous_node_count {node_count}, {seeds} scenarios: {stats:?}");
+    eprintln!("{run:?}, {seeds} scenarios: {stats:?}");
 }
 
 #[test]
 fn synchronous_mode_never_promotes_a_node_missing_an_acknowledged_commit() {
-    sync_runs(false, 1, 40);
+    sync_runs(SyncRun::classic(false, 1), 40);
 }
 
 #[test]
 fn synchronous_mode_strict_never_promotes_a_node_missing_an_acknowledged_commit() {
-    sync_runs(true, 1, 40);
+    sync_runs(SyncRun::classic(true, 1), 40);
 }
 
 #[test]
 fn two_synchronous_standbys_never_promote_a_node_missing_an_acknowledged_commit() {
-    sync_runs(false, 2, 30);
-    sync_runs(true, 2, 30);
+    sync_runs(SyncRun::classic(false, 2), 30);
+    sync_runs(SyncRun::classic(true, 2), 40);
 }
 
-/// Strict mode never acknowledges a commit with no standby, also when an agent that
-/// restarted (and so does not know the names it set) restarts its crashed primary: it
-/// starts it waiting for the placeholder, as Patroni does.
-#[test]
-fn strict_mode_never_acknowledges_a_commit_without_a_standby() {
-    for node_count in [1, 2] {
-        for (seed, stats) in sync_scenarios(true, node_count, 40) {
-            assert_eq!(
-                stats.strict_async_acks, 0,
-                "seed {seed}, synchronous_node_count {node_count}"
-            );
+/// Quorum commit with one and two standbys to wait for, on 3 nodes (two replicas) and 4
+/// (three: the voters outnumber the standbys waited for, so a quorum decides the race).
+fn quorum_runs(strict: bool, overlap: bool, seeds: u64) {
+    for nodes in [3, 4] {
+        for node_count in [1, 2] {
+            let run = SyncRun {
+                overlap,
+                ..SyncRun::quorum(strict, node_count, nodes)
+            };
+            sync_runs(run, seeds);
         }
     }
+}
+
+#[test]
+fn quorum_commit_never_promotes_a_node_missing_an_acknowledged_commit() {
+    quorum_runs(false, false, 10);
+}
+
+#[test]
+fn quorum_commit_strict_never_promotes_a_node_missing_an_acknowledged_commit() {
+    quorum_runs(true, false, 10);
+}
+
+/// The invariant the leader race relies on, at every step rather than only when
+/// someone promotes. Seed 30974757 (non-strict, `synchronous_node_count` 1, 3 nodes):
+/// leader n0, voters n1 and n2, quorum 1, `ANY 1 (n1,n2)`; n2's agent dies (its
+/// PostgreSQL keeps streaming and acknowledging) while n1 lags one commit behind; in
+/// one cycle n0 sets `ANY 1 (n1)` and writes quorum 0 of (n1), trusting n1's
+/// confirmation of the previous names. Until n1 catches up, n1 alone may promote
+/// without the commit only n2 acknowledged. Patroni's QuorumStateResolver plans the same
+/// two steps (its confirmations also outlive a change of the names).
+#[test]
+#[ignore = "finding: the quorum plan lowers the quorum in the cycle it drops a voter, trusting confirmations made under the previous names (as Patroni does); seed 30974757"]
+fn quorum_commit_sync_set_overlaps_every_acknowledged_commit() {
+    quorum_runs(false, true, 10);
+    quorum_runs(true, true, 10);
+}
+
+/// Seed 1254358934 (`SIM_SEEDS=10`; non-strict, `synchronous_node_count` 1, 4 nodes):
+/// the key says leader n2, quorum 2 of (n0, n1, n3); n3 promotes (a switchover it won
+/// the votes for) and n1 acknowledges its first commits; n3 and n1 die within a second,
+/// before n3's first primary cycle rewrites the key. n2, still the key's leader, counts
+/// as the former leader with nobody ahead and promotes without those commits. Patroni
+/// has the same window (its quorum pre-promote leaves the key to the first cycle as
+/// primary, and `check_timeline` is off by default).
+#[test]
+#[ignore = "finding: a node promoted in quorum mode that dies before its first primary cycle leaves the key naming the old leader, which may race as the former leader; seed 1254358934"]
+fn quorum_commit_a_stale_former_leader_does_not_promote() {
+    SyncRun::quorum(false, 1, 4).scenario(81);
+}
+
+/// Seed 263262734 (`SIM_SEEDS=10`; strict, `synchronous_node_count` 2, 3 nodes): n1, a
+/// former primary whose unacknowledged WAL on timeline 4 runs past the fork of timeline
+/// 5, is outside the key's set (leader n2, quorum 0 of (n0)); n0's vote compares LSNs
+/// across timelines (n0 on timeline 5 is "not ahead"), so n1 reaches its quorum and
+/// promotes without n0's acknowledged commits. As in Patroni, votes are LSNs without
+/// timelines (`check_timeline` off by default).
+#[test]
+#[ignore = "finding: quorum votes compare LSNs across timelines, so a diverged former primary outside the sync set can win them; seed 263262734"]
+fn quorum_commit_a_diverged_node_does_not_win_the_votes() {
+    SyncRun::quorum(true, 2, 3).scenario(17);
 }

@@ -815,6 +815,11 @@ impl Dcs for EtcdDcs {
         Ok(())
     }
 
+    async fn set_failsafe(&self, json: &str) -> Result<(), DcsError> {
+        let inner = &*self.inner;
+        inner.put("failsafe", json, None, inner.deadline()).await
+    }
+
     async fn delete_cluster(&self) -> Result<(), DcsError> {
         let inner = &*self.inner;
         let prefix = inner.prefix.clone();

@@ -190,6 +190,10 @@ pub trait Dcs: Send + Sync {
     /// Plain put of `history`, skipped when unchanged since our last write.
     fn set_history(&self, json: &str) -> impl Future<Output = Result<(), DcsError>> + Send;
 
+    /// Plain put of `failsafe` (the leader's failsafe topology; the caller writes it
+    /// only when it changed).
+    fn set_failsafe(&self, json: &str) -> impl Future<Output = Result<(), DcsError>> + Send;
+
     /// Deletes every key under the prefix (`patronictl remove`).
     fn delete_cluster(&self) -> impl Future<Output = Result<(), DcsError>> + Send;
 
@@ -278,6 +282,9 @@ impl Dcs for AnyDcs {
     }
     async fn set_history(&self, json: &str) -> Result<(), DcsError> {
         delegate!(self, d => d.set_history(json).await)
+    }
+    async fn set_failsafe(&self, json: &str) -> Result<(), DcsError> {
+        delegate!(self, d => d.set_failsafe(json).await)
     }
     async fn delete_cluster(&self) -> Result<(), DcsError> {
         delegate!(self, d => d.delete_cluster().await)

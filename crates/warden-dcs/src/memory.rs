@@ -441,6 +441,10 @@ impl Dcs for MemoryDcs {
         self.put_if_changed("history", json)
     }
 
+    async fn set_failsafe(&self, json: &str) -> Result<(), DcsError> {
+        self.put_if_changed("failsafe", json)
+    }
+
     async fn delete_cluster(&self) -> Result<(), DcsError> {
         let (mut s, _a) = self.guards()?;
         let keys: Vec<String> = s

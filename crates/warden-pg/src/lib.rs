@@ -14,6 +14,7 @@ mod postgres;
 mod process;
 mod render;
 mod settings;
+mod slots;
 mod status;
 mod tls;
 
@@ -22,6 +23,7 @@ pub use error::PgError;
 pub use postgres::{
     create_private_dir_all, parse_timeline_history, Postgres, ReadyState, WalMonitor,
 };
+pub use process::kill_instance;
 pub use render::{
     conf_quote, dsn_escape, format_dsn, format_lsn, parse_lsn, pgpass_content, pgpass_escape,
     primary_conninfo, quote_ident, quote_literal, render_lines_file, render_postgresql_conf,
@@ -32,4 +34,5 @@ pub use settings::{
     effective_parameters, parse_pg_bool, Credentials, PgSettings, SslOptions, StopMode, Upstream,
     CMDLINE_GUCS, RECOVERY_GUCS,
 };
+pub use slots::{SlotSession, SlotState, SLOT_NEEDS_COPY_CODES};
 pub use status::{PgStatus, ReplicationRow, SlotInfo, WalPositions};

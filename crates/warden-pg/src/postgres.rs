@@ -1,7 +1,7 @@
 //! [`Postgres`]: files, process control, queries and the replica tools of one
 //! local PostgreSQL instance.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -29,9 +29,7 @@ use crate::render::{
 use crate::settings::{
     effective_parameters, Credentials, PgSettings, StopMode, Upstream, CMDLINE_GUCS, RECOVERY_GUCS,
 };
-use crate::status::{
-    PgStatus, RawSlot, ReplicationRow, SlotInfo, WalPositions, STATUS_SQL, WAL_SQL,
-};
+use crate::status::{PgStatus, RawSlot, ReplicationRow, WalPositions, STATUS_SQL, WAL_SQL};
 use crate::tls::TlsPlan;
 
 /// Config files copied to `<data_dir>/<name>.backup` after each successful start.
@@ -58,9 +56,9 @@ pub enum ReadyState {
     Unknown,
 }
 
-/// Where local connections go.
+/// Where connections go.
 #[derive(Clone, Debug)]
-enum LocalTarget {
+pub(crate) enum LocalTarget {
     Tcp(String),
     Socket(PathBuf),
 }
@@ -173,7 +171,7 @@ impl Postgres {
         }
     }
 
-    fn chown(&self, p: &Path) -> Result<(), PgError> {
+    pub(crate) fn chown(&self, p: &Path) -> Result<(), PgError> {
         if let Some((uid, gid)) = self.s.run_as {
             std::os::unix::fs::chown(p, Some(uid), Some(gid))
                 .map_err(|e| PgError::io("chown", p, e))?;
@@ -182,7 +180,7 @@ impl Postgres {
     }
 
     /// Mode for files we create: 0640 when the data directory allows group access, else 0600.
-    fn file_mode(&self) -> u32 {
+    pub(crate) fn file_mode(&self) -> u32 {
         match std::fs::metadata(&self.s.data_dir) {
             Ok(m) if m.permissions().mode() & 0o050 != 0 => 0o640,
             _ => 0o600,
@@ -240,7 +238,7 @@ impl Postgres {
         })
     }
 
-    fn local_target(&self) -> LocalTarget {
+    pub(crate) fn local_target(&self) -> LocalTarget {
         if self.s.use_unix_socket {
             let dir = self
                 .s
@@ -274,7 +272,8 @@ impl Postgres {
         }
     }
 
-    async fn connect_to(
+    /// A connection to `target` as `creds` in the configured database.
+    pub(crate) async fn connect_to(
         &self,
         target: LocalTarget,
         port: u16,
@@ -282,9 +281,30 @@ impl Postgres {
         app: &str,
         statement_timeout_ms: Option<u64>,
     ) -> Result<Client, PgError> {
+        self.connect_db(
+            target,
+            port,
+            creds,
+            &self.s.database,
+            app,
+            statement_timeout_ms,
+        )
+        .await
+    }
+
+    /// A connection to `target` as `creds` in `dbname`.
+    pub(crate) async fn connect_db(
+        &self,
+        target: LocalTarget,
+        port: u16,
+        creds: &Credentials,
+        dbname: &str,
+        app: &str,
+        statement_timeout_ms: Option<u64>,
+    ) -> Result<Client, PgError> {
         let mut cfg = tokio_postgres::Config::new();
         cfg.user(&creds.username)
-            .dbname(&self.s.database)
+            .dbname(dbname)
             .application_name(app)
             .port(port)
             .connect_timeout(Duration::from_secs(3));
@@ -306,7 +326,7 @@ impl Postgres {
                 format!("{}/.s.PGSQL.{port}", d.display())
             }
         };
-        let desc = format!("{where_} as {} db {}", creds.username, self.s.database);
+        let desc = format!("{where_} as {} db {dbname}", creds.username);
         let plan = match &target {
             // libpq never uses TLS on a unix socket either.
             LocalTarget::Socket(_) => TlsPlan::unix_socket(),
@@ -457,6 +477,27 @@ impl Postgres {
     pub fn postmaster_pid(&self) -> Option<i32> {
         let pid = read_pid_file(&self.s.data_dir)?;
         (pid_alive(pid) && looks_like_postmaster(pid, &self.s.data_dir)).then_some(pid)
+    }
+
+    /// Kills the instance for good (SIGKILL to the postmaster and all its processes),
+    /// for a PostgreSQL that stopped answering: it must not resume and acknowledge a
+    /// write after another node was promoted. `Ok(false)` when nothing was running.
+    pub async fn kill_instance(&self) -> Result<bool, PgError> {
+        let Some(pid) = self.postmaster_pid() else {
+            return Ok(false);
+        };
+        let gone = tokio::task::spawn_blocking(move || {
+            crate::process::kill_instance(pid, Duration::from_secs(10))
+        })
+        .await
+        .unwrap_or(false);
+        if gone {
+            Ok(true)
+        } else {
+            Err(PgError::StopFailed(format!(
+                "postmaster {pid} or one of its processes is still there after SIGKILL"
+            )))
+        }
     }
 
     /// True when [`Postgres::postmaster_pid`] finds a live postmaster.
@@ -994,17 +1035,7 @@ impl Postgres {
             })?,
             None => Vec::new(),
         };
-        let slots = raw_slots
-            .into_iter()
-            .map(|r| SlotInfo {
-                name: r.name,
-                slot_type: r.slot_type,
-                active: r.active,
-                restart_lsn: r.restart_lsn.as_deref().and_then(parse_lsn),
-                plugin: r.plugin,
-                database: r.database,
-            })
-            .collect();
+        let slots = raw_slots.into_iter().map(RawSlot::into_info).collect();
         let primary_conninfo_host_port = match (sender_host, sender_port) {
             (Some(h), Some(p)) => u16::try_from(p).ok().map(|p| (h, p)),
             _ => None,
@@ -1170,74 +1201,6 @@ impl Postgres {
                 output: "see its output above".to_string(),
             })
         }
-    }
-
-    /// Creates missing physical slots in `wanted` (`pg_create_physical_replication_slot(name,
-    /// true)`) and drops inactive physical slots not in `wanted`. Logical slots are never
-    /// touched; a slot that cannot be dropped (became active) is logged and skipped.
-    pub async fn ensure_slots(&self, wanted: &BTreeSet<String>) -> Result<(), PgError> {
-        let client = self.connect_local("Patroni", Some(10_000)).await?;
-        let rows = client
-            .query(
-                "SELECT slot_name::text, slot_type, active FROM pg_catalog.pg_replication_slots",
-                &[],
-            )
-            .await
-            .map_err(|e| PgError::query("pg_replication_slots", e))?;
-        let mut existing: BTreeMap<String, (String, bool)> = BTreeMap::new();
-        for r in rows {
-            let name: String = r
-                .try_get(0)
-                .map_err(|e| PgError::query("pg_replication_slots", e))?;
-            let ty: String = r
-                .try_get(1)
-                .map_err(|e| PgError::query("pg_replication_slots", e))?;
-            let active: bool = r
-                .try_get(2)
-                .map_err(|e| PgError::query("pg_replication_slots", e))?;
-            existing.insert(name, (ty, active));
-        }
-        for (name, (ty, active)) in &existing {
-            if ty == "physical" && !active && !wanted.contains(name) {
-                tracing::info!("dropping physical replication slot {name}");
-                let r = client
-                    .execute(
-                        "SELECT pg_catalog.pg_drop_replication_slot($1) WHERE EXISTS (SELECT 1 FROM \
-                         pg_catalog.pg_replication_slots WHERE slot_type = 'physical' AND slot_name = $1 \
-                         AND NOT active)",
-                        &[name],
-                    )
-                    .await;
-                if let Err(e) = r {
-                    tracing::warn!(
-                        "cannot drop replication slot {name}: {}",
-                        PgError::query("drop slot", e)
-                    );
-                }
-            }
-        }
-        for name in wanted {
-            match existing.get(name) {
-                Some((ty, _)) if ty == "physical" => continue,
-                Some((ty, _)) => {
-                    tracing::warn!(
-                        "cannot create physical slot {name}: a {ty} slot with that name exists"
-                    );
-                    continue;
-                }
-                None => {}
-            }
-            tracing::info!("creating physical replication slot {name}");
-            client
-                .execute(
-                    "SELECT pg_catalog.pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS \
-                     (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical' AND slot_name = $1)",
-                    &[name],
-                )
-                .await
-                .map_err(|e| PgError::query(&format!("create slot {name}"), e))?;
-        }
-        Ok(())
     }
 
     /// Superuser connection to another member (`application_name = 'Patroni'`).
@@ -1765,7 +1728,12 @@ mod tests {
 
     /// The agent spawns these futures on a multi-threaded runtime.
     #[allow(dead_code, clippy::let_underscore_future)]
-    fn futures_are_send(pg: &Postgres, up: &Upstream, wanted: &BTreeSet<String>) {
+    fn futures_are_send(
+        pg: &Postgres,
+        up: &Upstream,
+        names: &[String],
+        session: &crate::SlotSession,
+    ) {
         fn send<T: Send>(_: T) {}
         send(pg.start());
         send(pg.stop(StopMode::Fast, Duration::from_secs(1)));
@@ -1773,7 +1741,10 @@ mod tests {
         send(pg.query_status());
         send(pg.basebackup(up));
         send(pg.rewind(up));
-        send(pg.ensure_slots(wanted));
+        send(pg.slot_session(None));
+        send(pg.read_slot_states(up, names));
+        send(session.drop_slot("x"));
+        send(session.advance_slot("x", 1));
         send(pg.post_bootstrap());
         send(pg.run_post_bootstrap_script(&[]));
         send(pg.timeline_history(up, 2));

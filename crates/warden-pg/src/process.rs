@@ -183,6 +183,32 @@ pub(crate) fn tool_path(bin_dir: &Path, name: &str) -> PathBuf {
     }
 }
 
+/// SIGKILLs a postmaster and every process it started, children first, and waits up
+/// to `timeout` for them to be gone. SIGKILL also ends a stopped (frozen) process, and
+/// a backend killed this way can never finish a commit it was in the middle of, which
+/// an orderly (or even immediate) shutdown of a frozen instance cannot promise.
+/// Returns whether everything is gone.
+pub fn kill_instance(postmaster: i32, timeout: Duration) -> bool {
+    let children = children_of(postmaster);
+    for c in &children {
+        let _ = kill(Pid::from_raw(*c), Signal::SIGKILL);
+    }
+    let _ = kill(Pid::from_raw(postmaster), Signal::SIGKILL);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let alive = std::iter::once(postmaster)
+            .chain(children.iter().copied())
+            .any(pid_alive);
+        if !alive {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

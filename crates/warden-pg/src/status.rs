@@ -34,7 +34,7 @@ fn lsn_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Er
     Ok(s.as_deref().and_then(crate::render::parse_lsn))
 }
 
-/// One row of `pg_replication_slots`.
+/// One row of `pg_replication_slots` (temporary slots are left out).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotInfo {
     /// slot name
@@ -50,6 +50,34 @@ pub struct SlotInfo {
     pub plugin: Option<String>,
     /// logical: database
     pub database: Option<String>,
+    /// physical: `xmin` fed back by a hot standby (text; None when null)
+    pub xmin: Option<String>,
+    /// logical: `catalog_xmin` (text; None when null)
+    pub catalog_xmin: Option<String>,
+    /// logical: `confirmed_flush_lsn`
+    pub confirmed_flush_lsn: Option<u64>,
+    /// `wal_status`: `reserved`, `extended`, `unreserved` or `lost`
+    pub wal_status: Option<String>,
+    /// PostgreSQL 17: created with `failover = true`
+    pub failover: bool,
+}
+
+impl SlotInfo {
+    /// The slot as the core's slot decisions see it.
+    pub fn to_core(&self) -> warden_core::slots::ExistingSlot {
+        warden_core::slots::ExistingSlot {
+            name: self.name.clone(),
+            slot_type: self.slot_type.clone(),
+            plugin: self.plugin.clone(),
+            database: self.database.clone(),
+            active: self.active,
+            xmin: self.xmin.clone(),
+            restart_lsn: self.restart_lsn,
+            confirmed_flush_lsn: self.confirmed_flush_lsn,
+            wal_status: self.wal_status.clone(),
+            failover: self.failover,
+        }
+    }
 }
 
 /// Result of [`crate::Postgres::query_status`].
@@ -143,21 +171,60 @@ SELECT pg_catalog.pg_is_in_recovery(),
       'write_lsn', r.write_lsn::text, 'flush_lsn', r.flush_lsn::text, 'replay_lsn', r.replay_lsn::text)
       ORDER BY r.application_name), '[]')::text
      FROM pg_catalog.pg_stat_replication r),
-  (SELECT COALESCE(pg_catalog.json_agg(pg_catalog.json_build_object(
-      'name', s.slot_name, 'type', s.slot_type, 'active', s.active,
-      'restart_lsn', s.restart_lsn::text, 'plugin', s.plugin, 'database', s.database) ORDER BY s.slot_name), '[]')::text
-     FROM pg_catalog.pg_replication_slots s),
+  (SELECT COALESCE(pg_catalog.json_agg(pg_catalog.to_jsonb(s) ORDER BY s.slot_name), '[]')::text
+     FROM pg_catalog.pg_replication_slots s WHERE NOT s.temporary),
   pg_catalog.current_setting('synchronous_standby_names'),
   pg_catalog.current_setting('synchronous_commit')
 FROM (SELECT 1) AS dummy LEFT JOIN pg_catalog.pg_stat_wal_receiver AS w ON true";
 
+/// A `pg_replication_slots` row as `to_jsonb` renders it (columns vary by version:
+/// `failover` exists from 17 on).
 #[derive(Deserialize)]
 pub(crate) struct RawSlot {
-    pub name: String,
-    #[serde(rename = "type")]
+    pub slot_name: String,
     pub slot_type: String,
     pub active: bool,
     pub restart_lsn: Option<String>,
     pub plugin: Option<String>,
     pub database: Option<String>,
+    #[serde(default)]
+    pub xmin: Option<serde_json::Value>,
+    #[serde(default)]
+    pub catalog_xmin: Option<serde_json::Value>,
+    #[serde(default)]
+    pub confirmed_flush_lsn: Option<String>,
+    #[serde(default)]
+    pub wal_status: Option<String>,
+    #[serde(default)]
+    pub failover: Option<bool>,
+}
+
+impl RawSlot {
+    pub(crate) fn into_info(self) -> SlotInfo {
+        // xids come as JSON strings or numbers depending on the version
+        let xid = |v: Option<serde_json::Value>| match v {
+            Some(serde_json::Value::String(s)) => Some(s),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        SlotInfo {
+            name: self.slot_name,
+            slot_type: self.slot_type,
+            active: self.active,
+            restart_lsn: self
+                .restart_lsn
+                .as_deref()
+                .and_then(crate::render::parse_lsn),
+            plugin: self.plugin,
+            database: self.database,
+            xmin: xid(self.xmin),
+            catalog_xmin: xid(self.catalog_xmin),
+            confirmed_flush_lsn: self
+                .confirmed_flush_lsn
+                .as_deref()
+                .and_then(crate::render::parse_lsn),
+            wal_status: self.wal_status,
+            failover: self.failover.unwrap_or(false),
+        }
+    }
 }

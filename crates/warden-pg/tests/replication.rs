@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -53,7 +52,10 @@ async fn replica_promote_rewind() {
     pg1.execute("CREATE TABLE t(id int primary key, v text); INSERT INTO t VALUES (1, 'one')")
         .await
         .unwrap();
-    pg1.ensure_slots(&BTreeSet::from([slot2.clone()]))
+    pg1.slot_session(None)
+        .await
+        .unwrap()
+        .create_physical_slot(&slot2)
         .await
         .expect("slot on primary");
 
@@ -166,7 +168,10 @@ async fn replica_promote_rewind() {
             .as_deref(),
         Some("2")
     );
-    pg2.ensure_slots(&BTreeSet::from([slot1.clone()]))
+    pg2.slot_session(None)
+        .await
+        .unwrap()
+        .create_physical_slot(&slot1)
         .await
         .expect("slot on new primary");
     pg2.execute("INSERT INTO t VALUES (3, 'three')")
@@ -231,7 +236,10 @@ async fn replica_promote_rewind() {
     pg1.promote().await.expect("promote node-1");
     pg1.checkpoint().await.unwrap();
     assert_eq!(pg1.query_status().await.unwrap().timeline, Some(3));
-    pg1.ensure_slots(&BTreeSet::from([slot2.clone()]))
+    pg1.slot_session(None)
+        .await
+        .unwrap()
+        .create_physical_slot(&slot2)
         .await
         .unwrap();
     pg1.execute("INSERT INTO t VALUES (5, 'five')")

@@ -132,30 +132,58 @@ async fn single_node_lifecycle() {
     assert_eq!(e.sqlstate(), Some("42P01"), "{e}");
     assert!(e.to_string().contains("missing_table"), "{e}");
     pg.checkpoint().await.expect("checkpoint");
-    let wanted = ["a_slot".to_string(), "b_slot".to_string()]
-        .into_iter()
-        .collect();
-    pg.ensure_slots(&wanted).await.expect("ensure_slots");
-    pg.ensure_slots(&wanted)
-        .await
-        .expect("ensure_slots idempotent");
-    pg.execute("SELECT pg_create_logical_replication_slot('logical_one', 'test_decoding')")
+    let slots = pg.slot_session(None).await.expect("slot session");
+    for name in ["a_slot", "b_slot", "a_slot"] {
+        slots
+            .create_physical_slot(name)
+            .await
+            .expect("create physical slot (idempotent)");
+    }
+    slots
+        .create_logical_slot("logical_one", "test_decoding")
         .await
         .expect("logical slot");
+    slots
+        .create_logical_slot("logical_one", "test_decoding")
+        .await
+        .expect("logical slot idempotent");
     let st = pg.query_status().await.unwrap();
     let names: Vec<_> = st.slots.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["a_slot", "b_slot", "logical_one"]);
     assert!(st.slots[0].restart_lsn.is_some());
     assert_eq!(st.slots[0].slot_type, "physical");
-    let wanted = ["b_slot".to_string()].into_iter().collect();
-    pg.ensure_slots(&wanted).await.expect("ensure_slots drop");
+    assert_eq!(st.slots[0].wal_status.as_deref(), Some("reserved"));
+    assert_eq!(st.slots[0].xmin, None);
+    let logical = &st.slots[2];
+    assert_eq!(
+        (logical.database.as_deref(), logical.plugin.as_deref()),
+        (Some("postgres"), Some("test_decoding"))
+    );
+    assert!(logical.confirmed_flush_lsn.is_some() && logical.catalog_xmin.is_some());
+    let before = st.slots[0].restart_lsn.unwrap_or(0);
+    pg.execute("CREATE TABLE moved(x int)")
+        .await
+        .expect("write");
+    let now = pg.query_status().await.unwrap().wal_position;
+    slots.advance_slot("a_slot", now).await.expect("advance");
+    let st = pg.query_status().await.unwrap();
+    assert!(
+        st.slots[0].restart_lsn.unwrap_or(0) > before,
+        "{:?}",
+        st.slots[0]
+    );
+    assert_eq!(
+        slots.drop_slot("a_slot").await.expect("drop"),
+        (false, true)
+    );
+    assert_eq!(
+        slots.drop_slot("no_such").await.expect("drop"),
+        (false, false)
+    );
     let st = pg.query_status().await.unwrap();
     let names: Vec<_> = st.slots.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(
-        names,
-        ["b_slot", "logical_one"],
-        "logical slots are never dropped"
-    );
+    assert_eq!(names, ["b_slot", "logical_one"]);
+    drop(slots);
 
     // reload / restart
     pg.reload().await.expect("reload");

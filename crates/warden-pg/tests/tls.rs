@@ -273,7 +273,12 @@ async fn harness_tls_with_client_certificates() {
 
     // ---- replica: pg_basebackup and streaming with the replication user's options
     let slot2 = slot_name_for_member("node-2");
-    pg1.ensure_slots(&[slot2.clone()].into()).await.unwrap();
+    pg1.slot_session(None)
+        .await
+        .unwrap()
+        .create_physical_slot(&slot2)
+        .await
+        .unwrap();
     pg1.execute("CREATE TABLE t(id int primary key); INSERT INTO t VALUES (1)")
         .await
         .unwrap();
@@ -320,7 +325,10 @@ async fn harness_tls_with_client_certificates() {
     pg1.rewind(&upstream_of(&pg2, None))
         .await
         .expect("pg_rewind with client certificate");
-    pg2.ensure_slots(&[slot_name_for_member("node-1")].into())
+    pg2.slot_session(None)
+        .await
+        .unwrap()
+        .create_physical_slot(&slot_name_for_member("node-1"))
         .await
         .unwrap();
     pg1.write_config(

@@ -38,6 +38,17 @@ fn with_sync(mut c: Cluster, value: &str) -> Cluster {
     c
 }
 
+/// A quorum-commit `sync` key: leader pg1, one of the voters pg2 and pg3 needed.
+const QUORUM_KEY: &str = r#"{"leader":"pg1","quorum":1,"sync_standby":"pg2,pg3"}"#;
+
+/// The standby names a replica sets right before it promotes.
+fn names_before_promote(value: &str) -> Action {
+    Action::SetStandbyNames {
+        value: Some(value.into()),
+        message: "Standby names set before promote".into(),
+    }
+}
+
 /// pg1's member key says its post-promote CHECKPOINT has not finished.
 fn checkpoint_pending(mut c: Cluster) -> Cluster {
     for m in &mut c.members {
@@ -169,6 +180,7 @@ struct World {
     update: Option<LockUpdate>,
     probes: Vec<PeerStatus>,
     divergence: Option<Divergence>,
+    failsafe_acks: Option<bool>,
 }
 
 /// Runs the sans-I/O loop like the executor does; returns (questions asked, decision).
@@ -209,6 +221,9 @@ fn run(
                     Question::CheckDivergence { .. } => {
                         answers.divergence =
                             Some(world.divergence.unwrap_or(Divergence::NotDiverged))
+                    }
+                    Question::FailsafeAcks(_) => {
+                        answers.failsafe_acks = Some(world.failsafe_acks.unwrap_or(true))
                     }
                 }
                 asked.push(q);
@@ -262,6 +277,37 @@ impl Case {
         self.memory = m;
         self
     }
+}
+
+/// Memory holding a failsafe topology of `names` (api_url as the test members have it)
+/// and optionally a primary that pinged me.
+fn failsafe_memory(names: &[&str], leader: Option<&str>) -> NodeMemory {
+    NodeMemory {
+        failsafe_topology: Some(
+            names
+                .iter()
+                .map(|n| (n.to_string(), api_url_of(n)))
+                .collect(),
+        ),
+        failsafe_leader: leader.map(str::to_string),
+        ..NodeMemory::default()
+    }
+}
+
+fn api_url_of(name: &str) -> String {
+    let port = 6000 + name.trim_start_matches("pg").parse::<u16>().unwrap_or(0);
+    format!("http://127.0.0.1:{port}/patroni")
+}
+
+/// `cluster` with a `failsafe` key listing `names`.
+fn with_failsafe(mut c: Cluster, names: &[&str]) -> Cluster {
+    c.failsafe = Some(
+        names
+            .iter()
+            .map(|n| (n.to_string(), serde_json::Value::String(api_url_of(n))))
+            .collect(),
+    );
+    c
 }
 
 fn demote(mode: DemoteMode) -> Action {
@@ -357,11 +403,85 @@ fn cases() -> Vec<Case> {
         // --- DCS unreachable (D1)
         case("DCS down: primary demotes", "pg1", None, primary())
             .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("DCS down, lock still valid for a while: primary keeps taking writes", "pg1", None, primary())
+            .memory(NodeMemory { leader_until_ms: Some(15_000), ..NodeMemory::default() })
+            .expect(vec![], "DCS is not accessible; keeping the primary while the leader lock is still mine (14 s left)"),
+        case("DCS down, lock about to expire: primary demotes", "pg1", None, primary())
+            .memory(NodeMemory { leader_until_ms: Some(1_000 + FENCE_MARGIN_MS + 5_000), ..NodeMemory::default() })
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
         case("DCS down: replica waits", "pg2", None, replica(100))
             .expect(vec![], "DCS is not accessible"),
         case("DCS down while paused: primary keeps running", "pg1", None, primary())
             .settings(|s| s.paused = true)
             .expect(vec![], "PAUSE: DCS is not accessible"),
+        // --- frozen primary (F1)
+        case("frozen primary under my lock: killed, lock released", "pg1", locked_pg1(),
+            LocalPg { unresponsive_ms: 15_000, ..primary() })
+            .expect(vec![Action::KillPostgres, Action::ReleaseLeader], "PostgreSQL has not answered for 15 s: killed it and released the leader lock"),
+        case("primary slow for a moment: kept", "pg1", locked_pg1(),
+            LocalPg { unresponsive_ms: 5_000, ..primary() })
+            .expect(vec![Action::LeaderHousekeeping], "no action. I am (pg1), the leader with the lock"),
+        case("frozen primary while paused: left alone", "pg1", locked_pg1(),
+            LocalPg { unresponsive_ms: 60_000, ..primary() })
+            .settings(|s| s.paused = true)
+            .expect(vec![Action::LeaderHousekeeping], "PAUSE: no action. I am (pg1), the leader with the lock"),
+        case("after killing its frozen primary a node leaves the race to others", "pg1", unlocked(), replica(100))
+            .memory(NodeMemory { primary_given_up_at_ms: Some(500), ..NodeMemory::default() })
+            .world(World { acquire: true, probes: vec![peer("pg3", 90)], ..World::default() })
+            .expect(vec![], "following a different leader because i am not the healthiest node (I gave up the primary role because PostgreSQL stopped answering)"),
+        // --- failsafe mode (D2)
+        case("failsafe: DCS down, every member acknowledges: primary keeps running", "pg1", None, primary())
+            .settings(|s| s.failsafe_mode = true)
+            .memory(failsafe_memory(&["pg1", "pg2", "pg3"], None))
+            .expect(vec![Action::FailsafeContinue], "continue to run as a leader because failsafe mode is enabled and all members are accessible"),
+        case("failsafe: lock update fails, every member acknowledges", "pg1", locked_pg1(), primary())
+            .settings(|s| s.failsafe_mode = true)
+            .memory(failsafe_memory(&["pg1", "pg2", "pg3"], None))
+            .world(World { update: Some(LockUpdate::DcsError), ..World::default() })
+            .expect(vec![Action::FailsafeContinue], "continue to run as a leader because failsafe mode is enabled and all members are accessible"),
+        case("failsafe: a member does not acknowledge: demote", "pg1", None, primary())
+            .settings(|s| s.failsafe_mode = true)
+            .memory(failsafe_memory(&["pg1", "pg2", "pg3"], None))
+            .world(World { failsafe_acks: Some(false), ..World::default() })
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("failsafe: single-node topology needs nobody", "pg1", None, primary())
+            .settings(|s| s.failsafe_mode = true)
+            .memory(failsafe_memory(&["pg1"], None))
+            .expect(vec![Action::FailsafeContinue], "continue to run as a leader because failsafe mode is enabled and all members are accessible"),
+        case("failsafe: not in the topology: demote", "pg1", None, primary())
+            .settings(|s| s.failsafe_mode = true)
+            .memory(failsafe_memory(&["pg2", "pg3"], None))
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("failsafe: topology unknown: demote", "pg1", None, primary())
+            .settings(|s| s.failsafe_mode = true)
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("failsafe off: the topology is not used", "pg1", None, primary())
+            .memory(failsafe_memory(&["pg1", "pg2"], None))
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("failsafe: the leader writes the topology", "pg1", locked_pg1(), primary())
+            .settings(|s| s.failsafe_mode = true)
+            .expect(
+                vec![
+                    Action::LeaderHousekeeping,
+                    Action::WriteFailsafe {
+                        value: r#"{"pg1":"http://127.0.0.1:6001/patroni","pg2":"http://127.0.0.1:6002/patroni","pg3":"http://127.0.0.1:6003/patroni"}"#.into(),
+                    },
+                ],
+                "no action. I am (pg1), the leader with the lock",
+            ),
+        case("failsafe: an unchanged topology is not rewritten", "pg1",
+            Some(with_failsafe(cluster(Some("pg1"), Some(SYSID), Some(100)), &["pg1", "pg2", "pg3"])), primary())
+            .settings(|s| s.failsafe_mode = true)
+            .expect(vec![Action::LeaderHousekeeping], "no action. I am (pg1), the leader with the lock"),
+        case("failsafe: a replica pinged by the primary follows it and does not race", "pg2", unlocked(), replica(100))
+            .settings(|s| s.failsafe_mode = true)
+            .memory(failsafe_memory(&["pg1", "pg2", "pg3"], Some("pg1")))
+            .expect(vec![], "no action. I am (pg2), a secondary, and following a leader (pg1)"),
+        case("failsafe: a replica missing from the topology never takes over", "pg2",
+            Some(with_failsafe(cluster(None, Some(SYSID), Some(100)), &["pg1", "pg3"])), replica(100))
+            .settings(|s| s.failsafe_mode = true)
+            .world(World { acquire: true, probes: vec![peer("pg3", 90)], ..World::default() })
+            .expect(vec![], "following a different leader because i am not the healthiest node (I am not in the failsafe topology)"),
         // --- leader race (U2, U3, C1, C2)
         case("unlocked: healthiest replica promotes", "pg2", unlocked(), replica(100))
             .world(World { acquire: true, probes: vec![peer("pg3", 90)], ..World::default() })
@@ -484,6 +604,23 @@ fn cases() -> Vec<Case> {
             .settings(|s| s.paused = true)
             .world(World { acquire: true, ..World::default() })
             .expect(vec![Action::ClearFailover { version: 42 }, Action::Promote, Action::LeaderHousekeeping], "PAUSE: promoted self"),
+        // Quorum commit: a switchover the leader did not carry out (it died first) names a
+        // candidate that may lack commits a quorum acknowledged; it must win the votes.
+        case("quorum: a requested candidate behind a voter does not take over", "pg2",
+                Some(with_sync(with_failover(cluster(None, Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), None), QUORUM_KEY)), replica(90))
+            .settings(|s| s.sync.mode = crate::sync::SyncMode::Quorum)
+            .world(World { acquire: true, probes: vec![peer("pg3", 100), PeerStatus { reachable: false, ..peer("pg1", 0) }], ..World::default() })
+            .expect(vec![], "Wal position of pg3 is ahead of my wal position"),
+        case("quorum: a requested candidate with the votes takes over", "pg2",
+                Some(with_sync(with_failover(cluster(None, Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), None), QUORUM_KEY)), replica(100))
+            .settings(|s| s.sync.mode = crate::sync::SyncMode::Quorum)
+            .world(World { acquire: true, probes: vec![peer("pg3", 90), PeerStatus { reachable: false, ..peer("pg1", 0) }], ..World::default() })
+            .expect(vec![Action::ClearFailover { version: 42 }, names_before_promote("ANY 1 (pg1,pg3)"), Action::Promote, Action::LeaderHousekeeping], "I am the requested candidate"),
+        case("quorum: a voter ahead of the requested candidate races instead of deferring", "pg3",
+                Some(with_sync(with_failover(cluster(None, Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), None), QUORUM_KEY)), replica(100))
+            .settings(|s| s.sync.mode = crate::sync::SyncMode::Quorum)
+            .world(World { acquire: true, probes: vec![peer("pg2", 90), PeerStatus { reachable: false, ..peer("pg1", 0) }], ..World::default() })
+            .expect(vec![Action::ClearFailover { version: 42 }, names_before_promote("ANY 1 (pg1,pg2)"), Action::Promote, Action::LeaderHousekeeping], "promoted self"),
         // --- PostgreSQL not running (R1–R6)
         case("lock holder crashed: restart as primary", "pg1", locked_pg1(), stopped(true, 1))
             .expect(vec![Action::StartPrimary], "starting primary after failure"),
