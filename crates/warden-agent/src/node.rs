@@ -1358,6 +1358,10 @@ impl<D: Dcs> Node<D> {
             }
             Action::WriteFailsafe { value } => {
                 self.dcs.set_failsafe(&value).await?;
+                // As Patroni's write_failsafe: what I wrote is the topology from now on.
+                // The last read may lack a member I just added, and an outage in the next
+                // cycle must ask that member too (it may take over otherwise).
+                self.memory.failsafe_topology = serde_json::from_str(&value).ok();
                 Ok(())
             }
             Action::FailsafeContinue => {

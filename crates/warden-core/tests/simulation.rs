@@ -30,6 +30,19 @@
 //! every commit, so the second invariant becomes the one the leader race relies on:
 //! * at most `quorum` members of the `sync` key's set (leader and voters) lack a commit
 //!   acknowledged synchronously, so any `quorum + 1` of them include one that holds it.
+//!
+//! Failsafe and frozen-PostgreSQL runs (`failsafe_mode` on or off) add the faults those
+//! features answer: whole-DCS outages, a node isolated from the DCS and every member,
+//! the REST link between two members cut (so `POST /failsafe` succeeds or fails per
+//! pair, and a node may reach the DCS but not a member, or a member but not the DCS),
+//! and PostgreSQL frozen (SIGSTOP, hung storage) for a while: it answers no query,
+//! commits and streams nothing, and resumes with all its state when it thaws unless it
+//! was killed. The leader writes the `failsafe` key; members accept `POST /failsafe`
+//! unless their published status says they run a primary. A writable primary is then
+//! any running primary without a pending kill (a frozen one counts: it may thaw), and
+//! the lease invariant becomes:
+//! * a writable primary holds an unexpired lease, or is within a failsafe window (see
+//!   [`World::failsafe_covers`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use warden_core::cluster::{Cluster, KeyValue};
@@ -138,6 +151,29 @@ struct Node {
     /// The agent's `managed_standby_names` (in memory: lost when the agent restarts).
     managed_ssn: Option<String>,
     next_cycle: u64,
+    /// PostgreSQL is frozen until then (only while it runs: starting it clears this).
+    pg_frozen_until: u64,
+    /// The fence guard's SIGQUIT is pending on the frozen instance: it is gone when it
+    /// thaws or at this time (the guard's SIGKILL), whichever comes first, and commits
+    /// nothing meanwhile.
+    pg_doomed_at: Option<u64>,
+    /// Agent memory (lost when it restarts): since when PostgreSQL has not answered, and
+    /// what it said last (`LocalPg` then reports that, as node.rs's `last_pg`).
+    pg_unanswered_since: Option<u64>,
+    last_answer: Option<LocalPg>,
+    /// The REST API's last accepted `POST /failsafe`: (primary, when). In the agent's
+    /// memory, so lost when it restarts.
+    failsafe_ping: Option<(String, u64)>,
+    /// When this agent last asked the members for failsafe acknowledgements.
+    failsafe_asked_at: u64,
+    /// The status the agent last published says "running primary, PostgreSQL answered":
+    /// what makes its `POST /failsafe` handler refuse.
+    status_primary: bool,
+    /// Checker bookkeeping, not agent state: the last round of `POST /failsafe` this node
+    /// sent that every member asked accepted (when it was asked, who accepted).
+    failsafe_acked: Option<(u64, Vec<String>)>,
+    /// No DCS and no REST to or from this node until then.
+    isolated_until: u64,
 }
 
 #[derive(Default)]
@@ -150,6 +186,8 @@ struct Dcs {
     sync: Option<(String, i64)>,
     /// `failover` key (a switchover request): value and mod_revision.
     failover: Option<(String, i64)>,
+    /// `failsafe` key (member → api_url JSON), written by the leader in failsafe mode.
+    failsafe: Option<String>,
     /// Last mod_revision handed out.
     revision: i64,
 }
@@ -166,6 +204,10 @@ struct Stats {
     /// this does not happen; not part of the durability invariant, whose commits are
     /// the synchronously acknowledged ones).
     strict_async_acks: u64,
+    /// Primary cycles kept by failsafe after the primary's lease had expired.
+    failsafe_beyond_lease: u32,
+    /// Frozen primaries killed by their agent (F1).
+    frozen_kills: u32,
 }
 
 impl std::ops::Add for Stats {
@@ -176,6 +218,8 @@ impl std::ops::Add for Stats {
             switchovers: self.switchovers + o.switchovers,
             sync_acks: self.sync_acks + o.sync_acks,
             strict_async_acks: self.strict_async_acks + o.strict_async_acks,
+            failsafe_beyond_lease: self.failsafe_beyond_lease + o.failsafe_beyond_lease,
+            frozen_kills: self.frozen_kills + o.frozen_kills,
         }
     }
 }
@@ -204,6 +248,17 @@ struct World {
     /// Check [`World::check_quorum_overlap`] (quorum runs; see the ignored test that
     /// turns it on).
     check_overlap: bool,
+    /// `failsafe_mode` of every node.
+    failsafe: bool,
+    /// Draw from the failsafe and frozen-PostgreSQL faults too (see [`World::inject_fault`]).
+    more_faults: bool,
+    /// The whole DCS is unreachable until then.
+    dcs_down_until: u64,
+    /// Model the executor before it took the `failsafe` key it wrote as its topology
+    /// (see the ignored test that turns this on).
+    stale_topology_after_write: bool,
+    /// REST between two members (lower index first) is cut until then.
+    rest_cut: BTreeMap<(usize, usize), u64>,
     trace: VecDeque<String>,
 }
 
@@ -225,6 +280,15 @@ impl World {
                 link_down_until: 0,
                 managed_ssn: None,
                 next_cycle: i as u64 * 300,
+                pg_frozen_until: 0,
+                pg_doomed_at: None,
+                pg_unanswered_since: None,
+                last_answer: None,
+                failsafe_ping: None,
+                failsafe_asked_at: 0,
+                status_primary: false,
+                failsafe_acked: None,
+                isolated_until: 0,
             })
             .collect();
         World {
@@ -242,6 +306,11 @@ impl World {
             acked_since_named: BTreeMap::new(),
             stats: Stats::default(),
             check_overlap: false,
+            failsafe: false,
+            more_faults: false,
+            dcs_down_until: 0,
+            stale_topology_after_write: false,
+            rest_cut: BTreeMap::new(),
             trace: VecDeque::new(),
         }
     }
@@ -296,6 +365,9 @@ impl World {
             "status",
             &format!(r#"{{"optime":{}}}"#, self.dcs.optime),
         ));
+        if let Some(f) = &self.dcs.failsafe {
+            kvs.push(kv("failsafe", f));
+        }
         for (key, slot) in [("sync", &self.dcs.sync), ("failover", &self.dcs.failover)] {
             if let Some((value, version)) = slot {
                 kvs.push(KeyValue {
@@ -317,6 +389,36 @@ impl World {
         n.alive && n.frozen_until <= self.now
     }
 
+    /// Node `i` reaches the DCS.
+    fn dcs_ok(&self, i: usize) -> bool {
+        let n = &self.nodes[i];
+        n.partitioned_until <= self.now
+            && n.isolated_until <= self.now
+            && self.dcs_down_until <= self.now
+    }
+
+    /// REST calls from node `from` reach node `to`'s host (its agent may still not
+    /// answer: see [`World::reachable`]).
+    fn rest_ok(&self, from: usize, to: usize) -> bool {
+        let cut = self.rest_cut.get(&(from.min(to), from.max(to)));
+        self.nodes[from].isolated_until <= self.now
+            && self.nodes[to].isolated_until <= self.now
+            && cut.is_none_or(|&until| until <= self.now)
+    }
+
+    /// PostgreSQL on node `i` runs but is frozen: it answers, commits and streams nothing.
+    fn pg_frozen(&self, i: usize) -> bool {
+        let n = &self.nodes[i];
+        n.pg.running && n.pg_frozen_until > self.now
+    }
+
+    /// A running primary that can commit now or once it thaws: everything but an
+    /// instance the fence guard is already killing.
+    fn writable(&self, i: usize) -> bool {
+        let n = &self.nodes[i];
+        n.pg.running && n.pg.primary && n.pg_doomed_at.is_none()
+    }
+
     fn lease_valid_for(&self, name: &str) -> bool {
         matches!(&self.dcs.leader, Some((l, exp)) if l == name && *exp > self.now)
     }
@@ -325,12 +427,18 @@ impl World {
         self.nodes.iter().position(|n| n.name == name)
     }
 
-    fn probe(&self, name: &str) -> PeerStatus {
+    /// `GET /patroni` of `name` from node `from`: an agent whose PostgreSQL does not
+    /// answer reports no WAL position, so it does not count (the adversarial choice: a
+    /// frozen primary is then no "Primary still alive" to the racers).
+    fn probe(&self, from: usize, name: &str) -> PeerStatus {
         let i = self.index(name).unwrap_or(0);
         let n = &self.nodes[i];
         PeerStatus {
             name: name.to_string(),
-            reachable: self.reachable(i) && n.pg.running,
+            reachable: self.reachable(i)
+                && self.rest_ok(from, i)
+                && n.pg.running
+                && !self.pg_frozen(i),
             is_primary: n.pg.running && n.pg.primary,
             wal_position: if n.pg.primary { 0 } else { n.pg.wal },
             nofailover: false,
@@ -343,12 +451,19 @@ impl World {
     /// and `j`'s WAL a prefix of the upstream's (else PostgreSQL refuses to stream).
     fn upstream(&self, j: usize) -> Option<usize> {
         let n = &self.nodes[j];
-        if !n.pg.running || n.pg.primary || n.link_down_until > self.now {
+        if !n.pg.running || n.pg.primary || n.link_down_until > self.now || self.pg_frozen(j) {
             return None;
         }
         let u = self.index(n.following.as_deref()?)?;
         let up = &self.nodes[u].pg;
-        (u != j && up.running && self.timelines.is_prefix(&n.pg, up)).then_some(u)
+        // An isolated host streams nothing either.
+        let isolated = n.isolated_until > self.now || self.nodes[u].isolated_until > self.now;
+        (u != j
+            && up.running
+            && !self.pg_frozen(u)
+            && !isolated
+            && self.timelines.is_prefix(&n.pg, up))
+        .then_some(u)
     }
 
     /// `pg_stat_replication` of node `p` as PostgreSQL reports it for its
@@ -419,25 +534,35 @@ impl World {
         Some((flushed[names.num - 1], true))
     }
 
-    /// One HA cycle of node i.
-    fn cycle(&mut self, i: usize) {
-        let partitioned = self.nodes[i].partitioned_until > self.now;
-        let cluster = (!partitioned).then(|| self.cluster());
-        if let Some(c) = &cluster {
-            if c.leader_name() != Some(self.nodes[i].name.as_str()) {
-                self.nodes[i].memory.leader_until_ms = None;
-            }
-        }
+    /// What the agent sees of its PostgreSQL, as node.rs's `observe`: a frozen instance
+    /// answers no query, so the agent reports what it last said (nothing after a
+    /// restart) and for how long it has not answered, counted from the first question
+    /// that got no answer.
+    fn observe(&mut self, i: usize) -> LocalPg {
+        let frozen = self.pg_frozen(i);
         let n = &self.nodes[i];
+        let data_dir = if n.pg.initialized {
+            DataDir::Valid {
+                sysid: SYSID.into(),
+            }
+        } else {
+            DataDir::Empty
+        };
+        if frozen {
+            let since = *self.nodes[i].pg_unanswered_since.get_or_insert(self.now);
+            let n = &self.nodes[i];
+            let last = n.last_answer.clone().unwrap_or_default();
+            return LocalPg {
+                data_dir,
+                running: true,
+                following: n.following.clone(),
+                unresponsive_ms: self.now - since,
+                ..last
+            };
+        }
         let is_primary = n.pg.running && n.pg.primary;
         let local = LocalPg {
-            data_dir: if n.pg.initialized {
-                DataDir::Valid {
-                    sysid: SYSID.into(),
-                }
-            } else {
-                DataDir::Empty
-            },
+            data_dir,
             running: n.pg.running,
             is_primary,
             timeline: Some(n.pg.timeline),
@@ -456,14 +581,70 @@ impl World {
                 String::new()
             },
             synchronous_commit: "on".into(),
-            // PostgreSQL never freezes in the simulation (yet): it always answers.
             unresponsive_ms: 0,
         };
+        let n = &mut self.nodes[i];
+        n.pg_unanswered_since = None;
+        n.last_answer = n.pg.running.then(|| local.clone());
+        local
+    }
+
+    /// `POST /failsafe` from node `i` to `peers` (in parallel, as node.rs's
+    /// `ask_failsafe_members`): did every one accept? A member accepts when its agent
+    /// answers over REST from `i` and its published status is not a running primary
+    /// (management.rs); it then remembers `i` as the failsafe leader.
+    fn ask_failsafe_members(&mut self, i: usize, peers: &[(String, String)]) -> bool {
+        let me = self.nodes[i].name.clone();
+        self.nodes[i].failsafe_asked_at = self.now;
+        let mut acked = Vec::new();
+        for (name, _) in peers {
+            let Some(j) = self.index(name) else { continue };
+            if self.reachable(j) && self.rest_ok(i, j) && !self.nodes[j].status_primary {
+                self.nodes[j].failsafe_ping = Some((me.clone(), self.now));
+                acked.push(name.clone());
+            }
+        }
+        let all = acked.len() == peers.len();
+        if all {
+            self.nodes[i].failsafe_acked = Some((self.now, acked));
+        }
+        self.log(format!(
+            "{me}: POST /failsafe to {peers:?}: all accepted: {all}"
+        ));
+        all
+    }
+
+    /// One HA cycle of node i.
+    fn cycle(&mut self, i: usize) {
+        let partitioned = !self.dcs_ok(i);
+        let cluster = (!partitioned).then(|| self.cluster());
+        let (now, ttl) = (self.now, self.ttl_ms);
+        let n = &mut self.nodes[i];
+        if let Some(c) = &cluster {
+            if c.leader_name() != Some(n.name.as_str()) {
+                n.memory.leader_until_ms = None;
+            }
+            // As node.rs: the failsafe topology as last read, kept across outages.
+            n.memory.failsafe_topology = c.failsafe.as_ref().map(|f| {
+                f.iter()
+                    .filter_map(|(name, url)| Some((name.clone(), url.as_str()?.to_string())))
+                    .collect()
+            });
+        }
+        n.memory.failsafe_leader = n
+            .failsafe_ping
+            .as_ref()
+            .filter(|(_, at)| now < at + ttl)
+            .map(|(name, _)| name.clone());
+        let local = self.observe(i);
+        let is_primary = local.is_primary;
+        let n = &self.nodes[i];
         let settings = HaSettings {
             ttl: self.ttl_ms / 1000,
             loop_wait: LOOP_MS / 1000,
             can_rewind: true,
             sync: self.sync.clone(),
+            failsafe_mode: self.failsafe,
             ..HaSettings::default()
         };
         let mut answers = Answers::default();
@@ -517,11 +698,11 @@ impl World {
                             });
                         }
                         Question::ProbeMembers(names) => {
-                            answers.probes = Some(names.iter().map(|n| self.probe(n)).collect());
+                            answers.probes = Some(names.iter().map(|n| self.probe(i, n)).collect());
                         }
-                        // Failsafe mode is not modelled yet: the runs keep it off, so this
-                        // is never asked; refusing is the safe answer.
-                        Question::FailsafeAcks(_) => answers.failsafe_acks = Some(false),
+                        Question::FailsafeAcks(peers) => {
+                            answers.failsafe_acks = Some(self.ask_failsafe_members(i, &peers));
+                        }
                         Question::CheckDivergence { leader } => {
                             // The truth, from the WAL histories (the agent's check is a
                             // conservative approximation of it).
@@ -571,6 +752,7 @@ impl World {
         n.guard_deadline = n.memory.leader_until_ms.unwrap_or(0);
         n.memory.first_cycle = false;
         n.memory.was_running = n.pg.running;
+        n.status_primary = n.pg.running && n.pg.primary && n.pg_unanswered_since.is_none();
         if !partitioned {
             let role = if n.pg.running && n.pg.primary {
                 "primary"
@@ -599,6 +781,8 @@ impl World {
         let n = &mut self.nodes[i];
         n.pg.running = true;
         n.pg.primary = primary;
+        n.pg_frozen_until = 0;
+        n.pg_doomed_at = None;
         n.pg.ssn = n.managed_ssn.clone().unwrap_or_default();
     }
 
@@ -625,6 +809,23 @@ impl World {
     /// Executes one action like the agent; false when it failed.
     fn execute(&mut self, i: usize, a: Action, partitioned: bool, was_primary: bool) -> bool {
         let me = self.nodes[i].name.clone();
+        // A frozen PostgreSQL ignores every command but SIGKILL: stopping, promoting,
+        // reloading or querying it times out, and the action fails.
+        let needs_pg = matches!(
+            a,
+            Action::Demote { .. }
+                | Action::Promote
+                | Action::Rewind { .. }
+                | Action::RemoveDataDir
+                | Action::Follow { .. }
+                | Action::SetStandbyNames { .. }
+                | Action::StartPrimary
+                | Action::StartReplica { .. }
+                | Action::CloneFrom { .. }
+        );
+        if needs_pg && self.pg_frozen(i) {
+            return false;
+        }
         match a {
             Action::Bootstrap => {
                 self.nodes[i].pg = Pg {
@@ -753,9 +954,37 @@ impl World {
                 }
                 self.nodes[i].memory.leader_until_ms = None;
             }
-            Action::KillPostgres => unreachable!("PostgreSQL never freezes in the simulation"),
-            Action::WriteFailsafe { .. } | Action::FailsafeContinue => {
-                unreachable!("failsafe_mode is off in the simulation")
+            Action::KillPostgres => {
+                // SIGKILL of every process: a frozen instance is gone for good.
+                self.stats.frozen_kills += 1;
+                let n = &mut self.nodes[i];
+                n.pg.running = false;
+                n.pg_frozen_until = 0;
+                n.pg_doomed_at = None;
+                n.pg_unanswered_since = None;
+                n.last_answer = None;
+                n.following = None;
+                n.memory.primary_given_up_at_ms = Some(self.now);
+            }
+            Action::WriteFailsafe { value } => {
+                if partitioned {
+                    return false;
+                }
+                // As node.rs: what the leader wrote is its topology from now on.
+                if !self.stale_topology_after_write {
+                    self.nodes[i].memory.failsafe_topology = serde_json::from_str(&value).ok();
+                }
+                self.dcs.failsafe = Some(value);
+            }
+            Action::FailsafeContinue => {
+                // As node.rs: the members acknowledged me after I asked, so none of them
+                // races for the lock within ttl of that moment; the fence deadline runs
+                // from there.
+                if !self.lease_valid_for(&me) {
+                    self.stats.failsafe_beyond_lease += 1;
+                }
+                let n = &mut self.nodes[i];
+                n.memory.leader_until_ms = Some(n.failsafe_asked_at + self.ttl_ms);
             }
             Action::LeaderHousekeeping => {
                 if !partitioned {
@@ -805,19 +1034,35 @@ impl World {
     /// of virtual time.
     fn tick(&mut self) {
         // The external fence guard: a primary whose published lock deadline is within
-        // the margin stops. It runs even for frozen or crashed agents.
+        // the margin stops. It runs even for frozen or crashed agents. A frozen
+        // PostgreSQL does not act on the SIGQUIT until it thaws, so the guard SIGKILLs
+        // it 2 s later (supervisor.rs); meanwhile it is doomed and commits nothing.
+        let now = self.now;
         for n in &mut self.nodes {
+            let frozen = n.pg.running && n.pg_frozen_until > now;
             if n.pg.running
                 && n.pg.primary
                 && n.guard_deadline > 0
-                && self.now + FENCE_MARGIN >= n.guard_deadline
+                && now + FENCE_MARGIN >= n.guard_deadline
             {
+                if frozen {
+                    n.pg_doomed_at.get_or_insert(now + 2_000);
+                } else {
+                    n.pg.running = false;
+                }
+            }
+            if n.pg_doomed_at.is_some_and(|at| at <= now || !frozen) {
                 n.pg.running = false;
+                n.pg_doomed_at = None;
             }
         }
-        // Clients commit on every running primary; a stopped or demoted one dropped the
-        // connections of those still waiting.
+        // Clients commit on every running primary that is not frozen (a frozen one keeps
+        // its waiting clients); a stopped or demoted one dropped the connections of
+        // those still waiting.
         for n in &mut self.nodes {
+            if n.pg.running && n.pg.primary && n.pg_frozen_until > now {
+                continue;
+            }
             if n.pg.running && n.pg.primary {
                 n.pg.wal += 1;
                 n.pg.waiting.push_back(n.pg.wal);
@@ -856,7 +1101,7 @@ impl World {
     /// PostgreSQL on `p` acknowledges the waiting commits its synchronous standbys
     /// (if any are required) have flushed.
     fn acknowledge(&mut self, p: usize) {
-        if self.nodes[p].pg.waiting.is_empty() {
+        if self.nodes[p].pg.waiting.is_empty() || self.pg_frozen(p) {
             return;
         }
         let Some((upto, synchronous)) = self.releasable(p) else {
@@ -892,10 +1137,9 @@ impl World {
     }
 
     fn check_invariants(&self) {
-        let writable: Vec<&Node> = self
-            .nodes
-            .iter()
-            .filter(|n| n.pg.running && n.pg.primary)
+        let writable: Vec<&Node> = (0..self.nodes.len())
+            .filter(|&i| self.writable(i))
+            .map(|i| &self.nodes[i])
             .collect();
         if writable.len() > 1 {
             self.fail(format!(
@@ -904,10 +1148,10 @@ impl World {
             ));
         }
         for n in writable {
-            if !self.lease_valid_for(&n.name) {
+            if !self.lease_valid_for(&n.name) && !self.failsafe_covers(n) {
                 self.fail(format!(
-                    "{} accepts writes without a valid lease (dcs leader {:?})",
-                    n.name, self.dcs.leader
+                    "{} accepts writes without a valid lease (dcs leader {:?}) or failsafe window (acks {:?})",
+                    n.name, self.dcs.leader, n.failsafe_acked
                 ));
             }
             if let Some((tl, lsn)) = self.timelines.missing(&n.pg, &self.acked) {
@@ -926,6 +1170,31 @@ impl World {
                 ));
             }
         }
+    }
+
+    /// Is primary `p` within a failsafe window? Exactly: its last round of
+    /// `POST /failsafe` in which every member it asked accepted was asked at `t` with
+    /// now < t + ttl, and every other node that may take over accepted in that round —
+    /// every node when the DCS `failsafe` key is absent or empty, else every node named
+    /// in it. Why that keeps `p` the only primary: each node that accepted did so at or
+    /// after `t` and treats `p` as the leader (does not race) until its acceptance +
+    /// ttl, and a node missing from a non-empty `failsafe` key never takes over; so
+    /// nobody can take the lock and promote before t + ttl, when `p`'s fence deadline
+    /// stops it. (A node that restarts forgets its acceptance: then the two-primaries
+    /// invariant is the one that fails.)
+    fn failsafe_covers(&self, p: &Node) -> bool {
+        let Some((asked, acked)) = &p.failsafe_acked else {
+            return false;
+        };
+        if self.now >= asked + self.ttl_ms {
+            return false;
+        }
+        let key = self.cluster().failsafe.filter(|k| !k.is_empty());
+        self.nodes.iter().all(|n| {
+            n.name == p.name
+                || acked.contains(&n.name)
+                || key.as_ref().is_some_and(|k| !k.contains_key(&n.name))
+        })
     }
 
     /// Quorum commit: the leader race lets a node promote once `quorum` members of the
@@ -968,13 +1237,16 @@ impl World {
         // Asynchronous runs draw from the original five faults, and classic synchronous
         // runs from seven, so their seeds replay the same fault sequences as before the
         // later kinds existed.
-        let kinds = match self.sync.mode {
+        let base = match self.sync.mode {
             SyncMode::Off => 5,
             SyncMode::On => 7,
             SyncMode::Quorum => 8,
         };
-        let kind = self.rng.below(kinds);
+        let kind = self.rng.below(base + if self.more_faults { 4 } else { 0 });
         self.log(format!("fault {kind} on {}", self.nodes[i].name));
+        if kind >= base {
+            return self.inject_network_or_freeze_fault(i, kind - base);
+        }
         match kind {
             0 => self.crash(i),
             1 => {
@@ -1029,6 +1301,43 @@ impl World {
         }
     }
 
+    /// The failsafe and frozen-PostgreSQL faults (runs with `more_faults`), on node `i`.
+    fn inject_network_or_freeze_fault(&mut self, i: usize, kind: u64) {
+        let until = self.now + 5_000 + self.rng.below(40_000);
+        match kind {
+            0 => {
+                // PostgreSQL freezes (primary or replica), 2–40 s; it thaws by itself.
+                self.nodes[i].pg_frozen_until = self.now + 2_000 + self.rng.below(38_000);
+            }
+            1 => {
+                // The whole DCS is down; half the time a member crashes in the outage
+                // (with its PostgreSQL, or the agent alone).
+                self.dcs_down_until = until;
+                if self.rng.below(2) == 0 {
+                    let j = self.rng.below(self.nodes.len() as u64) as usize;
+                    self.log(format!("DCS outage; {} crashes", self.nodes[j].name));
+                    if self.rng.below(2) == 0 {
+                        self.crash(j);
+                    } else {
+                        self.nodes[j].alive = false;
+                        self.nodes[j].next_cycle = self.now + 3_000 + self.rng.below(30_000);
+                    }
+                }
+            }
+            2 => self.nodes[i].isolated_until = until,
+            _ => {
+                // REST between i and another member is cut (DCS and replication are not).
+                let others = self.nodes.len() as u64 - 1;
+                let j = (i + 1 + self.rng.below(others) as usize) % self.nodes.len();
+                self.log(format!(
+                    "REST cut between {} and {}",
+                    self.nodes[i].name, self.nodes[j].name
+                ));
+                self.rest_cut.insert((i.min(j), i.max(j)), until);
+            }
+        }
+    }
+
     fn step(&mut self) {
         self.now += 100;
         self.tick();
@@ -1044,6 +1353,9 @@ impl World {
                     };
                     n.following = None;
                     n.managed_ssn = None;
+                    n.pg_unanswered_since = None;
+                    n.last_answer = None;
+                    n.failsafe_ping = None;
                 }
                 if self.nodes[i].frozen_until > self.now {
                     continue;
@@ -1117,10 +1429,15 @@ fn scenario(mut w: World) -> Stats {
     // Heal everything and require convergence within 3 × ttl.
     let heal = w.now;
     w.dcs.failover = None;
+    w.dcs_down_until = 0;
+    w.rest_cut.clear();
     for n in &mut w.nodes {
         n.frozen_until = 0;
         n.partitioned_until = 0;
         n.link_down_until = 0;
+        n.isolated_until = 0;
+        // Thawed, not killed: it resumes with all its state.
+        n.pg_frozen_until = 0;
     }
     while w.now < heal + 3 * w.ttl_ms + 30_000 && !w.healthy() {
         w.step();
@@ -1171,6 +1488,97 @@ fn a_short_ttl_with_the_fence_guard_is_as_safe() {
     eprintln!("{promotions} promotions in 40 simulated scenarios at ttl 8 s");
 }
 
+/// The failsafe and frozen-PostgreSQL faults on top of the others, with failsafe mode
+/// on in two scenarios out of three (`i` counts them): without it the same outages and
+/// freezes must be as safe.
+fn failsafe_faults(mut w: World, i: u64) -> World {
+    w.more_faults = true;
+    w.failsafe = !i.is_multiple_of(3);
+    w
+}
+
+/// Requires that failsafe and frozen-PostgreSQL runs exercised both features.
+fn require_failsafe_exercised(stats: Stats, seeds: u64) {
+    assert!(
+        stats.failsafe_beyond_lease >= seeds as u32 && stats.frozen_kills >= seeds as u32 / 4,
+        "too little failsafe or frozen PostgreSQL exercised: {stats:?}"
+    );
+}
+
+/// The `i`-th asynchronous failsafe scenario (from 1); lock lengths alternate.
+fn failsafe_world(i: u64) -> World {
+    failsafe_seeded(i * 1_299_721, i)
+}
+
+/// An asynchronous failsafe scenario with this seed, configured as the `i`-th.
+fn failsafe_seeded(seed: u64, i: u64) -> World {
+    let ttl = if i.is_multiple_of(2) {
+        TTL_MS
+    } else {
+        SHORT_TTL_MS
+    };
+    failsafe_faults(World::new(seed, ttl, SyncSettings::default(), 3), i)
+}
+
+#[test]
+fn failsafe_and_frozen_postgres_never_make_two_primaries() {
+    let seeds = 30 * seed_factor();
+    let stats = (1..=seeds)
+        .map(|i| scenario(failsafe_world(i)))
+        .fold(Stats::default(), |a, b| a + b);
+    require_failsafe_exercised(stats, seeds);
+    assert!(
+        stats.promotions >= seeds as u32,
+        "too few failovers: {stats:?}"
+    );
+    eprintln!("failsafe and frozen PostgreSQL, {seeds} scenarios: {stats:?}");
+}
+
+/// Seed 24694471 with the executor as it was: the leader n1 wrote `failsafe` =
+/// {n0, n1, n2} (n2 back after its member key had expired) but kept the topology it had
+/// read before the write, {n0, n1}; the whole DCS went down in the next cycle, n2
+/// crashed, and n1 ran on with n0's acknowledgement alone while n2, named in the key,
+/// may take over once it reaches the DCS. node.rs now takes the key it wrote as its
+/// topology, as Patroni's `write_failsafe` does.
+#[test]
+#[should_panic(expected = "or failsafe window")]
+fn failsafe_acknowledgements_from_a_stale_topology_are_not_enough() {
+    let mut w = failsafe_seeded(24_694_471, 19);
+    w.stale_topology_after_write = true;
+    scenario(w);
+}
+
+/// Seed 6498545: n0 and n1 lost the DCS together for longer than the ttl, so their
+/// member keys expired, and the leader n2 wrote `failsafe` = {n2}. n2 later crashed, came
+/// back diverged and behind n0 and n1; they are missing from a non-empty failsafe key,
+/// so they never take over, and n2 is not the healthiest: nobody leads, for good (only
+/// a new leader rewrites the key). Patroni has the same rule and the same trap
+/// (`is_healthiest_node` disqualifies a node missing from `/failsafe`).
+#[test]
+#[ignore = "finding: a failsafe key that names only a leader which then falls behind excludes every other member from the race for good; seed 6498545"]
+fn failsafe_a_key_naming_only_a_fallen_leader_does_not_block_failover() {
+    scenario(failsafe_seeded(6_498_545, 5));
+}
+
+/// Seed 650413278 (`SIM_SEEDS=10`; `synchronous_mode` strict, failsafe off): the whole
+/// DCS goes down and the agent of the primary n2 dies (PostgreSQL keeps running); its
+/// PostgreSQL freezes before the agent restarts. The new agent never got an answer, so
+/// it sees a running instance of unknown role (`is_primary` false), publishes no lock
+/// deadline (the fence guard stands down) and F1 does not apply (not a lock holder's
+/// primary). When PostgreSQL thaws it accepts writes without a lease until the next
+/// cycle demotes it. Knowing the role of a silent instance (pg_control says `in
+/// production`) is the executor's part; the decision could also stop a running instance
+/// of unknown role that stays silent.
+#[test]
+#[ignore = "finding: an agent restarted while its primary is frozen does not know it is a primary, so nothing fences it and it thaws without a lease; seed 650413278"]
+fn a_primary_frozen_across_an_agent_restart_is_fenced() {
+    let run = SyncRun {
+        faults: true,
+        ..SyncRun::classic(true, 1)
+    };
+    run.scenario(42);
+}
+
 /// A synchronous-replication run: settings, cluster size, optional invariant.
 #[derive(Clone, Copy, Debug)]
 struct SyncRun {
@@ -1180,6 +1588,8 @@ struct SyncRun {
     nodes: usize,
     /// Check the quorum overlap invariant too.
     overlap: bool,
+    /// Failsafe and frozen-PostgreSQL faults too (see [`failsafe_faults`]).
+    faults: bool,
 }
 
 impl SyncRun {
@@ -1191,6 +1601,7 @@ impl SyncRun {
             node_count,
             nodes: 3,
             overlap: false,
+            faults: false,
         }
     }
 
@@ -1201,6 +1612,7 @@ impl SyncRun {
             node_count,
             nodes,
             overlap: false,
+            faults: false,
         }
     }
 
@@ -1212,7 +1624,8 @@ impl SyncRun {
         } else {
             0
         };
-        let salt = 31 * self.node_count as u64 + u64::from(self.strict) + quorum_salt;
+        let faults_salt = if self.faults { 7_000 } else { 0 };
+        let salt = 31 * self.node_count as u64 + u64::from(self.strict) + quorum_salt + faults_salt;
         let seed = i * 15_485_863 + salt;
         let ttl = if i.is_multiple_of(2) {
             TTL_MS
@@ -1227,6 +1640,9 @@ impl SyncRun {
         };
         let mut w = World::new(seed, ttl, sync, self.nodes);
         w.check_overlap = self.overlap;
+        if self.faults {
+            w = failsafe_faults(w, i);
+        }
         (seed, scenario(w))
     }
 }
@@ -1263,7 +1679,30 @@ fn sync_runs(run: SyncRun, seeds: u64) {
             && stats.sync_acks >= 1_000 * seeds,
         "too little exercised: {stats:?}"
     );
+    if run.faults {
+        require_failsafe_exercised(stats, seeds);
+    }
     eprintln!("{run:?}, {seeds} scenarios: {stats:?}");
+}
+
+/// The synchronous invariants through DCS outages kept by failsafe, REST cuts and frozen
+/// PostgreSQL (primary or standby), classic and quorum.
+#[test]
+fn failsafe_and_frozen_postgres_keep_synchronous_commits() {
+    for run in [
+        SyncRun::classic(false, 1),
+        SyncRun::classic(true, 1),
+        SyncRun::quorum(false, 1, 3),
+        SyncRun::quorum(true, 2, 4),
+    ] {
+        sync_runs(
+            SyncRun {
+                faults: true,
+                ..run
+            },
+            8,
+        );
+    }
 }
 
 #[test]
