@@ -876,6 +876,16 @@ impl<D: Dcs> Node<D> {
                         // Unanswered since the first question that got no answer.
                         let since = *self.pg_unanswered_since_ms.get_or_insert(asked_at);
                         local.unresponsive_ms = monotonic_ms().saturating_sub(since);
+                        if self.last_pg.is_none() {
+                            // Silent since this agent started: pg_control still says
+                            // whether it runs as a primary ("in production"), which must
+                            // be known for it to be fenced.
+                            local.is_primary = self
+                                .pg
+                                .controldata()
+                                .await
+                                .is_ok_and(|cd| cd.state() == Some("in production"));
+                        }
                     } else {
                         self.pg_unanswered_since_ms = None;
                     }
@@ -1281,7 +1291,15 @@ impl<D: Dcs> Node<D> {
                 self.state = "stopping".into();
                 self.publish();
                 let role_before = self.role.clone();
-                self.pg.stop(stop, timeout).await?;
+                if self.pg_unanswered_since_ms.is_some() {
+                    // A PostgreSQL that does not answer would not act on a shutdown
+                    // request either (and could resume later): kill it for good.
+                    warn!("PostgreSQL does not answer: killing it instead of a shutdown");
+                    self.pg.kill_instance().await?;
+                    self.pg_unanswered_since_ms = None;
+                } else {
+                    self.pg.stop(stop, timeout).await?;
+                }
                 self.callbacks.fire("on_stop", &role_before);
                 self.state = "stopped".into();
                 self.role = "demoted".into();

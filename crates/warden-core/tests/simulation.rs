@@ -551,7 +551,12 @@ impl World {
         if frozen {
             let since = *self.nodes[i].pg_unanswered_since.get_or_insert(self.now);
             let n = &self.nodes[i];
-            let last = n.last_answer.clone().unwrap_or_default();
+            // Silent since the agent started: as node.rs, pg_control tells whether it
+            // runs as a primary ("in production").
+            let last = n.last_answer.clone().unwrap_or_else(|| LocalPg {
+                is_primary: n.pg.primary,
+                ..LocalPg::default()
+            });
             return LocalPg {
                 data_dir,
                 running: true,
@@ -824,7 +829,17 @@ impl World {
                 | Action::CloneFrom { .. }
         );
         if needs_pg && self.pg_frozen(i) {
-            return false;
+            if !matches!(a, Action::Demote { .. }) {
+                return false;
+            }
+            // As node.rs: a demotion of a PostgreSQL that does not answer kills it for
+            // good instead of asking it to shut down.
+            let n = &mut self.nodes[i];
+            n.pg.running = false;
+            n.pg_frozen_until = 0;
+            n.pg_doomed_at = None;
+            n.pg_unanswered_since = None;
+            n.last_answer = None;
         }
         match a {
             Action::Bootstrap => {
@@ -1562,15 +1577,12 @@ fn failsafe_a_key_naming_only_a_fallen_leader_does_not_block_failover() {
 
 /// Seed 650413278 (`SIM_SEEDS=10`; `synchronous_mode` strict, failsafe off): the whole
 /// DCS goes down and the agent of the primary n2 dies (PostgreSQL keeps running); its
-/// PostgreSQL freezes before the agent restarts. The new agent never got an answer, so
-/// it sees a running instance of unknown role (`is_primary` false), publishes no lock
-/// deadline (the fence guard stands down) and F1 does not apply (not a lock holder's
-/// primary). When PostgreSQL thaws it accepts writes without a lease until the next
-/// cycle demotes it. Knowing the role of a silent instance (pg_control says `in
-/// production`) is the executor's part; the decision could also stop a running instance
-/// of unknown role that stays silent.
+/// PostgreSQL freezes before the agent restarts. The new agent never got an answer; it
+/// learns from pg_control that the silent instance runs as a primary, so without the
+/// DCS (or without the lock) it demotes it, and a demotion of a silent instance kills
+/// it for good: it never thaws as a primary without a lease. (Found by this simulator;
+/// fixed in node.rs's `observe` and `Demote`.)
 #[test]
-#[ignore = "finding: an agent restarted while its primary is frozen does not know it is a primary, so nothing fences it and it thaws without a lease; seed 650413278"]
 fn a_primary_frozen_across_an_agent_restart_is_fenced() {
     let run = SyncRun {
         faults: true,
