@@ -420,7 +420,7 @@ fn cases() -> Vec<Case> {
             .expect(vec![Action::KillPostgres, Action::ReleaseLeader], "PostgreSQL has not answered for 15 s: killed it and released the leader lock"),
         case("primary slow for a moment: kept", "pg1", locked_pg1(),
             LocalPg { unresponsive_ms: 5_000, ..primary() })
-            .expect(vec![Action::LeaderHousekeeping], "no action. I am (pg1), the leader with the lock"),
+            .expect(vec![Action::ActivateWatchdog, Action::LeaderHousekeeping], "no action. I am (pg1), the leader with the lock"),
         case("frozen primary while paused: left alone", "pg1", locked_pg1(),
             LocalPg { unresponsive_ms: 60_000, ..primary() })
             .settings(|s| s.paused = true)
@@ -462,6 +462,7 @@ fn cases() -> Vec<Case> {
             .settings(|s| s.failsafe_mode = true)
             .expect(
                 vec![
+                    Action::ActivateWatchdog,
                     Action::LeaderHousekeeping,
                     Action::WriteFailsafe {
                         value: r#"{"pg1":"http://127.0.0.1:6001/patroni","pg2":"http://127.0.0.1:6002/patroni","pg3":"http://127.0.0.1:6003/patroni"}"#.into(),
@@ -472,7 +473,7 @@ fn cases() -> Vec<Case> {
         case("failsafe: an unchanged topology is not rewritten", "pg1",
             Some(with_failsafe(cluster(Some("pg1"), Some(SYSID), Some(100)), &["pg1", "pg2", "pg3"])), primary())
             .settings(|s| s.failsafe_mode = true)
-            .expect(vec![Action::LeaderHousekeeping], "no action. I am (pg1), the leader with the lock"),
+            .expect(vec![Action::ActivateWatchdog, Action::LeaderHousekeeping], "no action. I am (pg1), the leader with the lock"),
         case("failsafe: a replica pinged by the primary follows it and does not race", "pg2", unlocked(), replica(100))
             .settings(|s| s.failsafe_mode = true)
             .memory(failsafe_memory(&["pg1", "pg2", "pg3"], Some("pg1")))
@@ -615,12 +616,12 @@ fn cases() -> Vec<Case> {
                 Some(with_sync(with_failover(cluster(None, Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), None), QUORUM_KEY)), replica(100))
             .settings(|s| s.sync.mode = crate::sync::SyncMode::Quorum)
             .world(World { acquire: true, probes: vec![peer("pg3", 90), PeerStatus { reachable: false, ..peer("pg1", 0) }], ..World::default() })
-            .expect(vec![Action::ClearFailover { version: 42 }, names_before_promote("ANY 1 (pg1,pg3)"), Action::Promote, Action::LeaderHousekeeping], "I am the requested candidate"),
+            .expect(vec![Action::ClearFailover { version: 42 }, Action::ActivateWatchdog, names_before_promote("ANY 1 (pg1,pg3)"), Action::Promote, Action::LeaderHousekeeping], "I am the requested candidate"),
         case("quorum: a voter ahead of the requested candidate races instead of deferring", "pg3",
                 Some(with_sync(with_failover(cluster(None, Some(SYSID), Some(100)), Some("pg1"), Some("pg2"), None), QUORUM_KEY)), replica(100))
             .settings(|s| s.sync.mode = crate::sync::SyncMode::Quorum)
             .world(World { acquire: true, probes: vec![peer("pg2", 90), PeerStatus { reachable: false, ..peer("pg1", 0) }], ..World::default() })
-            .expect(vec![Action::ClearFailover { version: 42 }, names_before_promote("ANY 1 (pg1,pg2)"), Action::Promote, Action::LeaderHousekeeping], "promoted self"),
+            .expect(vec![Action::ClearFailover { version: 42 }, Action::ActivateWatchdog, names_before_promote("ANY 1 (pg1,pg2)"), Action::Promote, Action::LeaderHousekeeping], "promoted self"),
         // --- PostgreSQL not running (R1–R6)
         case("lock holder crashed: restart as primary", "pg1", locked_pg1(), stopped(true, 1))
             .expect(vec![Action::StartPrimary], "starting primary after failure"),
