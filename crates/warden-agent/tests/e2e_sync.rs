@@ -492,6 +492,29 @@ async fn verify_acknowledged(
     assert!(max <= 1, "two writable nodes at once: {events:?}");
 }
 
+/// Waits for a commit acknowledged by a node other than `old` after `killed`: (that
+/// node, how long after `killed`).
+async fn first_commit_elsewhere(
+    acks: &Arc<Mutex<Vec<Ack>>>,
+    old: &str,
+    killed: Instant,
+    timeout: Duration,
+) -> (String, Duration) {
+    warden_testkit::wait_for_async(
+        "a new primary to acknowledge a commit",
+        timeout,
+        Duration::from_millis(100),
+        || async {
+            acks.lock()
+                .expect("acks")
+                .iter()
+                .find(|a| a.at > killed && a.node != old)
+                .map(|a| (a.node.clone(), a.at - killed))
+        },
+    )
+    .await
+}
+
 /// A writer committing on whichever node is the primary, and a monitor of writable nodes.
 struct Load {
     monitor: WritableMonitor,
@@ -632,19 +655,8 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
             _ => c.kill_node(l),
         }
         // A new primary commits the writer's rows.
-        let (new, first_commit) = warden_testkit::wait_for_async(
-            "a new primary to acknowledge a commit",
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            || async {
-                acks.lock()
-                    .expect("acks")
-                    .iter()
-                    .find(|a| a.at > killed && a.node != old)
-                    .map(|a| (a.node.clone(), a.at - killed))
-            },
-        )
-        .await;
+        let (new, first_commit) =
+            first_commit_elsewhere(&acks, &old, killed, Duration::from_secs(60)).await;
         assert!(
             key.standbys.contains(&new),
             "round {r}: {new} took over but the sync key named {:?}",
@@ -875,19 +887,8 @@ async fn quorum_commit_survives_losing_the_primary_and_a_replica() {
         let killed = Instant::now();
         c.kill_node(l);
         c.kill_node(r2);
-        let (new, first_commit) = warden_testkit::wait_for_async(
-            "a new primary to acknowledge a commit",
-            Duration::from_secs(90),
-            Duration::from_millis(100),
-            || async {
-                acks.lock()
-                    .expect("acks")
-                    .iter()
-                    .find(|a| a.at > killed && a.node != old)
-                    .map(|a| (a.node.clone(), a.at - killed))
-            },
-        )
-        .await;
+        let (new, first_commit) =
+            first_commit_elsewhere(&acks, &old, killed, Duration::from_secs(90)).await;
         let line = format!(
             "round {r}: killed {old} and {ahead} (most WAL); {new} committed {first_commit:?} after"
         );

@@ -811,6 +811,17 @@ impl World {
         true
     }
 
+    /// SIGKILL of every process of node i's PostgreSQL: a frozen instance is gone for
+    /// good and the agent has nothing left to remember of it.
+    fn kill_instance(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.pg.running = false;
+        n.pg_frozen_until = 0;
+        n.pg_doomed_at = None;
+        n.pg_unanswered_since = None;
+        n.last_answer = None;
+    }
+
     /// Executes one action like the agent; false when it failed.
     fn execute(&mut self, i: usize, a: Action, partitioned: bool, was_primary: bool) -> bool {
         let me = self.nodes[i].name.clone();
@@ -834,12 +845,7 @@ impl World {
             }
             // As node.rs: a demotion of a PostgreSQL that does not answer kills it for
             // good instead of asking it to shut down.
-            let n = &mut self.nodes[i];
-            n.pg.running = false;
-            n.pg_frozen_until = 0;
-            n.pg_doomed_at = None;
-            n.pg_unanswered_since = None;
-            n.last_answer = None;
+            self.kill_instance(i);
         }
         match a {
             Action::Bootstrap => {
@@ -972,12 +978,8 @@ impl World {
             Action::KillPostgres => {
                 // SIGKILL of every process: a frozen instance is gone for good.
                 self.stats.frozen_kills += 1;
+                self.kill_instance(i);
                 let n = &mut self.nodes[i];
-                n.pg.running = false;
-                n.pg_frozen_until = 0;
-                n.pg_doomed_at = None;
-                n.pg_unanswered_since = None;
-                n.last_answer = None;
                 n.following = None;
                 n.memory.primary_given_up_at_ms = Some(self.now);
             }
