@@ -492,6 +492,25 @@ async fn verify_acknowledged(
     assert!(max <= 1, "two writable nodes at once: {events:?}");
 }
 
+/// Waits until the writer has 20 commits acknowledged by `node` since `since`.
+async fn wait_commits_on(acks: &Arc<Mutex<Vec<Ack>>>, node: &str, since: Instant) {
+    warden_testkit::wait_for_async(
+        &format!("the writer to commit on {node}"),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            acks.lock()
+                .expect("acks")
+                .iter()
+                .filter(|a| a.node == node && a.at >= since)
+                .count()
+                .ge(&20)
+                .then_some(())
+        },
+    )
+    .await
+}
+
 /// Waits for a commit acknowledged by a node other than `old` after `killed`: (that
 /// node, how long after `killed`).
 async fn first_commit_elsewhere(
@@ -564,13 +583,6 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
         stop_tx,
         writer,
     } = Load::start(&c);
-    let acked_by = |node: &str, since: Instant| {
-        acks.lock()
-            .expect("acks")
-            .iter()
-            .filter(|a| a.node == node && a.at >= since)
-            .count()
-    };
 
     let mut report = Vec::new();
     for r in 1..=ROUNDS {
@@ -583,13 +595,7 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
             k.leader == old && !k.standbys.is_empty()
         })
         .await;
-        warden_testkit::wait_for_async(
-            "the writer to commit on the leader",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || async { (acked_by(&old, round_start) >= 20).then_some(()) },
-        )
-        .await;
+        wait_commits_on(&acks, &old, round_start).await;
 
         // Every other round the leader's WAL sender to the synchronous standby freezes
         // (SIGSTOP) for a second first: the leader then has WAL and commits the standby
@@ -717,13 +723,7 @@ async fn no_acknowledged_commit_is_lost_across_primary_deaths() {
     let last = Instant::now();
     let final_leader = wait_for_leader(&c, Duration::from_secs(30)).await;
     let final_name = c.nodes[final_leader].name.clone();
-    warden_testkit::wait_for_async(
-        "the writer to commit on the final leader",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || async { (acked_by(&final_name, last) >= 20).then_some(()) },
-    )
-    .await;
+    wait_commits_on(&acks, &final_name, last).await;
     let _ = stop_tx.send(true);
     verify_acknowledged(&c, final_leader, &acks, writer, monitor, &report, started).await;
 }
@@ -860,21 +860,7 @@ async fn quorum_commit_survives_losing_the_primary_and_a_replica() {
             Some(want.as_str()),
             "{key:?}"
         );
-        warden_testkit::wait_for_async(
-            "the writer to commit on the leader",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || async {
-                acks.lock()
-                    .expect("acks")
-                    .iter()
-                    .filter(|a| a.node == old && a.at >= round_start)
-                    .count()
-                    .ge(&20)
-                    .then_some(())
-            },
-        )
-        .await;
+        wait_commits_on(&acks, &old, round_start).await;
         // The replica with the most WAL dies with the primary.
         let ahead = query_one(
             &c,
@@ -903,19 +889,7 @@ async fn quorum_commit_survives_losing_the_primary_and_a_replica() {
     let final_leader = wait_for_leader(&c, Duration::from_secs(30)).await;
     let final_name = c.nodes[final_leader].name.clone();
     let last = Instant::now();
-    warden_testkit::wait_for_async(
-        "the writer to commit on the final leader",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || async {
-            acks.lock()
-                .expect("acks")
-                .iter()
-                .any(|a| a.node == final_name && a.at > last)
-                .then_some(())
-        },
-    )
-    .await;
+    wait_commits_on(&acks, &final_name, last).await;
     let _ = stop_tx.send(true);
     verify_acknowledged(&c, final_leader, &acks, writer, monitor, &report, started).await;
 }
