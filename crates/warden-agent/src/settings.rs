@@ -118,6 +118,7 @@ pub fn ha_settings(cfg: &Config, dynamic: &DynamicConfig, can_rewind: bool) -> H
     HaSettings {
         ttl: dynamic.ttl,
         loop_wait: dynamic.loop_wait,
+        retry_timeout: dynamic.retry_timeout,
         maximum_lag_on_failover: dynamic.maximum_lag_on_failover,
         check_timeline: dynamic.check_timeline,
         paused: dynamic.pause,

@@ -20,6 +20,10 @@ pub struct HaSettings {
     pub ttl: u64,
     /// Sleep between cycles (s).
     pub loop_wait: u64,
+    /// `retry_timeout` (s): how long one DCS call may take before it counts as failed,
+    /// so how much later than `loop_wait` the next decision can come while the DCS
+    /// does not answer.
+    pub retry_timeout: u64,
     /// `maximum_lag_on_failover` (bytes).
     pub maximum_lag_on_failover: u64,
     /// `check_timeline`.
@@ -61,6 +65,7 @@ impl Default for HaSettings {
         HaSettings {
             ttl: 30,
             loop_wait: 10,
+            retry_timeout: 10,
             maximum_lag_on_failover: 1_048_576,
             check_timeline: false,
             paused: false,
@@ -672,9 +677,13 @@ fn dcs_unreachable(i: &HaInput<'_>) -> Step {
         // D1: the lock stays mine until it could expire, and the fence guard stops this
         // primary FENCE_MARGIN_MS before that. Until then keep taking writes: a DCS blip
         // costs nothing, and a real outage only the margin plus a promotion elsewhere.
-        // Demote cleanly when the next cycle might come too late.
+        // Demote cleanly when the next decision might come too late: it comes after
+        // the sleep (at most loop_wait) and the next cluster read, which against a DCS
+        // that does not answer takes the whole retry_timeout (otherwise the fence
+        // guard stops PostgreSQL first, with an immediate shutdown).
         if let Some(until) = i.memory.leader_until_ms {
-            if i.now_ms + FENCE_MARGIN_MS + i.settings.loop_wait * 1000 < until {
+            let next_decision_ms = (i.settings.loop_wait + i.settings.retry_timeout) * 1000;
+            if i.now_ms + FENCE_MARGIN_MS + next_decision_ms < until {
                 return act(
                     vec![],
                     format!(

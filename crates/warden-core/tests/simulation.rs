@@ -647,6 +647,9 @@ impl World {
         let settings = HaSettings {
             ttl: self.ttl_ms / 1000,
             loop_wait: LOOP_MS / 1000,
+            // The simulated DCS answers or fails at once: the next decision comes a
+            // loop (plus jitter) later, never a retry_timeout.
+            retry_timeout: 0,
             can_rewind: true,
             sync: self.sync.clone(),
             failsafe_mode: self.failsafe,

@@ -6,6 +6,7 @@
 //! if the test is failing.
 
 use crate::etcd::Etcd;
+use crate::proxy::{Cut, TcpProxy};
 use crate::{
     free_port, kill_postmaster, stop_all_postgres_under, target_bin_dir, ProcessGuard, TestDir,
 };
@@ -54,6 +55,17 @@ pub struct NodeOptions {
     pub yaml: Vec<String>,
 }
 
+/// The proxies that carry one node's traffic in a cluster made by
+/// [`TestCluster::new_linked`], so that a test can partition that node.
+pub struct NodeLinks {
+    /// between the agent and etcd: the agent's only etcd endpoint
+    pub etcd: TcpProxy,
+    /// in front of the agent's REST API: its `restapi.connect_address`, so the member's
+    /// `api_url` (the peers' probes, a primary's `POST /failsafe`) goes through it; the
+    /// test's own requests use the real port
+    pub api: TcpProxy,
+}
+
 /// etcd + N agents.
 pub struct TestCluster {
     /// the scope (cluster name)
@@ -68,23 +80,57 @@ pub struct TestCluster {
     /// generated pg_hba) instead of TCP with the superuser password: for clusters whose
     /// pg_hba only admits TLS with client certificates on TCP
     pub dsn_via_socket: bool,
+    /// per node, the proxies of [`TestCluster::new_linked`] (empty otherwise); declared
+    /// last so they outlive the agents, which are stopped first on drop
+    pub links: Vec<NodeLinks>,
 }
 
 impl TestCluster {
     /// Writes configs for `n` nodes (not started). `options[i]` tweaks node i.
     pub fn new(scope: &str, n: usize, options: &[NodeOptions]) -> TestCluster {
+        Self::build(scope, n, options, false)
+    }
+
+    /// Like [`TestCluster::new`], but each agent reaches etcd through a proxy of its own
+    /// and announces its REST API behind a proxy ([`NodeLinks`]), so that one node can be
+    /// cut off from etcd and from its peers while the others still reach both.
+    /// PostgreSQL (replication, the test's SQL) is not proxied.
+    pub fn new_linked(scope: &str, n: usize, options: &[NodeOptions]) -> TestCluster {
+        Self::build(scope, n, options, true)
+    }
+
+    fn build(scope: &str, n: usize, options: &[NodeOptions], linked: bool) -> TestCluster {
         let etcd = Etcd::start();
         let dir = TestDir::new("warden-cluster-");
         let mut nodes = Vec::new();
+        let mut links = Vec::new();
         for i in 0..n {
             let name = format!("pg{i}");
             let node_dir = dir.subdir(&name, false);
             let data_dir = node_dir.join("data");
             let pg_port = free_port();
             let api_port = free_port();
+            let (etcd_hosts, api_connect) = if linked {
+                let l = NodeLinks {
+                    etcd: TcpProxy::start(etcd.client_port),
+                    api: TcpProxy::start(api_port),
+                };
+                let ports = (l.etcd.host_port(), l.api.port());
+                links.push(l);
+                ports
+            } else {
+                (etcd.host_port(), api_port)
+            };
             let opts = options.get(i).cloned().unwrap_or_default();
             let mut yaml = node_config(
-                scope, &name, &etcd, &node_dir, &data_dir, pg_port, api_port, &opts,
+                scope,
+                &name,
+                &etcd_hosts,
+                &node_dir,
+                &data_dir,
+                pg_port,
+                (api_port, api_connect),
+                &opts,
             );
             if !opts.yaml.is_empty() {
                 yaml = merge_yaml(&yaml, &opts.yaml);
@@ -110,6 +156,47 @@ impl TestCluster {
             nodes,
             dir,
             dsn_via_socket: false,
+            links,
+        }
+    }
+
+    fn links(&self, i: usize) -> &NodeLinks {
+        self.links
+            .get(i)
+            .expect("node links exist only in a cluster made by TestCluster::new_linked")
+    }
+
+    /// Cuts node i's agent off from etcd (the other agents still reach it).
+    pub fn cut_etcd(&self, i: usize, how: Cut) {
+        self.links(i).etcd.cut(how);
+    }
+
+    /// Lets node i's agent reach etcd again.
+    pub fn restore_etcd(&self, i: usize) {
+        self.links(i).etcd.restore();
+    }
+
+    /// Cuts the REST traffic between node i's agent and every other agent, both ways
+    /// (node i's calls to them, their calls to node i); the others still reach each
+    /// other. Covers the agent processes running now.
+    pub fn cut_api(&self, i: usize, how: Cut) {
+        let pid = |k: usize| self.nodes[k].agent.as_ref().map(|a| a.pid());
+        let others: Vec<u32> = (0..self.nodes.len())
+            .filter(|k| *k != i)
+            .filter_map(pid)
+            .collect();
+        self.links(i).api.cut_from(how, &others);
+        if let Some(me) = pid(i) {
+            for k in (0..self.nodes.len()).filter(|k| *k != i) {
+                self.links(k).api.cut_from(how, &[me]);
+            }
+        }
+    }
+
+    /// Lets every agent reach every REST API again.
+    pub fn restore_api(&self) {
+        for l in &self.links {
+            l.api.restore();
         }
     }
 
@@ -388,11 +475,11 @@ pub fn merge_yaml(base: &str, docs: &[String]) -> String {
 fn node_config(
     scope: &str,
     name: &str,
-    etcd: &Etcd,
+    etcd_hosts: &str,
     node_dir: &std::path::Path,
     data_dir: &std::path::Path,
     pg_port: u16,
-    api_port: u16,
+    (api_port, api_connect): (u16, u16),
     opts: &NodeOptions,
 ) -> String {
     let bin = crate::pg_bin_dir();
@@ -414,7 +501,7 @@ name: {name}
 
 restapi:
   listen: 127.0.0.1:{api_port}
-  connect_address: 127.0.0.1:{api_port}
+  connect_address: 127.0.0.1:{api_connect}
 
 etcd3:
   hosts: {etcd_hosts}
@@ -467,7 +554,6 @@ postgresql:
 {pg_extra}
 tags:
 {tag_lines}"#,
-        etcd_hosts = etcd.host_port(),
         data_dir = data_dir.display(),
         node_dir = node_dir.display(),
         bin = bin.display(),

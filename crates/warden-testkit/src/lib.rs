@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod etcd;
 pub mod pg;
+pub mod proxy;
 pub mod watchdog;
 
 use std::net::TcpListener;

@@ -404,11 +404,22 @@ fn cases() -> Vec<Case> {
         case("DCS down: primary demotes", "pg1", None, primary())
             .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
         case("DCS down, lock still valid for a while: primary keeps taking writes", "pg1", None, primary())
+            .settings(|s| { s.loop_wait = 2; s.retry_timeout = 5 })
             .memory(NodeMemory { leader_until_ms: Some(15_000), ..NodeMemory::default() })
             .expect(vec![], "DCS is not accessible; keeping the primary while the leader lock is still mine (14 s left)"),
         case("DCS down, lock about to expire: primary demotes", "pg1", None, primary())
             .memory(NodeMemory { leader_until_ms: Some(1_000 + FENCE_MARGIN_MS + 5_000), ..NodeMemory::default() })
             .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        // The next decision may come a loop_wait and a whole retry_timeout (a cluster
+        // read against a DCS that does not answer) later: past the fence deadline here.
+        case("DCS down, lock expires before a slow next cycle: primary demotes", "pg1", None, primary())
+            .settings(|s| { s.loop_wait = 2; s.retry_timeout = 5 })
+            .memory(NodeMemory { leader_until_ms: Some(1_000 + FENCE_MARGIN_MS + 6_000), ..NodeMemory::default() })
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("DCS down, lock outlasts a slow next cycle: primary keeps taking writes", "pg1", None, primary())
+            .settings(|s| { s.loop_wait = 2; s.retry_timeout = 5 })
+            .memory(NodeMemory { leader_until_ms: Some(1_000 + FENCE_MARGIN_MS + 7_001), ..NodeMemory::default() })
+            .expect(vec![], "DCS is not accessible; keeping the primary while the leader lock is still mine (9 s left)"),
         case("DCS down: replica waits", "pg2", None, replica(100))
             .expect(vec![], "DCS is not accessible"),
         case("DCS down while paused: primary keeps running", "pg1", None, primary())
