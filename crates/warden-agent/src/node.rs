@@ -531,13 +531,13 @@ impl<D: Dcs> Node<D> {
         }
     }
 
-    /// Dynamic config from the DCS (or, before the cluster has one, `bootstrap.dcs`).
+    /// Dynamic config from the DCS (or, while the cluster has none, the one in effect).
     fn apply_dynamic_config(&mut self, c: &Cluster) {
         // Without a config key the one in effect stays (from the DCS earlier, else
         // patroni.dynamic.json or bootstrap.dcs at start, S5), as Patroni keeps it.
         let source = match &c.config {
             Some(k) if k.value.as_object().is_some_and(|o| !o.is_empty()) => k.value.clone(),
-            _ => return,
+            _ => self.dynamic.raw.clone(),
         };
         let min_ttl = self.cfg.warden.min_ttl;
         if source == self.dynamic.raw && min_ttl == self.dynamic.min_ttl {
@@ -1249,6 +1249,8 @@ impl<D: Dcs> Node<D> {
                     .await
             }
             Action::CloneFrom { source, follow } => {
+                // MERGE(create_replica): in a standby cluster Patroni clones a member with
+                // `standby_cluster.create_replica_methods` (`self.standby_config()`).
                 let src = self.upstream_of(cluster, &source, false)?;
                 self.state = "creating replica".into();
                 self.role = "uninitialized".into();
