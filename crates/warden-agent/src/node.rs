@@ -334,7 +334,7 @@ impl<D: Dcs> Node<D> {
             }
             self.dcs_last_seen = epoch_secs();
             self.cluster_valid_until_ms = Some(monotonic_ms() + self.dynamic.ttl * 1000);
-            self.cluster = Some(Arc::new(c.clone()));
+            self.cluster = Some(Arc::new(self.published_view(c)));
         }
         let local = self.observe(cluster.as_ref()).await;
         if self.pg_config_changed && local.running {

@@ -346,6 +346,24 @@ impl<D: Dcs> Node<D> {
 }
 
 impl<D: Dcs> Node<D> {
+    /// The cluster view the REST API answers from: without a `config` key in the DCS it
+    /// carries the dynamic configuration in effect (version 0, so `GET /config` still
+    /// says there is none), as Patroni's API falls back to its global config. Otherwise a
+    /// new standby leader whose scope has no config yet would answer `/primary` with 200.
+    pub(super) fn published_view(&self, c: &Cluster) -> Cluster {
+        let mut view = c.clone();
+        if c.config
+            .as_ref()
+            .is_none_or(|k| k.value.as_object().is_none_or(|o| o.is_empty()))
+        {
+            view.config = Some(warden_core::cluster::ConfigKey {
+                value: self.dynamic.raw.clone(),
+                version: 0,
+            });
+        }
+        view
+    }
+
     /// The role of a running PostgreSQL as Patroni names it: `primary`, or for a
     /// standby `standby_leader` while this node leads a standby cluster, else `replica`.
     pub(super) fn running_role(&self, in_recovery: bool) -> &'static str {
