@@ -1,6 +1,7 @@
 //! `warden`: the HA agent. Reads a Patroni-style `patroni.yml`, keeps the local
 //! PostgreSQL in the right role using etcd, and serves Patroni's REST API.
 
+mod dynamic_cache;
 mod logging;
 mod management;
 mod node;
@@ -127,24 +128,16 @@ async fn run(
     {
         anyhow::bail!("refusing to start: {rule}");
     }
-    if cfg
-        .bootstrap
-        .as_ref()
-        .is_some_and(|b| warden_core::cluster::GlobalFlags::from_config(&b.dcs).standby_cluster)
-    {
-        anyhow::bail!(
-            "refusing to start: bootstrap.dcs: {}",
-            warden_core::ha::STANDBY_CLUSTER_UNSUPPORTED
-        );
-    }
-    // Dynamic config until the DCS has one (S5): bootstrap.dcs, else defaults.
-    let bootstrap_dcs = cfg
-        .bootstrap
-        .as_ref()
-        .map(|b| b.dcs.clone())
-        .unwrap_or_else(|| serde_json::json!({}));
-    let (dynamic, warnings) =
-        DynamicConfig::from_value_with_min_ttl(&bootstrap_dcs, cfg.warden.min_ttl);
+    // Dynamic config until the DCS has one (S5): the copy the last run saved in the data
+    // directory (patroni.dynamic.json), else bootstrap.dcs, else defaults.
+    let cached = dynamic_cache::load(&cfg.postgresql.data_dir);
+    let initial = cached.clone().unwrap_or_else(|| {
+        cfg.bootstrap
+            .as_ref()
+            .map(|b| b.dcs.clone())
+            .unwrap_or_else(|| serde_json::json!({}))
+    });
+    let (dynamic, warnings) = DynamicConfig::from_value_with_min_ttl(&initial, cfg.warden.min_ttl);
     for w in warnings {
         warn!("{w}");
     }
@@ -259,6 +252,7 @@ async fn run(
     };
     let data_dir = cfg.postgresql.data_dir.clone();
     let mut node = node::Node::new(cfg, dynamic, io)?;
+    node.dynamic_saved(cached);
     match node.run(stop_rx).await {
         node::Exit::Shutdown => {
             info!("shutting down");

@@ -28,6 +28,7 @@ use warden_dcs::Dcs;
 use warden_pg::{DataDirState, PgStatus, Postgres, StopMode, Upstream};
 
 mod slots;
+mod standby;
 
 /// A bootstrap that failed and was cleaned up: the agent exits ("Failed to bootstrap
 /// cluster"), as Patroni does, instead of retrying on a half-initialised directory.
@@ -64,6 +65,11 @@ pub struct Node<D: Dcs> {
     memory: NodeMemory,
     /// Member we configured PostgreSQL to stream from.
     following: Option<String>,
+    /// Standby cluster: the remote site PostgreSQL's recovery configuration follows
+    /// (None: a member, nothing, or not known since the agent started).
+    remote: Option<warden_core::standby::RemoteSource>,
+    /// The dynamic configuration as last saved to `patroni.dynamic.json`.
+    saved_dynamic: Option<Value>,
     /// Set after a promotion until the background CHECKPOINT that puts the new timeline
     /// into pg_control has finished: until then the member key says
     /// `checkpoint_after_promote: false` and nobody may pg_rewind from us.
@@ -185,6 +191,8 @@ impl<D: Dcs> Node<D> {
                 ..NodeMemory::default()
             },
             following: None,
+            remote: None,
+            saved_dynamic: None,
             state: "stopped".into(),
             role: "uninitialized".into(),
             last_pg: None,
@@ -326,7 +334,7 @@ impl<D: Dcs> Node<D> {
             }
             self.dcs_last_seen = epoch_secs();
             self.cluster_valid_until_ms = Some(monotonic_ms() + self.dynamic.ttl * 1000);
-            self.cluster = Some(Arc::new(c.clone()));
+            self.cluster = Some(Arc::new(self.published_view(c)));
         }
         let local = self.observe(cluster.as_ref()).await;
         if self.pg_config_changed && local.running {
@@ -423,6 +431,7 @@ impl<D: Dcs> Node<D> {
             self.memory.prev_wal_position = Some(after.wal_position);
         }
         self.watchdog_after_cycle(ha_settings.paused, after.running);
+        self.save_dynamic_cache();
         if cluster.is_some() {
             self.touch_member().await;
         }
@@ -438,7 +447,7 @@ impl<D: Dcs> Node<D> {
         let Some(st) = &self.last_pg else {
             return;
         };
-        let role = if st.in_recovery { "replica" } else { "primary" }.to_string();
+        let role = self.running_role(st.in_recovery).to_string();
         match self.callback_role.as_deref() {
             None => self.callbacks.fire("on_start", &role),
             Some(prev) if prev != role => self.callbacks.fire("on_role_change", &role),
@@ -449,24 +458,18 @@ impl<D: Dcs> Node<D> {
 
     /// Rewrites postgresql.conf/pg_hba.conf for the current role and reloads PostgreSQL.
     async fn rewrite_config_and_reload(&mut self, cluster: Option<&Cluster>, why: &str) {
-        let (up, standby) = match &self.last_pg {
-            Some(st) if st.in_recovery => (
-                self.following
-                    .clone()
-                    .and_then(|f| self.upstream_of(cluster?, &f, true).ok()),
-                true,
-            ),
-            Some(_) => (None, false),
+        let standby = match &self.last_pg {
+            Some(st) => st.in_recovery,
             None => return,
         };
-        if let Err(e) = self.pg.write_config(up.as_ref(), standby) {
-            error!("cannot rewrite the PostgreSQL configuration: {e}");
+        if let Err(e) = self.write_current_config(cluster, standby) {
+            error!("cannot rewrite the PostgreSQL configuration: {e:#}");
             return;
         }
         match self.pg.reload().await {
             Ok(()) => {
                 info!("reloaded PostgreSQL: {why}");
-                let role = if standby { "replica" } else { "primary" };
+                let role = self.running_role(standby);
                 self.callbacks.fire("on_reload", role);
             }
             Err(e) => error!("pg_ctl reload failed: {e}"),
@@ -528,16 +531,13 @@ impl<D: Dcs> Node<D> {
         }
     }
 
-    /// Dynamic config from the DCS (or, before the cluster has one, `bootstrap.dcs`).
+    /// Dynamic config from the DCS (or, while the cluster has none, the one in effect).
     fn apply_dynamic_config(&mut self, c: &Cluster) {
+        // Without a config key the one in effect stays (from the DCS earlier, else
+        // patroni.dynamic.json or bootstrap.dcs at start, S5), as Patroni keeps it.
         let source = match &c.config {
             Some(k) if k.value.as_object().is_some_and(|o| !o.is_empty()) => k.value.clone(),
-            _ => self
-                .cfg
-                .bootstrap
-                .as_ref()
-                .map(|b| b.dcs.clone())
-                .unwrap_or(Value::Object(Default::default())),
+            _ => self.dynamic.raw.clone(),
         };
         let min_ttl = self.cfg.warden.min_ttl;
         if source == self.dynamic.raw && min_ttl == self.dynamic.min_ttl {
@@ -550,8 +550,15 @@ impl<D: Dcs> Node<D> {
         if dynamic.ttl != self.dynamic.ttl {
             self.dcs.set_ttl(dynamic.ttl);
         }
+        let standby_before = self.standby_config();
         self.dynamic = dynamic;
         self.rebuild_pg_settings();
+        // A standby cluster's archive commands go into every member's recovery
+        // configuration: rewrite it when they change (the standby leader's source is
+        // the decision's to change).
+        if self.standby_config() != standby_before {
+            self.pg_config_changed = true;
+        }
     }
 
     /// New PostgreSQL settings from the current local + dynamic config; a change in
@@ -675,7 +682,7 @@ impl<D: Dcs> Node<D> {
     fn restart_refusal(&self, req: &RestartRequest) -> Option<String> {
         let st = self.last_pg.as_ref();
         let my_role = st
-            .map(|s| if s.in_recovery { "replica" } else { "primary" })
+            .map(|s| self.running_role(s.in_recovery))
             .unwrap_or(self.role.as_str());
         let ok = restart_conditions_met(
             req,
@@ -694,13 +701,7 @@ impl<D: Dcs> Node<D> {
             .map(|c| (*c).clone())
             .unwrap_or_default();
         let standby = self.last_pg.as_ref().map(|s| s.in_recovery).unwrap_or(true);
-        let up = if standby {
-            self.following
-                .clone()
-                .and_then(|f| self.upstream_of(&cluster, &f, true).ok())
-        } else {
-            None
-        };
+        let role = self.running_role(standby);
         if standby {
             self.leave_sync_set().await;
         }
@@ -711,7 +712,7 @@ impl<D: Dcs> Node<D> {
         // Back in the synchronous set once PostgreSQL runs again (next member update).
         self.leaving_sync = false;
         stopped?;
-        self.pg.write_config(up.as_ref(), standby)?;
+        self.write_current_config(Some(&cluster), standby)?;
         if let Err(e) = self.pg.start().await {
             self.state = "restart failed".into();
             return Err(e.into());
@@ -719,7 +720,6 @@ impl<D: Dcs> Node<D> {
         self.state = "running".into();
         let _ = self.observe(Some(&cluster)).await;
         self.check_pending_restart().await;
-        let role = if standby { "replica" } else { "primary" };
         self.callbacks.fire("on_restart", role);
         info!("restarted PostgreSQL");
         self.touch_member().await;
@@ -859,6 +859,8 @@ impl<D: Dcs> Node<D> {
             data_dir,
             running,
             following: self.following.clone(),
+            remote: self.remote.clone(),
+            standby_leader: self.role == standby::STANDBY_LEADER,
             ..LocalPg::default()
         };
         if running {
@@ -866,7 +868,7 @@ impl<D: Dcs> Node<D> {
             match self.pg.query_status().await {
                 Ok(st) => {
                     self.state = "running".into();
-                    self.role = if st.in_recovery { "replica" } else { "primary" }.into();
+                    self.role = self.running_role(st.in_recovery).into();
                     self.last_pg = Some(st);
                     self.pg_unanswered_since_ms = None;
                 }
@@ -1233,7 +1235,22 @@ impl<D: Dcs> Node<D> {
                 Ok(())
             }
             Action::Bootstrap => self.bootstrap().await,
+            Action::WriteConfig => self.write_config_key(cluster).await,
+            Action::FollowRemote {
+                source,
+                standby_leader,
+            } => self.follow_remote(source, standby_leader).await,
+            Action::DemoteToStandby { source } => self.demote_to_standby(source).await,
+            Action::BootstrapStandbyLeader {
+                source,
+                create_replica_methods,
+            } => {
+                self.bootstrap_standby_leader(source, create_replica_methods)
+                    .await
+            }
             Action::CloneFrom { source, follow } => {
+                // MERGE(create_replica): in a standby cluster Patroni clones a member with
+                // `standby_cluster.create_replica_methods` (`self.standby_config()`).
                 let src = self.upstream_of(cluster, &source, false)?;
                 self.state = "creating replica".into();
                 self.role = "uninitialized".into();
@@ -1259,16 +1276,22 @@ impl<D: Dcs> Node<D> {
             }
             Action::Follow { upstream } => {
                 let up = self.upstream_of(cluster, &upstream, true)?;
-                self.pg.write_config(Some(&up), true)?;
+                // Not following the remote site any more (a standby cluster's member).
+                self.remote = None;
+                self.write_standby_config(Some(&up))?;
                 self.pg.reload().await?;
                 info!("primary_conninfo now points at {upstream}");
                 self.following = Some(upstream);
+                if self.role == standby::STANDBY_LEADER {
+                    self.role = "replica".into();
+                }
                 Ok(())
             }
             Action::Promote => {
                 self.pg.promote().await?;
                 self.start_checkpoint_after_promote();
                 self.following = None;
+                self.remote = None;
                 self.role = "primary".into();
                 self.callback_role = Some("primary".into());
                 self.callbacks.fire("on_role_change", "primary");
@@ -1304,6 +1327,7 @@ impl<D: Dcs> Node<D> {
                 self.state = "stopped".into();
                 self.role = "demoted".into();
                 self.following = None;
+                self.remote = None;
                 self.last_pg = None;
                 if mode == DemoteMode::Graceful {
                     // The replicas have the shutdown checkpoint now: publish where the WAL
@@ -1352,6 +1376,7 @@ impl<D: Dcs> Node<D> {
                 }
                 self.pg.remove_data_dir().await?;
                 self.role = "uninitialized".into();
+                self.remote = None;
                 Ok(())
             }
             Action::ReleaseLeader => {
@@ -1403,6 +1428,7 @@ impl<D: Dcs> Node<D> {
                 self.role = "demoted".into();
                 self.last_pg = None;
                 self.following = None;
+                self.remote = None;
                 Ok(())
             }
             Action::RecheckSoon => {
@@ -1425,14 +1451,7 @@ impl<D: Dcs> Node<D> {
                 self.pg_config_changed = false;
                 if self.pg.is_running() {
                     let standby = !local.is_primary;
-                    let up = if standby {
-                        self.following
-                            .clone()
-                            .and_then(|f| self.upstream_of(cluster, &f, true).ok())
-                    } else {
-                        None
-                    };
-                    self.pg.write_config(up.as_ref(), standby)?;
+                    self.write_current_config(Some(cluster), standby)?;
                     self.pg.reload().await?;
                     if !standby {
                         // A standby confirms a change only with WAL written after it: note
@@ -1511,7 +1530,8 @@ impl<D: Dcs> Node<D> {
             None => None,
         };
         self.state = "starting".into();
-        self.pg.write_config(up.as_ref(), true)?;
+        self.remote = None;
+        self.write_standby_config(up.as_ref())?;
         let started = self.pg.start().await;
         self.note_start_result(&started);
         if let Err(e) = started {
@@ -1644,6 +1664,11 @@ impl<D: Dcs> Node<D> {
             .unwrap_or(local.wal_position);
         let status = self.leader_status(cluster, wal, st.as_ref());
         self.dcs.set_status(&status.to_json()).await?;
+        if self.role == standby::STANDBY_LEADER {
+            // The history of a standby cluster is the remote site's; Patroni writes the
+            // key only as a primary.
+            return Ok(());
+        }
         let tl = st
             .as_ref()
             .and_then(|s| s.timeline)
@@ -1829,7 +1854,7 @@ impl<D: Dcs> Node<D> {
                 .insert("checkpoint_after_promote".into(), Value::Bool(false));
         }
         if let Some(st) = &self.last_pg {
-            d.role = Some(if st.in_recovery { "replica" } else { "primary" }.into());
+            d.role = Some(self.running_role(st.in_recovery).into());
             d.xlog_location = Some(st.wal_position);
             d.timeline = st.timeline;
             if st.in_recovery {
@@ -1903,7 +1928,7 @@ impl<D: Dcs> Node<D> {
             scope: self.cfg.scope.clone(),
             state: self.state.clone(),
             role: st
-                .map(|s| if s.in_recovery { "replica" } else { "primary" }.to_string())
+                .map(|s| self.running_role(s.in_recovery).to_string())
                 .unwrap_or_else(|| self.role.clone()),
             pg_answered: st.is_some(),
             postmaster_start_time: st.map(|s| s.postmaster_start_time.clone()),

@@ -144,6 +144,10 @@ pub fn ha_settings(cfg: &Config, dynamic: &DynamicConfig, can_rewind: bool) -> H
         // Runtime state, filled in by the executor each cycle.
         watchdog_failed: false,
         failsafe_mode: dynamic.failsafe_mode,
+        standby_cluster: warden_core::standby::StandbyCluster::from_config(
+            &dynamic.raw,
+            dynamic.use_slots,
+        ),
     }
 }
 

@@ -187,16 +187,16 @@ fn unsafe_timing_is_refused_at_start_with_the_rule() {
 }
 
 #[test]
-fn standby_cluster_bootstrap_is_refused_at_start() {
+fn standby_cluster_with_a_bad_port_is_refused_at_start() {
     refused_at_start(
         "warden-standby-",
         |t| {
             t.replace(
                 "{ttl: 20, loop_wait: 2, retry_timeout: 5}",
-                "{ttl: 20, loop_wait: 2, retry_timeout: 5, standby_cluster: {host: 10.0.0.9, port: 5432}}",
+                "{ttl: 20, loop_wait: 2, retry_timeout: 5, standby_cluster: {host: 10.0.0.9, port: fifty}}",
             )
         },
-        "Warden does not support standby clusters yet",
+        "bootstrap.dcs.standby_cluster.port",
     );
 }
 

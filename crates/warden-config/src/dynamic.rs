@@ -274,10 +274,7 @@ impl DynamicConfig {
                 }
             },
         };
-        // Patroni features Warden does not have yet: say so rather than ignore them.
-        if m.get("standby_cluster").is_some_and(|v| !v.is_null()) {
-            w.push("standby_cluster is not implemented by Warden: it would run this cluster as a primary cluster; do not put Warden on a standby cluster's nodes yet".to_string());
-        }
+        standby_cluster_warnings(m.get("standby_cluster"), &mut w);
         d.member_slots_ttl = match m.get("member_slots_ttl").filter(|v| !v.is_null()) {
             None => 1800,
             Some(val) => match parse_duration_secs(val) {
@@ -326,6 +323,49 @@ impl DynamicConfig {
             )),
         }
         (d, w)
+    }
+}
+
+/// Values of `standby_cluster` that would be ignored (Patroni's schema: strings, an
+/// integer port up to 65535, a list of method names), one warning naming each key.
+fn standby_cluster_warnings(v: Option<&Value>, w: &mut Vec<String>) {
+    let sc = match v {
+        None | Some(Value::Null) => return,
+        Some(Value::Object(sc)) => sc,
+        Some(other) => {
+            w.push(format!(
+                "standby_cluster: expected a mapping, got {}, ignored",
+                crate::yaml::describe(other)
+            ));
+            return;
+        }
+    };
+    for (k, val) in sc {
+        let ok = match k.as_str() {
+            "host" | "primary_slot_name" | "restore_command" | "archive_cleanup_command" => {
+                matches!(val, Value::String(_) | Value::Null)
+            }
+            "recovery_min_apply_delay" => {
+                matches!(val, Value::String(_) | Value::Number(_) | Value::Null)
+            }
+            "port" => match val {
+                Value::Null => true,
+                Value::String(s) => s.trim().parse::<u16>().is_ok() || s.is_empty(),
+                _ => value_as_int(val).is_some_and(|p| (0..=65535).contains(&p)),
+            },
+            "create_replica_methods" => match val {
+                Value::Array(a) => a.iter().all(Value::is_string),
+                Value::String(_) | Value::Null => true,
+                _ => false,
+            },
+            _ => true,
+        };
+        if !ok {
+            w.push(format!(
+                "standby_cluster.{k}: unexpected value {}, ignored",
+                crate::yaml::describe(val)
+            ));
+        }
     }
 }
 

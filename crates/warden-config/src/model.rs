@@ -1619,13 +1619,30 @@ fn check_dcs(ld: &mut Loader, dcs: &Obj) {
             ),
         }
     }
-    for k in [
-        "standby_cluster",
-        "slots",
-        "permanent_slots",
-        "permanent_replication_slots",
-    ] {
+    for k in ["slots", "permanent_slots", "permanent_replication_slots"] {
         ld.obj(dcs, k, p);
+    }
+    if let Some(sc) = ld.obj(dcs, "standby_cluster", p) {
+        // Patroni's schema for the section (validator.py).
+        let sp = "bootstrap.dcs.standby_cluster";
+        for k in [
+            "host",
+            "primary_slot_name",
+            "restore_command",
+            "archive_cleanup_command",
+            "recovery_min_apply_delay",
+        ] {
+            ld.str_(sc, k, sp);
+        }
+        if let Some(port) = ld.int(sc, "port", sp) {
+            if !(0..=65535).contains(&port) {
+                ld.invalid(
+                    join(sp, "port"),
+                    format!("must be at most 65535, got {port}"),
+                );
+            }
+        }
+        ld.str_list(sc, "create_replica_methods", sp);
     }
     if let Some(pg) = ld.obj(dcs, "postgresql", p) {
         let pp = "bootstrap.dcs.postgresql";

@@ -1206,8 +1206,26 @@ fn warden_min_ttl_lowers_the_ttl_floor_within_bounds() {
         "permanent slots are implemented: {w:?}"
     );
     assert!(
+        !w.iter().any(|m| m.contains("standby_cluster")),
+        "standby clusters are implemented: {w:?}"
+    );
+    // A standby_cluster value of the wrong type is named (and then ignored).
+    let (_, w) = DynamicConfig::from_value(&json!({
+        "standby_cluster": {"host": "h", "port": "fifty", "create_replica_methods": [1]}
+    }));
+    assert!(
+        w.iter().any(|m| m.starts_with("standby_cluster.port: ")),
+        "{w:?}"
+    );
+    assert!(
         w.iter()
-            .any(|m| m.starts_with("standby_cluster is not implemented")),
+            .any(|m| m.starts_with("standby_cluster.create_replica_methods: ")),
+        "{w:?}"
+    );
+    let (_, w) = DynamicConfig::from_value(&json!({"standby_cluster": [1]}));
+    assert!(
+        w.iter()
+            .any(|m| m.starts_with("standby_cluster: expected a mapping")),
         "{w:?}"
     );
     assert!(

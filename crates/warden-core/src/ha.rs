@@ -58,6 +58,9 @@ pub struct HaSettings {
     /// `failsafe_mode`: a primary that loses the DCS keeps running while every member
     /// of the `failsafe` key acknowledges it.
     pub failsafe_mode: bool,
+    /// A valid `standby_cluster` section: this is a standby cluster following that
+    /// remote site (synchronous mode is then ignored).
+    pub standby_cluster: Option<crate::standby::StandbyCluster>,
 }
 
 impl Default for HaSettings {
@@ -81,6 +84,7 @@ impl Default for HaSettings {
             primary_race_backoff: 0,
             watchdog_failed: false,
             failsafe_mode: false,
+            standby_cluster: None,
         }
     }
 }
@@ -129,6 +133,11 @@ pub struct LocalPg {
     /// How long (ms) the running postmaster has not answered queries (0: it answered
     /// this cycle). The other fields then hold what it last said.
     pub unresponsive_ms: u64,
+    /// Standby cluster: the remote source PostgreSQL's recovery configuration follows,
+    /// as last written (None: it follows a member, nothing, or the agent does not know).
+    pub remote: Option<crate::standby::RemoteSource>,
+    /// The node runs as the standby leader (role `standby_leader`).
+    pub standby_leader: bool,
 }
 
 impl Default for LocalPg {
@@ -146,6 +155,8 @@ impl Default for LocalPg {
             synchronous_standby_names: String::new(),
             synchronous_commit: String::new(),
             unresponsive_ms: 0,
+            remote: None,
+            standby_leader: false,
         }
     }
 }
@@ -466,6 +477,37 @@ pub enum Action {
         /// ms since the epoch
         epoch_ms: i64,
     },
+    /// L4: the lock holder writes its dynamic configuration to the missing (or empty)
+    /// `config` key (a node that adopted an existing data directory, a standby leader of
+    /// a new scope).
+    WriteConfig,
+    /// Standby cluster: point PostgreSQL's recovery configuration at the remote site
+    /// (reload, restart where the version needs it; start it when stopped) and run as the
+    /// standby leader (`standby_leader`: role `standby_leader`, `on_role_change`) or as a
+    /// replica following the remote while the standby cluster has no leader.
+    FollowRemote {
+        /// the remote site
+        source: crate::standby::RemoteSource,
+        /// run as the standby leader
+        standby_leader: bool,
+    },
+    /// Standby cluster configured on a running primary holding the lock
+    /// (`demote-cluster`): fast stop (archiving the WAL file with the shutdown
+    /// checkpoint when archiving is on), keep the lock with the shutdown checkpoint as
+    /// `optime`, start as the standby leader following `source`.
+    DemoteToStandby {
+        /// the remote site
+        source: crate::standby::RemoteSource,
+    },
+    /// B1 won in a standby cluster: build the data directory from the remote site, start
+    /// following it, then publish `initialize`, `config` and take the leader key as the
+    /// standby leader. Failure cancels the initialisation (as [`Action::Bootstrap`]).
+    BootstrapStandbyLeader {
+        /// the remote site
+        source: crate::standby::RemoteSource,
+        /// `standby_cluster.create_replica_methods` (empty: the member's own)
+        create_replica_methods: Vec<String>,
+    },
     /// Fatal: stop the agent with this message and exit code (PostgreSQL left as is).
     Exit {
         /// message logged at CRITICAL
@@ -512,9 +554,6 @@ pub struct HaInput<'a> {
     pub now_epoch_ms: i64,
 }
 
-/// Why an agent exits when the cluster is configured as a standby cluster.
-pub const STANDBY_CLUSTER_UNSUPPORTED: &str = "standby_cluster is configured, but Warden does not support standby clusters yet: exiting without touching PostgreSQL (continuing would run this cluster as a primary cluster)";
-
 fn act(actions: Vec<Action>, reason: impl Into<String>) -> Step {
     Step::Act(Decision {
         actions,
@@ -535,23 +574,26 @@ pub fn decide(input: &HaInput<'_>) -> Step {
 }
 
 fn decide_inner(i: &HaInput<'_>) -> Step {
+    // Synchronous replication is ignored in a standby cluster (Patroni's
+    // `is_synchronous_mode`): nothing there commits, and its members must race as equals.
+    if i.settings.standby_cluster.is_some() && i.settings.sync.mode != crate::sync::SyncMode::Off {
+        let settings = HaSettings {
+            sync: crate::sync::SyncSettings {
+                mode: crate::sync::SyncMode::Off,
+                ..i.settings.sync.clone()
+            },
+            ..i.settings.clone()
+        };
+        return decide_inner(&HaInput {
+            settings: &settings,
+            ..i.clone()
+        });
+    }
     let Some(cluster) = i.cluster else {
         return dcs_unreachable(i);
     };
     let me = i.me;
     let i_hold_lock = cluster.leader_name() == Some(me);
-
-    // Standby clusters are not built yet. Going on would run this cluster as a primary
-    // cluster (promote its standby leader, or bootstrap a new primary), so stop here and
-    // leave PostgreSQL exactly as it is.
-    if crate::cluster::GlobalFlags::from_cluster(Some(cluster)).standby_cluster {
-        return act(
-            vec![Action::Exit {
-                message: STANDBY_CLUSTER_UNSUPPORTED.into(),
-            }],
-            "standby_cluster is configured and not supported",
-        );
-    }
 
     // L9: the data directory.
     let sysid = match &i.pg.data_dir {
@@ -606,6 +648,15 @@ fn decide_inner(i: &HaInput<'_>) -> Step {
             }
         }
     }
+    // L4: the lock holder publishes its dynamic configuration when the DCS has none.
+    if i_hold_lock
+        && cluster
+            .config
+            .as_ref()
+            .is_none_or(|c| c.value.as_object().is_none_or(|o| o.is_empty()))
+    {
+        pre.push(Action::WriteConfig);
+    }
 
     // Failsafe: while the leader key is missing, a primary that pinged me over
     // `POST /failsafe` within the last ttl is the leader (it may be running without the
@@ -641,7 +692,9 @@ fn decide_inner(i: &HaInput<'_>) -> Step {
             ),
         );
     }
-    let step = if !i.pg.running {
+    let step = if let Some(sc) = &i.settings.standby_cluster {
+        standby::decide(i, cluster, sc, i_hold_lock)
+    } else if !i.pg.running {
         pg_not_running(i, cluster, i_hold_lock)
     } else if cluster.is_unlocked() {
         unlocked(i, cluster)
@@ -788,9 +841,15 @@ fn empty_data_dir(i: &HaInput<'_>, cluster: &Cluster, i_hold_lock: bool) -> Step
         if cluster.initialize.is_none() && !i.settings.nofailover && i.settings.can_bootstrap {
             return match i.answers.initialize_race {
                 None => Step::Ask(Question::RaceInitialize),
-                Some(true) => act(vec![Action::Bootstrap], "trying to bootstrap a new cluster"),
+                Some(true) => match &i.settings.standby_cluster {
+                    Some(sc) => standby::bootstrap(sc),
+                    None => act(vec![Action::Bootstrap], "trying to bootstrap a new cluster"),
+                },
                 Some(false) => act(vec![], "failed to acquire initialize lock"),
             };
+        }
+        if i.settings.standby_cluster.is_some() {
+            return act(vec![], "waiting for standby_leader to bootstrap");
         }
         return act(vec![], "waiting for leader to bootstrap");
     }
@@ -1665,6 +1724,16 @@ fn locked_by_other(i: &HaInput<'_>, cluster: &Cluster) -> Step {
             "demoting self because I do not have the lock and I was a leader",
         );
     }
+    let msg = format!(
+        "no action. I am ({}), a secondary, and following a leader ({leader})",
+        i.me
+    );
+    follow_leader(i, cluster, leader, msg)
+}
+
+/// FW1 for a replica of a locked cluster: check divergence from the leader when it may
+/// have diverged, then stream from the node to follow (the leader or `replicatefrom`).
+fn follow_leader(i: &HaInput<'_>, cluster: &Cluster, leader: &str, msg: String) -> Step {
     let follow = node_to_follow(i, cluster);
     // FW1.8: a replica left behind on an older timeline that does not stream may have
     // diverged (e.g. it replayed WAL past the fork point): check and rewind.
@@ -1683,10 +1752,6 @@ fn locked_by_other(i: &HaInput<'_>, cluster: &Cluster) -> Step {
             Some(_) => {}
         }
     }
-    let msg = format!(
-        "no action. I am ({}), a secondary, and following a leader ({leader})",
-        i.me
-    );
     match follow {
         Some(up) if i.pg.following.as_deref() != Some(up.as_str()) => {
             act(vec![Action::Follow { upstream: up }], msg)
@@ -1696,6 +1761,7 @@ fn locked_by_other(i: &HaInput<'_>, cluster: &Cluster) -> Step {
 }
 
 mod leading;
+mod standby;
 
 #[cfg(test)]
 mod tests;

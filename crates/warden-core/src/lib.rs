@@ -8,11 +8,14 @@
 //! * [`lsn`]: WAL position helpers.
 //! * [`slots`]: which replication slots exist where, what to drop, advance and copy,
 //!   and what the leader publishes about them.
+//! * [`standby`]: the `standby_cluster` section (a cluster replicating from a remote
+//!   site, led by a standby leader).
 
 pub mod cluster;
 pub mod ha;
 pub mod lsn;
 pub mod slots;
+pub mod standby;
 pub mod status;
 pub mod sync;
 

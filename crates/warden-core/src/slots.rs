@@ -192,6 +192,22 @@ impl SlotsConfig {
                     .push(format!("Bad value for permanent_slots: {section}")),
             }
         }
+        // A standby cluster keeps only physical permanent slots, those not restricted to
+        // primary clusters (Patroni's `permanent_physical_slots`); `cluster_type:
+        // standby` ones apply on every node there.
+        if crate::cluster::GlobalFlags::from_config(config).standby_cluster {
+            out.permanent = std::mem::take(&mut out.permanent)
+                .into_iter()
+                .filter_map(|(name, slot)| match slot {
+                    PermanentSlot::Physical { cluster_type }
+                        if cluster_type.as_deref() != Some("primary") =>
+                    {
+                        Some((name, PermanentSlot::Physical { cluster_type: None }))
+                    }
+                    _ => None,
+                })
+                .collect();
+        }
         if let Some(Value::Array(list)) = config.get("ignore_slots") {
             for m in list.iter().filter_map(Value::as_object) {
                 out.ignore.push(IgnoreMatcher {
@@ -373,7 +389,8 @@ pub struct Desired {
 }
 
 /// Patroni's `Cluster.get_replication_slots` for the node `name` with `tags` in `role`
-/// (PostgreSQL 11+: slots can be advanced; standby clusters are not supported).
+/// (PostgreSQL 11+: slots can be advanced). A standby leader asks as
+/// [`SlotRole::Primary`]: its replicas stream from it.
 pub fn desired_slots(
     cluster: &Cluster,
     config: &SlotsConfig,

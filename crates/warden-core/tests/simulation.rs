@@ -43,6 +43,18 @@
 //! the lease invariant becomes:
 //! * a writable primary holds an unexpired lease, or is within a failsafe window (see
 //!   [`World::failsafe_covers`]).
+//!
+//! Standby-cluster runs (`standby_cluster` configured) replicate from a remote site: a
+//! primary outside the cluster whose WAL grows every tick. The cluster bootstraps its
+//! standby leader from it; the standby leader streams from it and the others from the
+//! standby leader. Besides the usual faults (switchovers of the standby leader
+//! included), the operator turns the cluster into a primary cluster (`promote-cluster`:
+//! the remote site stops first) and back (`demote-cluster`: the remote site is rebuilt
+//! from the primary, and promotes once nothing in the cluster can write). Invariants:
+//! * while the cluster is a standby cluster nothing in it promotes or bootstraps a new
+//!   primary (a decision taken with `standby_cluster` never does);
+//! * after faults heal, a standby cluster converges to one standby leader streaming
+//!   from the remote site that every other node streams from.
 
 use std::collections::{BTreeMap, VecDeque};
 use warden_core::cluster::{Cluster, KeyValue};
@@ -50,6 +62,7 @@ use warden_core::ha::{
     decide, Action, Answers, DataDir, DemoteMode, Divergence, HaInput, HaSettings, LocalPg,
     LockUpdate, NodeMemory, PeerStatus, Question, Step,
 };
+use warden_core::standby::{RemoteSource, StandbyCluster};
 use warden_core::sync::{StandbyConn, StandbyNames, SyncMode, SyncSettings};
 
 /// Patroni's floor, and the Warden-only `warden.min_ttl` floor.
@@ -58,6 +71,8 @@ const SHORT_TTL_MS: u64 = 8_000;
 const LOOP_MS: u64 = 2_000;
 const FENCE_MARGIN: u64 = 2_000;
 const SYSID: &str = "7000000000000000001";
+/// What `following` holds while a node streams from the remote site.
+const REMOTE: &str = "remote site";
 /// Lines of history printed with a failed invariant.
 const TRACE_LINES: usize = 400;
 
@@ -174,6 +189,10 @@ struct Node {
     failsafe_acked: Option<(u64, Vec<String>)>,
     /// No DCS and no REST to or from this node until then.
     isolated_until: u64,
+    /// Agent memory: the remote site PostgreSQL was configured to follow, and whether
+    /// it runs as the standby leader (node.rs's `remote` and `role`).
+    remote: Option<RemoteSource>,
+    standby_leader: bool,
 }
 
 #[derive(Default)]
@@ -188,6 +207,8 @@ struct Dcs {
     failover: Option<(String, i64)>,
     /// `failsafe` key (member → api_url JSON), written by the leader in failsafe mode.
     failsafe: Option<String>,
+    /// `config` key, written by the bootstrap or a lock holder that found it missing.
+    config: Option<String>,
     /// Last mod_revision handed out.
     revision: i64,
 }
@@ -208,6 +229,11 @@ struct Stats {
     failsafe_beyond_lease: u32,
     /// Frozen primaries killed by their agent (F1).
     frozen_kills: u32,
+    /// Standby clusters: a node took the standby leader role.
+    standby_leaders: u32,
+    /// Standby clusters: `promote-cluster` / `demote-cluster` carried out.
+    cluster_promotions: u32,
+    cluster_demotions: u32,
 }
 
 impl std::ops::Add for Stats {
@@ -220,12 +246,28 @@ impl std::ops::Add for Stats {
             strict_async_acks: self.strict_async_acks + o.strict_async_acks,
             failsafe_beyond_lease: self.failsafe_beyond_lease + o.failsafe_beyond_lease,
             frozen_kills: self.frozen_kills + o.frozen_kills,
+            standby_leaders: self.standby_leaders + o.standby_leaders,
+            cluster_promotions: self.cluster_promotions + o.cluster_promotions,
+            cluster_demotions: self.cluster_demotions + o.cluster_demotions,
         }
     }
 }
 
+/// The remote site of a standby-cluster run.
+struct Remote {
+    /// The cluster's dynamic configuration has `standby_cluster` (pointing here).
+    configured: bool,
+    /// The remote site's PostgreSQL: a running primary writes every tick.
+    pg: Pg,
+    /// After `demote-cluster`: the remote site replicates from the cluster's primary
+    /// until nothing in the cluster can write, then promotes.
+    tracking: bool,
+}
+
 struct World {
     seed: u64,
+    /// A standby-cluster run.
+    remote: Option<Remote>,
     now: u64,
     dcs: Dcs,
     nodes: Vec<Node>,
@@ -289,10 +331,13 @@ impl World {
                 status_primary: false,
                 failsafe_acked: None,
                 isolated_until: 0,
+                remote: None,
+                standby_leader: false,
             })
             .collect();
         World {
             seed,
+            remote: None,
             now: 0,
             dcs: Dcs::default(),
             nodes,
@@ -317,6 +362,55 @@ impl World {
 
     fn sync_on(&self) -> bool {
         self.sync.mode != SyncMode::Off
+    }
+
+    /// A standby-cluster run: the remote site writes on timeline 1 from the start.
+    fn standby(mut self) -> World {
+        self.remote = Some(Remote {
+            configured: true,
+            pg: Pg {
+                initialized: true,
+                running: true,
+                primary: true,
+                timeline: 1,
+                wal: 1,
+                ..Pg::default()
+            },
+            tracking: false,
+        });
+        self
+    }
+
+    /// The `standby_cluster` section every node reads now (None: a primary cluster).
+    fn standby_config(&self) -> Option<StandbyCluster> {
+        self.remote
+            .as_ref()
+            .filter(|r| r.configured)
+            .map(|_| StandbyCluster {
+                source: RemoteSource {
+                    host: Some("remote.site".into()),
+                    port: Some(5432),
+                    ..RemoteSource::default()
+                },
+                create_replica_methods: vec![],
+            })
+    }
+
+    /// Node `j` streams from the remote site right now (as [`World::upstream`] for a
+    /// member).
+    fn streams_from_remote(&self, j: usize) -> bool {
+        let n = &self.nodes[j];
+        let Some(r) = &self.remote else {
+            return false;
+        };
+        n.pg.running
+            && !n.pg.primary
+            && n.following.as_deref() == Some(REMOTE)
+            && n.link_down_until <= self.now
+            && n.isolated_until <= self.now
+            && !self.pg_frozen(j)
+            && r.pg.running
+            && self.timelines.is_prefix(&n.pg, &r.pg)
     }
 
     fn quorum(&self) -> bool {
@@ -367,6 +461,9 @@ impl World {
         ));
         if let Some(f) = &self.dcs.failsafe {
             kvs.push(kv("failsafe", f));
+        }
+        if let Some(c) = &self.dcs.config {
+            kvs.push(kv("config", c));
         }
         for (key, slot) in [("sync", &self.dcs.sync), ("failover", &self.dcs.failover)] {
             if let Some((value, version)) = slot {
@@ -562,6 +659,8 @@ impl World {
                 running: true,
                 following: n.following.clone(),
                 unresponsive_ms: self.now - since,
+                remote: n.remote.clone(),
+                standby_leader: n.standby_leader,
                 ..last
             };
         }
@@ -587,6 +686,8 @@ impl World {
             },
             synchronous_commit: "on".into(),
             unresponsive_ms: 0,
+            remote: n.remote.clone(),
+            standby_leader: n.standby_leader,
         };
         let n = &mut self.nodes[i];
         n.pg_unanswered_since = None;
@@ -653,6 +754,7 @@ impl World {
             can_rewind: true,
             sync: self.sync.clone(),
             failsafe_mode: self.failsafe,
+            standby_cluster: self.standby_config(),
             ..HaSettings::default()
         };
         let mut answers = Answers::default();
@@ -743,6 +845,17 @@ impl World {
                 decision.actions
             ));
         }
+        if settings.standby_cluster.is_some()
+            && decision
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Promote | Action::Bootstrap))
+        {
+            self.fail(format!(
+                "{me} promotes or bootstraps a primary in a standby cluster: {}",
+                decision.reason
+            ));
+        }
         for a in decision.actions {
             if let Action::Exit { message } = &a {
                 self.fail(format!(
@@ -764,6 +877,8 @@ impl World {
         if !partitioned {
             let role = if n.pg.running && n.pg.primary {
                 "primary"
+            } else if n.pg.running && n.standby_leader {
+                "standby_leader"
             } else {
                 "replica"
             };
@@ -841,14 +956,37 @@ impl World {
                 | Action::StartPrimary
                 | Action::StartReplica { .. }
                 | Action::CloneFrom { .. }
+                | Action::FollowRemote { .. }
+                | Action::DemoteToStandby { .. }
         );
         if needs_pg && self.pg_frozen(i) {
-            if !matches!(a, Action::Demote { .. }) {
+            if !matches!(a, Action::Demote { .. } | Action::DemoteToStandby { .. }) {
                 return false;
             }
             // As node.rs: a demotion of a PostgreSQL that does not answer kills it for
             // good instead of asking it to shut down.
             self.kill_instance(i);
+        }
+        // As node.rs: PostgreSQL no longer follows the remote site (or runs as the
+        // standby leader) once it follows a member, promotes, stops or is rebuilt.
+        let was_standby_leader = self.nodes[i].standby_leader;
+        if matches!(
+            a,
+            Action::Bootstrap
+                | Action::CloneFrom { .. }
+                | Action::StartPrimary
+                | Action::StartReplica { .. }
+                | Action::Follow { .. }
+                | Action::Promote
+                | Action::Demote { .. }
+                | Action::Rewind { .. }
+                | Action::RemoveDataDir
+                | Action::KillPostgres
+                | Action::AbandonLeader
+        ) {
+            let n = &mut self.nodes[i];
+            n.remote = None;
+            n.standby_leader = false;
         }
         match a {
             Action::Bootstrap => {
@@ -860,8 +998,78 @@ impl World {
                 };
                 self.start_pg(i, true);
                 self.dcs.initialize = Some(SYSID.into());
+                self.dcs.config = Some(r#"{"ttl":30}"#.into());
                 self.dcs.leader = Some((me, self.now + self.ttl_ms));
                 self.nodes[i].memory.leader_until_ms = Some(self.now + self.ttl_ms);
+            }
+            Action::BootstrapStandbyLeader { source, .. } => {
+                // A base backup of the remote site, then the cluster is published with
+                // this node as its standby leader (node.rs: failing exits the agent).
+                let Some(src) = self.remote.as_ref().map(|r| r.pg.clone()) else {
+                    self.fail(format!("{me}: standby bootstrap without a remote site"));
+                };
+                if !src.running {
+                    return false;
+                }
+                self.nodes[i].pg = Pg {
+                    initialized: true,
+                    timeline: src.timeline,
+                    wal: src.wal,
+                    ..Pg::default()
+                };
+                self.start_pg(i, false);
+                self.dcs.initialize = Some(SYSID.into());
+                self.dcs.config = Some(r#"{"ttl":30}"#.into());
+                self.dcs.leader = Some((me, self.now + self.ttl_ms));
+                self.stats.standby_leaders += 1;
+                let n = &mut self.nodes[i];
+                n.memory.leader_until_ms = Some(self.now + self.ttl_ms);
+                n.following = Some(REMOTE.into());
+                n.remote = Some(source);
+                n.standby_leader = true;
+            }
+            Action::FollowRemote {
+                source,
+                standby_leader,
+            } => {
+                if !self.nodes[i].pg.running {
+                    self.start_pg(i, false);
+                }
+                if standby_leader && !was_standby_leader {
+                    self.stats.standby_leaders += 1;
+                }
+                let n = &mut self.nodes[i];
+                n.following = Some(REMOTE.into());
+                n.remote = Some(source);
+                n.standby_leader = standby_leader;
+            }
+            Action::DemoteToStandby { source } => {
+                // Fast stop (the connected standbys, the remote site too, get the
+                // shutdown checkpoint), keep the lock, start following the remote site.
+                self.fast_shutdown(i);
+                self.nodes[i].pg.running = false;
+                self.stats.cluster_demotions += 1;
+                if !partitioned {
+                    if self.lease_valid_for(&me) {
+                        self.dcs.leader = Some((me, self.now + self.ttl_ms));
+                        self.nodes[i].memory.leader_until_ms = Some(self.now + self.ttl_ms);
+                    } else {
+                        self.nodes[i].memory.leader_until_ms = None;
+                    }
+                }
+                self.start_pg(i, false);
+                let n = &mut self.nodes[i];
+                n.following = Some(REMOTE.into());
+                n.remote = Some(source);
+                n.standby_leader = true;
+            }
+            Action::WriteConfig => {
+                if partitioned {
+                    return false;
+                }
+                self.dcs
+                    .config
+                    .get_or_insert_with(|| r#"{"ttl":30}"#.into());
             }
             Action::CloneFrom { source, follow } => {
                 let src = self.index(&source).map(|s| self.nodes[s].pg.clone());
@@ -883,6 +1091,7 @@ impl World {
             }
             Action::Follow { upstream } => self.nodes[i].following = Some(upstream),
             Action::Promote => {
+                self.stats.cluster_promotions += u32::from(was_standby_leader);
                 self.max_tl += 1;
                 let tl = self.max_tl;
                 let n = &mut self.nodes[i];
@@ -1048,6 +1257,7 @@ impl World {
                 self.nodes[j].pg.wal = wal;
             }
         }
+        self.track_remote(i);
     }
 
     /// Replication, writes, commit acknowledgements and the fence guards, every 100 ms
@@ -1090,9 +1300,73 @@ impl World {
                 n.pg.waiting.clear();
             }
         }
+        self.remote_site();
         self.stream();
         for p in 0..self.nodes.len() {
             self.acknowledge(p);
+        }
+    }
+
+    /// A remote site rebuilt from this cluster (`demote-cluster`) receives the WAL of
+    /// primary `p`.
+    fn track_remote(&mut self, p: usize) {
+        let pg = self.nodes[p].pg.clone();
+        let Some(r) = self.remote.as_mut().filter(|r| r.tracking) else {
+            return;
+        };
+        if self.timelines.is_prefix(&r.pg, &pg) {
+            r.pg.timeline = pg.timeline;
+            r.pg.wal = pg.wal;
+        }
+    }
+
+    /// The remote site: a primary writes; after `demote-cluster` it replicates from the
+    /// cluster's primary and promotes once nothing in the cluster can write any more.
+    fn remote_site(&mut self) {
+        let writable = (0..self.nodes.len()).find(|&i| self.writable(i));
+        let Some(r) = &mut self.remote else {
+            return;
+        };
+        if r.pg.running && r.pg.primary {
+            r.pg.wal += 1;
+        }
+        if !r.tracking {
+            return;
+        }
+        if let Some(p) = writable {
+            return self.track_remote(p);
+        }
+        self.max_tl += 1;
+        let tl = self.max_tl;
+        self.timelines.parent.insert(tl, (r.pg.timeline, r.pg.wal));
+        r.pg.timeline = tl;
+        r.pg.primary = true;
+        r.tracking = false;
+        self.log(format!("the remote site promotes (timeline {tl})"));
+    }
+
+    /// `promote-cluster` (the remote site stops first, then the cluster loses its
+    /// `standby_cluster` section) or `demote-cluster` (the section comes back; the remote
+    /// site is rebuilt from the primary and follows it until it can take over).
+    fn flip_cluster(&mut self) {
+        let writable = (0..self.nodes.len()).find(|&i| self.writable(i));
+        let primary = writable.map(|p| self.nodes[p].pg.clone());
+        let Some(r) = &mut self.remote else {
+            return;
+        };
+        if r.configured {
+            r.configured = false;
+            r.pg.running = false;
+            self.log("promote-cluster: the remote site stopped".into());
+        } else if let Some(pg) = primary {
+            r.configured = true;
+            r.tracking = true;
+            r.pg = Pg {
+                primary: false,
+                waiting: VecDeque::new(),
+                ..pg
+            };
+            self.log("demote-cluster".into());
         }
     }
 
@@ -1105,7 +1379,14 @@ impl World {
                 Some((j, self.nodes[u].pg.timeline, self.nodes[u].pg.wal))
             })
             .collect();
-        for (j, tl, end) in moves {
+        let remote_moves: Vec<(usize, u32, u64)> = (0..self.nodes.len())
+            .filter(|&j| self.streams_from_remote(j))
+            .filter_map(|j| {
+                let r = &self.remote.as_ref()?.pg;
+                Some((j, r.timeline, r.wal))
+            })
+            .collect();
+        for (j, tl, end) in moves.into_iter().chain(remote_moves) {
             let from = self.nodes[j].pg.wal;
             let to = if self.sync_on() && self.net.below(4) == 0 {
                 from + self.net.below(end.saturating_sub(from) + 1)
@@ -1258,6 +1539,7 @@ impl World {
         // runs from seven, so their seeds replay the same fault sequences as before the
         // later kinds existed.
         let base = match self.sync.mode {
+            _ if self.remote.is_some() => 8,
             SyncMode::Off => 5,
             SyncMode::On => 7,
             SyncMode::Quorum => 8,
@@ -1298,6 +1580,7 @@ impl World {
                     None,
                 );
             }
+            7 if self.remote.is_some() => self.flip_cluster(),
             _ => {
                 // The primary dies together with a replica (node i, or the next one when
                 // i is the primary): with quorum commit, possibly the only replica that
@@ -1372,6 +1655,8 @@ impl World {
                         ..NodeMemory::default()
                     };
                     n.following = None;
+                    n.remote = None;
+                    n.standby_leader = false;
                     n.managed_ssn = None;
                     n.pg_unanswered_since = None;
                     n.last_answer = None;
@@ -1393,6 +1678,18 @@ impl World {
             return false;
         };
         let leader = &self.nodes[l];
+        if self.standby_config().is_some() {
+            // One standby leader streaming from the remote site (which leads again),
+            // every other node from it.
+            let remote_leads = self
+                .remote
+                .as_ref()
+                .is_some_and(|r| r.pg.running && r.pg.primary);
+            return remote_leads
+                && leader.standby_leader
+                && self.streams_from_remote(l)
+                && (0..self.nodes.len()).all(|j| j == l || self.upstream(j) == Some(l));
+        }
         leader.pg.running
             && leader.pg.primary
             && (0..self.nodes.len()).all(|j| j == l || self.upstream(j) == Some(l))
@@ -1485,6 +1782,34 @@ fn random_faults_never_make_two_primaries_and_the_cluster_converges() {
         "only {promotions} promotions in 40 scenarios"
     );
     eprintln!("{promotions} promotions in 40 simulated scenarios");
+}
+
+/// Standby clusters: bootstrapped from the remote site, through crashes, freezes,
+/// partitions, switchovers of the standby leader, `promote-cluster` and
+/// `demote-cluster`; lock lengths alternate.
+#[test]
+fn a_standby_cluster_never_promotes_and_converges() {
+    let seeds = 30 * seed_factor();
+    let stats = (1..=seeds)
+        .map(|i| {
+            let ttl = if i.is_multiple_of(2) {
+                TTL_MS
+            } else {
+                SHORT_TTL_MS
+            };
+            scenario(World::new(i * 2_750_159, ttl, SyncSettings::default(), 3).standby())
+        })
+        .fold(Stats::default(), |a, b| a + b);
+    // Standby leaders must have changed hands, and the cluster must have been promoted
+    // and demoted, or the runs prove little.
+    assert!(
+        stats.standby_leaders >= 2 * seeds as u32
+            && stats.switchovers >= seeds as u32 / 4
+            && stats.cluster_promotions >= seeds as u32 / 4
+            && stats.cluster_demotions >= seeds as u32 / 4,
+        "too little exercised: {stats:?}"
+    );
+    eprintln!("standby clusters, {seeds} scenarios: {stats:?}");
 }
 
 /// `warden.min_ttl`: the same faults with an 8 s lock (loop_wait 2 s, fence margin 2 s).

@@ -627,7 +627,10 @@ pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
         Command::Version(a) => version(&ctx, a).await,
         Command::History(a) => history(&ctx, a).await,
         Command::DemoteCluster(a) => {
-            if a.host.is_none() && a.port.is_none() && a.restore_command.is_none() {
+            // Python truthiness, as patronictl's `any((host, port, restore_command))`:
+            // an empty string or port 0 counts as not given.
+            let given = |s: &Option<String>| s.as_ref().is_some_and(|s| !s.is_empty());
+            if !given(&a.host) && a.port.unwrap_or(0) == 0 && !given(&a.restore_command) {
                 bail!("At least --host, --port or --restore-command should be specified");
             }
             let mut data = Map::new();

@@ -705,3 +705,155 @@ async fn member_actions_history_dsn_version() {
         "patronictl version 4.1.5\n\na: Patroni 4.1.5 PostgreSQL 16.2\nb: Patroni 4.1.4\n"
     );
 }
+
+/// `YYYY-MM-DD HH:MM:SS <rest>` (the demote/promote progress lines).
+fn is_sec_line(line: &str, rest: &str) -> bool {
+    line.len() == 19 + 1 + rest.len()
+        && line.ends_with(rest)
+        && line.as_bytes()[4] == b'-'
+        && line.as_bytes()[10] == b' '
+        && line.as_bytes()[13] == b':'
+}
+
+/// The body of the one `PATCH /config` fake `f` received.
+fn patched_config(f: &Fake) -> String {
+    let patches: Vec<Req> = f
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path == "/config")
+        .collect();
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    patches[0].body.clone()
+}
+
+/// Waits until fake `a` received a `PATCH /config`, then stores `config` and makes
+/// member `a` report `role` (what the agent does with the request).
+async fn flip_leader_role_after_patch(env: &Env, config: &str, role: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !env
+        .a
+        .requests()
+        .iter()
+        .any(|r| r.method == "PATCH" && r.path == "/config")
+    {
+        assert!(std::time::Instant::now() < deadline, "no PATCH /config");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the command print at least one progress line first.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    env.dcs.set_config(config, None).await.unwrap();
+    env.dcs
+        .touch_member("a", &member_json(&env.a.api_url(), 5432, role, ""))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demote_and_promote_cluster() {
+    let env = Env::start("").await;
+    // Nothing to demote to (patronictl's Python truthiness: "" and 0 are not given).
+    for args in [
+        &["demote-cluster", "--force"][..],
+        &["demote-cluster", "--host", "", "--port", "0", "--force"],
+        &["demote-cluster", "--primary-slot-name", "s", "--force"],
+    ] {
+        let (code, out, err) = env.run(args, "").await;
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert_eq!(
+            err,
+            "Error: At least --host, --port or --restore-command should be specified\n"
+        );
+    }
+    // Asked and declined: nothing is sent.
+    let (code, out, err) = env
+        .run(&["demote-cluster", "--host", "10.0.0.9"], "n\n")
+        .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with("Current cluster topology\n+ Cluster: batman (7277694203142172922) "),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("Are you sure you want to demote batman cluster? [y/N]: "),
+        "{out}"
+    );
+    assert_eq!(err, "Error: Aborted cluster demotion\n");
+    assert!(env.a.requests().is_empty());
+
+    // Demote: the section goes to the leader's PATCH /config, then the command waits
+    // until the leader runs as standby leader.
+    let demote = env.run(
+        &[
+            "demote-cluster",
+            "batman",
+            "--host",
+            "10.0.0.9",
+            "--port",
+            "5433",
+            "--primary-slot-name",
+            "standby",
+            "--force",
+        ],
+        "",
+    );
+    let standby = r#"{"ttl":30,"standby_cluster":{"host":"10.0.0.9","port":5433,"primary_slot_name":"standby"}}"#;
+    let ((code, out, err), ()) = tokio::join!(
+        demote,
+        flip_leader_role_after_patch(&env, standby, "standby_leader")
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        patched_config(&env.a),
+        r#"{"standby_cluster": {"host": "10.0.0.9", "port": 5433, "primary_slot_name": "standby"}}"#
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.iter().any(|l| is_sec_line(
+            l,
+            "cluster is unlocked: False, leader role: primary, leader state: running"
+        )),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| is_sec_line(l, "cluster is successfully demoted")),
+        "{out}"
+    );
+    assert!(
+        out.contains("| a      | 127.0.0.1:5432 | Standby Leader |"),
+        "{out}"
+    );
+    let (code, _, err) = env
+        .run(
+            &["demote-cluster", "--restore-command", "cp x %p", "--force"],
+            "",
+        )
+        .await;
+    assert_eq!(code, 1);
+    assert_eq!(err, "Error: Cluster is already in the required state\n");
+
+    // Promote: a refused PATCH is reported as patronictl reports it.
+    env.a.clear();
+    env.a.respond("PATCH", "/config", 503, "not now");
+    let (code, _, err) = env.run(&["promote-cluster", "--force"], "").await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "Error: Failed to promote batman cluster: Failed to promote batman cluster: /config PATCH status code=503, (not now)\n"
+    );
+    env.a.clear();
+    env.a.respond("PATCH", "/config", 200, "{}");
+    let promote = env.run(&["promote-cluster", "batman", "--force"], "");
+    let ((code, out, err), ()) = tokio::join!(
+        promote,
+        flip_leader_role_after_patch(&env, CONFIG, "primary")
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(patched_config(&env.a), r#"{"standby_cluster": null}"#);
+    assert!(
+        out.lines()
+            .any(|l| is_sec_line(l, "cluster is successfully promoted")),
+        "{out}"
+    );
+}

@@ -22,9 +22,9 @@ use crate::process::{
     signal, tail, tool_path, wait_gone,
 };
 use crate::render::{
-    parse_lsn, pgpass_content, primary_conninfo, python_timestamp, quote_ident, quote_literal,
-    render_lines_file, render_postgresql_conf, service_file_content, tool_conninfo, ConninfoParams,
-    SERVICE_NAME,
+    build_archiver_command, parse_lsn, pgpass_content, primary_conninfo, python_timestamp,
+    quote_ident, quote_literal, render_lines_file, render_postgresql_conf, service_file_content,
+    tool_conninfo, ConninfoParams, SERVICE_NAME,
 };
 use crate::settings::{
     effective_parameters, Credentials, PgSettings, StopMode, Upstream, CMDLINE_GUCS, RECOVERY_GUCS,
@@ -654,6 +654,20 @@ impl Postgres {
     /// [`PgSettings::pg_hba`] is set. The first call renames the initdb postgresql.conf to
     /// postgresql.base.conf. `upstream` is only used when `standby`.
     pub fn write_config(&self, upstream: Option<&Upstream>, standby: bool) -> Result<(), PgError> {
+        self.write_config_with(upstream, standby, &BTreeMap::new())
+    }
+
+    /// [`Postgres::write_config`] with recovery parameters that override the configured
+    /// ones on a standby (a standby cluster's `restore_command`,
+    /// `archive_cleanup_command`, `recovery_min_apply_delay`): they go into the
+    /// `# recovery.conf` block and out of the general parameters, so that each is set
+    /// once.
+    pub fn write_config_with(
+        &self,
+        upstream: Option<&Upstream>,
+        standby: bool,
+        recovery_overrides: &BTreeMap<String, String>,
+    ) -> Result<(), PgError> {
         self.ensure_base_conf()?;
         let mut params = self.parameters_for(standby);
         let cfg = &self.s.config_dir;
@@ -670,7 +684,12 @@ impl Postgres {
             }
         }
         let recovery = if standby {
-            Some(self.recovery_params(upstream)?)
+            let mut r = self.recovery_params(upstream)?;
+            for (k, v) in recovery_overrides {
+                params.remove(k);
+                r.insert(k.clone(), v.clone());
+            }
+            Some(r)
         } else {
             None
         };
@@ -1297,6 +1316,53 @@ impl Postgres {
         Err(last.unwrap_or_else(|| PgError::Invalid("pg_basebackup failed".into())))
     }
 
+    /// `archive_command`, when archiving is on (`archive_mode` on or always) and the
+    /// command is set in the parameters this library writes.
+    pub fn archive_command(&self) -> Option<String> {
+        let mode = self
+            .s
+            .parameters
+            .get("archive_mode")?
+            .trim()
+            .to_ascii_lowercase();
+        let on = mode == "always" || crate::settings::parse_pg_bool(&mode) == Some(true);
+        let cmd = self.s.parameters.get("archive_command")?;
+        (on && !cmd.trim().is_empty()).then(|| cmd.clone())
+    }
+
+    /// After a clean shutdown, runs `archive_command` (through `/bin/sh -c`, as
+    /// PostgreSQL runs it) for the WAL file holding the shutdown checkpoint
+    /// (pg_control's `Latest checkpoint's REDO WAL file`): PostgreSQL archives only
+    /// completed files, and a standby cluster that promotes from the archive needs that
+    /// record to continue this timeline without a rewind. Returns the file archived.
+    pub async fn archive_shutdown_checkpoint_wal(
+        &self,
+        archive_command: &str,
+    ) -> Result<String, PgError> {
+        let cd = self.controldata().await?;
+        let wal_file = cd
+            .get("Latest checkpoint's REDO WAL file")
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| {
+                PgError::Invalid("cannot extract latest checkpoint's WAL file name".into())
+            })?
+            .to_string();
+        let wal_dir = self.s.data_dir.join("pg_wal");
+        let line =
+            build_archiver_command(archive_command, &wal_dir.display().to_string(), &wal_file);
+        let mut cmd = std::process::Command::new("/bin/sh");
+        self.prepare_std(&mut cmd);
+        cmd.arg("-c")
+            .arg(&line)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        self.run(cmd, Some(self.s.pg_ctl_timeout)).await?;
+        Ok(wal_file)
+    }
+
     /// Single-user crash recovery: `postgres --single -D <data_dir> -c archive_mode=on -c
     /// archive_command=false template1 < /dev/null`, after removing standby.signal and
     /// recovery.signal (standby mode is impossible in single-user mode). Skipped when
@@ -1774,6 +1840,57 @@ mod tests {
             Some(17)
         );
         assert_eq!(parse_version_output("nope"), None);
+    }
+
+    #[test]
+    fn recovery_overrides_replace_the_configured_values() {
+        let dir = std::env::temp_dir().join(format!("warden-pg-recovery-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut s = PgSettings {
+            data_dir: dir.clone(),
+            config_dir: dir.clone(),
+            pgpass: dir.join("pgpass"),
+            ..PgSettings::default()
+        };
+        s.parameters
+            .insert("restore_command".into(), "cp /main/%f %p".into());
+        let pg = Postgres::new(s);
+        let up = Upstream {
+            host: "10.0.0.9".into(),
+            port: 5433,
+            slot: Some("pm_1".into()),
+        };
+        let overrides: BTreeMap<String, String> = [
+            ("restore_command", "cp /remote/%f %p"),
+            ("recovery_min_apply_delay", "1min"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        pg.write_config_with(Some(&up), true, &overrides)
+            .expect("write");
+        let text = std::fs::read_to_string(dir.join("postgresql.conf")).expect("read");
+        let (general, recovery) = text.split_once("# recovery.conf").expect("recovery block");
+        assert!(!text.contains("/main/"), "{text}");
+        assert!(!general.contains("restore_command"), "{text}");
+        for line in [
+            "restore_command = 'cp /remote/%f %p'",
+            "recovery_min_apply_delay = '1min'",
+            "primary_slot_name = 'pm_1'",
+        ] {
+            assert!(recovery.contains(line), "{line} missing:\n{text}");
+        }
+        assert!(recovery.contains("host=10.0.0.9 port=5433"), "{text}");
+        assert!(dir.join("standby.signal").exists());
+        // Without overrides the configured value stays where the configuration put it.
+        pg.write_config(None, true).expect("write");
+        let text = std::fs::read_to_string(dir.join("postgresql.conf")).expect("read");
+        assert!(
+            text.contains("restore_command = 'cp /main/%f %p'"),
+            "{text}"
+        );
+        assert!(!text.contains("primary_conninfo"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -287,6 +287,42 @@ pub fn render_postgresql_conf(
     out
 }
 
+/// An `archive_command`/`restore_command` for one WAL file, as PostgreSQL expands it
+/// (Patroni's `_build_archiver_command`): `%p` → `<wal_dir>/<file>`, `%f` → the file
+/// name, `%r` → `000000010000000000000001`, `%%` → `%`; any other `%x` stays as is.
+pub fn build_archiver_command(command: &str, wal_dir: &str, wal_file: &str) -> String {
+    let mut out = String::with_capacity(command.len() + wal_dir.len() + wal_file.len());
+    let mut chars = command.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            Some('p') => {
+                chars.next();
+                out.push_str(wal_dir.trim_end_matches('/'));
+                out.push('/');
+                out.push_str(wal_file);
+            }
+            Some('f') => {
+                chars.next();
+                out.push_str(wal_file);
+            }
+            Some('r') => {
+                chars.next();
+                out.push_str("000000010000000000000001");
+            }
+            Some('%') => {
+                chars.next();
+                out.push('%');
+            }
+            _ => out.push('%'),
+        }
+    }
+    out
+}
+
 /// Renders pg_hba.conf / pg_ident.conf: the generated-file header and one line per entry.
 pub fn render_lines_file(lines: &[String]) -> String {
     let mut out = String::from(GENERATED_HEADER);
@@ -328,6 +364,18 @@ pub(crate) fn python_timestamp(s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archiver_command_placeholders() {
+        assert_eq!(
+            build_archiver_command(
+                "cp %p /arch/%f && echo 100%% %r %x%",
+                "/data/pg_wal/",
+                "000000020000000000000003"
+            ),
+            "cp /data/pg_wal/000000020000000000000003 /arch/000000020000000000000003 && echo 100% 000000010000000000000001 %x%"
+        );
+    }
 
     #[test]
     fn lsn_roundtrip() {

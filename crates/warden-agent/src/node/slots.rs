@@ -180,7 +180,8 @@ impl<D: Dcs> Node<D> {
         self.collect_advance_results().await;
         let cfg = self.slot_config();
         let tags = self.slot_tags();
-        let role = if st.in_recovery {
+        // A standby leader keeps slots as a leader does: its replicas stream from it.
+        let role = if st.in_recovery && self.role != super::standby::STANDBY_LEADER {
             SlotRole::Replica
         } else {
             SlotRole::Primary

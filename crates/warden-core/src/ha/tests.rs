@@ -100,6 +100,13 @@ fn cluster(leader: Option<&str>, initialize: Option<&str>, optime: Option<u64>) 
             lease: 0,
         });
     }
+    // The dynamic configuration is published (a lock holder writes it otherwise, L4).
+    kvs.push(KeyValue {
+        key: "config".into(),
+        value: r#"{"ttl":30}"#.into(),
+        mod_revision: 1,
+        lease: 0,
+    });
     if let Some(o) = optime {
         kvs.push(KeyValue {
             key: "status".into(),
@@ -348,19 +355,8 @@ fn cases() -> Vec<Case> {
             .expect(vec![Action::ReleaseLeader], "released leader key voluntarily as data dir empty"),
         case("invalid data dir: refuse to touch it", "pg2", locked_pg1(), LocalPg { data_dir: DataDir::Invalid("no pg_control".into()), ..LocalPg::default() })
             .expect(vec![], "system ID is invalid"),
-        // --- not supported: standby clusters (exit, PostgreSQL untouched)
-        case("standby cluster config: exit without touching anything", "pg1", {
-            let mut c = cluster(Some("pg1"), Some(SYSID), Some(100));
-            c.config = Some(crate::cluster::ConfigKey {
-                value: serde_json::json!({"standby_cluster": {"host": "10.0.0.9", "port": 5432}}),
-                version: 1,
-            });
-            Some(c)
-        }, replica(100))
-            .expect(
-                vec![Action::Exit { message: STANDBY_CLUSTER_UNSUPPORTED.into() }],
-                "standby_cluster is configured and not supported",
-            ),
+        // --- standby clusters
+        // (see standby_cases)
         // --- L9 sysid checks
         case("sysid mismatch is fatal", "pg2", Some(cluster(Some("pg1"), Some("1111111111111111111"), None)), replica(100))
             .expect(
@@ -742,6 +738,507 @@ fn cases() -> Vec<Case> {
             .memory(NodeMemory { prev_wal_position: Some(80), ..NodeMemory::default() })
             .world(World { acquire: true, ..World::default() })
             .expect(vec![Action::ClearFailover { version: 42 }, Action::ActivateWatchdog, Action::Promote, Action::LeaderHousekeeping], "I am the requested candidate"),
+    ]
+    .into_iter()
+    .chain(standby_cases())
+    .chain(config_cases())
+    .collect()
+}
+
+/// The remote site the standby-cluster cases follow.
+fn remote() -> crate::standby::RemoteSource {
+    crate::standby::RemoteSource {
+        host: Some("10.0.0.9".into()),
+        port: Some(5432),
+        slot: Some("pm_1".into()),
+        ..Default::default()
+    }
+}
+
+fn standby_settings(s: &mut HaSettings) {
+    s.standby_cluster = Some(crate::standby::StandbyCluster {
+        source: remote(),
+        create_replica_methods: vec!["basebackup".into()],
+    });
+}
+
+/// A running standby that follows the remote site (as standby leader or not).
+fn following_remote(standby_leader: bool) -> LocalPg {
+    LocalPg {
+        following: None,
+        remote: Some(remote()),
+        standby_leader,
+        ..replica(100)
+    }
+}
+
+fn follow_remote(standby_leader: bool) -> Action {
+    Action::FollowRemote {
+        source: remote(),
+        standby_leader,
+    }
+}
+
+/// Standby cluster (Patroni's `is_standby_cluster()` branches): the lock holder is a
+/// standby leader following the remote site, nothing promotes, a primary is demoted.
+fn standby_cases() -> Vec<Case> {
+    let locked_pg1 = || Some(cluster(Some("pg1"), Some(SYSID), Some(100)));
+    let unlocked = || Some(cluster(None, Some(SYSID), Some(100)));
+    let behind = vec![peer("pg2", 50), peer("pg3", 50)];
+    let archive_only = crate::standby::RemoteSource {
+        restore_command: Some("cp /archive/%f %p".into()),
+        ..Default::default()
+    };
+    vec![
+        // --- bootstrap: the race winner builds the standby leader from the remote site
+        case(
+            "standby: race won bootstraps a standby leader",
+            "pg1",
+            Some(empty_cluster()),
+            LocalPg::default(),
+        )
+        .settings(standby_settings)
+        .world(World {
+            initialize_race: true,
+            ..World::default()
+        })
+        .expect(
+            vec![Action::BootstrapStandbyLeader {
+                source: remote(),
+                create_replica_methods: vec!["basebackup".into()],
+            }],
+            "trying to bootstrap a new standby leader",
+        ),
+        case(
+            "standby: bootstrap in progress elsewhere",
+            "pg2",
+            Some(cluster(None, Some(""), None)),
+            LocalPg::default(),
+        )
+        .settings(standby_settings)
+        .expect(vec![], "waiting for standby_leader to bootstrap"),
+        case(
+            "standby: empty data dir clones from the standby leader",
+            "pg3",
+            locked_pg1(),
+            LocalPg::default(),
+        )
+        .settings(standby_settings)
+        .expect(
+            vec![Action::CloneFrom {
+                source: "pg1".into(),
+                follow: "pg1".into(),
+            }],
+            "bootstrap from leader 'pg1'",
+        ),
+        // --- an existing data directory in a new scope follows the remote site first
+        case(
+            "standby: existing data dir, empty DCS: follow the remote",
+            "pg1",
+            Some(cluster(None, None, None)),
+            stopped(true, 1),
+        )
+        .settings(standby_settings)
+        .memory(NodeMemory {
+            first_cycle: true,
+            ..NodeMemory::default()
+        })
+        .expect(
+            vec![
+                Action::WriteInitialize {
+                    sysid: SYSID.into(),
+                },
+                follow_remote(false),
+            ],
+            "trying to follow a remote member because standby cluster is unhealthy",
+        ),
+        case(
+            "standby: stopped lock holder starts as standby leader",
+            "pg1",
+            locked_pg1(),
+            stopped(false, 1),
+        )
+        .settings(standby_settings)
+        .expect(
+            vec![follow_remote(true)],
+            "starting as a standby leader because i had the session lock",
+        ),
+        case(
+            "standby: stopped lock holder that cannot start gives the lock up",
+            "pg1",
+            locked_pg1(),
+            stopped(false, 1),
+        )
+        .settings(standby_settings)
+        .memory(NodeMemory {
+            start_failed: true,
+            ..NodeMemory::default()
+        })
+        .expect(
+            vec![Action::AbandonLeader],
+            "removed leader key after trying and failing to start postgres",
+        ),
+        case(
+            "standby: stopped replica follows the standby leader",
+            "pg2",
+            locked_pg1(),
+            stopped(false, 1),
+        )
+        .settings(standby_settings)
+        .expect(vec![start_replica(Some("pg1"))], "starting as a secondary"),
+        // --- unlocked: the healthiest becomes the standby leader, the others follow the remote
+        case(
+            "standby: race won: standby leader, no promotion",
+            "pg1",
+            unlocked(),
+            following_remote(false),
+        )
+        .settings(standby_settings)
+        .world(World {
+            acquire: true,
+            probes: behind.clone(),
+            ..World::default()
+        })
+        .expect(
+            vec![follow_remote(true), Action::LeaderHousekeeping],
+            "promoted self to a standby leader by acquiring session lock",
+        ),
+        case(
+            "standby: race won by a replica of the old standby leader",
+            "pg2",
+            unlocked(),
+            replica(100),
+        )
+        .settings(standby_settings)
+        .world(World {
+            acquire: true,
+            probes: vec![peer("pg1", 90), peer("pg3", 50)],
+            ..World::default()
+        })
+        .expect(
+            vec![follow_remote(true), Action::LeaderHousekeeping],
+            "promoted self to a standby leader by acquiring session lock",
+        ),
+        case(
+            "standby: synchronous mode is ignored in the race",
+            "pg2",
+            Some(with_sync(
+                cluster(None, Some(SYSID), Some(100)),
+                r#"{"leader":"pg1","quorum":0,"sync_standby":"pg3"}"#,
+            )),
+            replica(100),
+        )
+        .settings(|s| {
+            standby_settings(s);
+            s.sync.mode = crate::sync::SyncMode::On;
+            s.sync.strict = true;
+        })
+        .world(World {
+            acquire: true,
+            probes: vec![peer("pg1", 90), peer("pg3", 50)],
+            ..World::default()
+        })
+        .expect(
+            vec![follow_remote(true), Action::LeaderHousekeeping],
+            "promoted self to a standby leader by acquiring session lock",
+        ),
+        case(
+            "standby: not the healthiest: follow the remote while nobody leads",
+            "pg3",
+            unlocked(),
+            replica(90),
+        )
+        .settings(standby_settings)
+        .world(World {
+            probes: vec![peer("pg1", 100), peer("pg2", 100)],
+            ..World::default()
+        })
+        .expect(
+            vec![follow_remote(false)],
+            "following a different leader because i am not the healthiest node",
+        ),
+        case(
+            "standby: not the healthiest and already following the remote",
+            "pg3",
+            unlocked(),
+            LocalPg {
+                wal_position: 90,
+                ..following_remote(false)
+            },
+        )
+        .settings(standby_settings)
+        .world(World {
+            probes: vec![peer("pg1", 100), peer("pg2", 100)],
+            ..World::default()
+        })
+        .expect(
+            vec![],
+            "following a different leader because i am not the healthiest node",
+        ),
+        case(
+            "standby: paused and unlocked: nothing is reconfigured",
+            "pg3",
+            unlocked(),
+            replica(90),
+        )
+        .settings(|s| {
+            standby_settings(s);
+            s.paused = true;
+        })
+        .expect(vec![], "PAUSE: no action. I am (pg3), cluster is unlocked"),
+        case(
+            "standby: a primary that wins the race becomes the standby leader",
+            "pg1",
+            unlocked(),
+            primary(),
+        )
+        .settings(standby_settings)
+        .world(World {
+            acquire: true,
+            probes: behind.clone(),
+            ..World::default()
+        })
+        .expect(
+            vec![Action::DemoteToStandby { source: remote() }],
+            "cannot be a real primary in standby cluster",
+        ),
+        // --- locked by me
+        case(
+            "standby: standby leader keeps following the remote",
+            "pg1",
+            locked_pg1(),
+            following_remote(true),
+        )
+        .settings(standby_settings)
+        .expect(
+            vec![Action::LeaderHousekeeping],
+            "no action. I am (pg1), the standby leader with the lock",
+        ),
+        case(
+            "standby: lock holder not yet standby leader takes the role",
+            "pg1",
+            locked_pg1(),
+            following_remote(false),
+        )
+        .settings(standby_settings)
+        .expect(
+            vec![follow_remote(true), Action::LeaderHousekeeping],
+            "promoted self to a standby leader because i had the session lock",
+        ),
+        case(
+            "standby: standby leader switched to archive recovery",
+            "pg1",
+            locked_pg1(),
+            following_remote(true),
+        )
+        .settings(|s| {
+            s.standby_cluster = Some(crate::standby::StandbyCluster {
+                source: archive_only.clone(),
+                create_replica_methods: vec![],
+            })
+        })
+        .expect(
+            vec![
+                Action::FollowRemote {
+                    source: archive_only.clone(),
+                    standby_leader: true,
+                },
+                Action::LeaderHousekeeping,
+            ],
+            "no action. I am (pg1), the standby leader with the lock",
+        ),
+        case(
+            "standby: demote-cluster: the primary becomes the standby leader",
+            "pg1",
+            locked_pg1(),
+            primary(),
+        )
+        .settings(standby_settings)
+        .expect(
+            vec![Action::DemoteToStandby { source: remote() }],
+            "cannot be a real primary in standby cluster",
+        ),
+        case(
+            "standby: demote-cluster in pause: the primary keeps running",
+            "pg1",
+            locked_pg1(),
+            primary(),
+        )
+        .settings(|s| {
+            standby_settings(s);
+            s.paused = true;
+        })
+        .expect(
+            vec![Action::LeaderHousekeeping],
+            "continue to run as primary without lock",
+        ),
+        case(
+            "standby: paused standby leader keeps the lock",
+            "pg1",
+            locked_pg1(),
+            following_remote(true),
+        )
+        .settings(|s| {
+            standby_settings(s);
+            s.paused = true;
+        })
+        .expect(
+            vec![Action::LeaderHousekeeping],
+            "PAUSE: no action. I am (pg1), the standby leader with the lock",
+        ),
+        case(
+            "standby: switchover hands the standby leader role over",
+            "pg1",
+            Some(with_failover(
+                cluster(Some("pg1"), Some(SYSID), Some(100)),
+                Some("pg1"),
+                None,
+                None,
+            )),
+            LocalPg {
+                standbys: primary().standbys,
+                ..following_remote(true)
+            },
+        )
+        .settings(standby_settings)
+        .world(World {
+            probes: vec![peer("pg2", 100), peer("pg3", 100)],
+            ..World::default()
+        })
+        .expect(
+            vec![demote(DemoteMode::Graceful)],
+            "switchover: demoting myself",
+        ),
+        case(
+            "standby: lost lock: nothing promotes",
+            "pg1",
+            locked_pg1(),
+            following_remote(true),
+        )
+        .settings(standby_settings)
+        .world(World {
+            update: Some(LockUpdate::Lost),
+            ..World::default()
+        })
+        .expect(
+            vec![],
+            "not promoting because failed to update leader lock in DCS",
+        ),
+        // --- promote-cluster: without the section the standby leader promotes
+        case(
+            "promote-cluster: the standby leader promotes",
+            "pg1",
+            locked_pg1(),
+            following_remote(true),
+        )
+        .expect(
+            vec![
+                Action::ActivateWatchdog,
+                Action::Promote,
+                Action::LeaderHousekeeping,
+            ],
+            "promoted self to leader because I had the session lock",
+        ),
+        // --- locked by another member
+        case(
+            "standby: replica that followed the remote follows the new standby leader",
+            "pg2",
+            locked_pg1(),
+            following_remote(false),
+        )
+        .settings(standby_settings)
+        .expect(
+            vec![Action::Follow {
+                upstream: "pg1".into(),
+            }],
+            "no action. I am (pg2), a secondary, and following a standby leader (pg1)",
+        ),
+        case(
+            "standby: former standby leader follows the new one",
+            "pg2",
+            locked_pg1(),
+            following_remote(true),
+        )
+        .settings(standby_settings)
+        .expect(
+            vec![Action::Follow {
+                upstream: "pg1".into(),
+            }],
+            "following a standby leader (pg1)",
+        ),
+        case(
+            "standby: replica already following the standby leader",
+            "pg2",
+            locked_pg1(),
+            replica(100),
+        )
+        .settings(standby_settings)
+        .expect(
+            vec![],
+            "no action. I am (pg2), a secondary, and following a standby leader (pg1)",
+        ),
+        case(
+            "standby: a primary without the lock stops",
+            "pg2",
+            locked_pg1(),
+            primary(),
+        )
+        .settings(standby_settings)
+        .expect(
+            vec![demote(DemoteMode::ImmediateNoLock)],
+            "cannot be a real primary in a standby cluster",
+        ),
+        case(
+            "standby: leader key naming a vanished member",
+            "pg2",
+            Some(cluster(Some("pg9"), Some(SYSID), Some(100))),
+            replica(100),
+        )
+        .settings(standby_settings)
+        .expect(vec![], "continue following the old known standby leader"),
+    ]
+}
+
+/// L4: the lock holder publishes its dynamic configuration when the DCS has none.
+fn config_cases() -> Vec<Case> {
+    let without_config = |leader: Option<&str>| {
+        let mut c = cluster(leader, Some(SYSID), Some(100));
+        c.config = None;
+        Some(c)
+    };
+    vec![
+        case(
+            "no config key: the leader writes it",
+            "pg1",
+            without_config(Some("pg1")),
+            primary(),
+        )
+        .expect(
+            vec![
+                Action::WriteConfig,
+                Action::ActivateWatchdog,
+                Action::LeaderHousekeeping,
+            ],
+            "no action. I am (pg1), the leader with the lock",
+        ),
+        case(
+            "no config key: a replica leaves it to the leader",
+            "pg2",
+            without_config(Some("pg1")),
+            replica(100),
+        )
+        .expect(vec![], "following a leader (pg1)"),
+        case(
+            "no config key: a new standby leader writes it",
+            "pg1",
+            without_config(Some("pg1")),
+            following_remote(true),
+        )
+        .settings(standby_settings)
+        .expect(
+            vec![Action::WriteConfig, Action::LeaderHousekeeping],
+            "the standby leader with the lock",
+        ),
     ]
 }
 

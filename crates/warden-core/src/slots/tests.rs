@@ -811,3 +811,52 @@ fn status_key_values_stored_as_json_strings_are_read() {
     let st = Status::parse(r#"{"optime":5,"slots":[1],"retain_slots":"nonsense"}"#);
     assert!(st.slots.is_empty() && st.retain_slots.is_empty());
 }
+
+/// standby_cluster.feature: the standby leader (postgres-1) of `batman1` keeps a slot for
+/// its replica and the physical permanent slots meant for standby clusters; the logical
+/// slot of the source cluster (`test_logical`, still on its disk) is not kept.
+#[test]
+fn a_standby_cluster_keeps_only_physical_permanent_slots() {
+    let c = cluster(
+        "postgres-1",
+        &[("postgres-1", "{}", 500), ("postgres-2", "{}", 400)],
+        r#"{"optime":500}"#,
+        json!({
+            "standby_cluster": {"host": "localhost", "port": 5362, "primary_slot_name": "pm_1"},
+            "slots": {
+                "test_logical": logical(), "pm_1": {"type": "physical"},
+                "only_primary": {"type": "physical", "cluster_type": "primary"},
+                "only_standby": {"type": "physical", "cluster_type": "standby"}
+            }
+        }),
+    );
+    let d = desired_on(&c, "postgres-1", SlotRole::Primary);
+    assert_eq!(names(&d), vec!["only_standby", "pm_1", "postgres_2"]);
+    let existing = vec![ExistingSlot {
+        name: "test_logical".into(),
+        slot_type: "logical".into(),
+        plugin: Some("test_decoding".into()),
+        database: Some("postgres".into()),
+        ..ExistingSlot::default()
+    }];
+    let p = plan(&SlotsInput {
+        me: "postgres-1",
+        tags: &tags_of(&c, "postgres-1"),
+        role: SlotRole::Primary,
+        cluster: &c,
+        config: &config(&c),
+        existing: &existing,
+        replay_lsn: Some(500),
+        paused: false,
+        server_version: 150004,
+        recopy: &BTreeSet::new(),
+    });
+    assert_eq!(
+        p.drop.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        vec!["test_logical"]
+    );
+    assert!(p.create_logical.is_empty() && p.copy_logical.is_empty());
+    // Its replica keeps the physical permanent slots too (it may become standby leader).
+    let d = desired_on(&c, "postgres-2", SlotRole::Replica);
+    assert_eq!(names(&d), vec!["only_standby", "pm_1", "postgres_1"]);
+}
