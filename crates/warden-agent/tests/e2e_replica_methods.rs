@@ -579,3 +579,158 @@ async fn slow_method_keeps_the_member_key_and_the_rest_api_alive() {
     wait_streaming(&c, 1, Duration::from_secs(90)).await;
     assert!(log_of(&c, 1).contains("replica has been created using basebackup"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_custom_bootstrap_gives_initialize_back_and_exits() {
+    let mut c = TestCluster::new("cbfail", 2, &[]);
+    let failing = script(
+        &c,
+        "restore_fails.sh",
+        &format!(
+            "{PARSE_ARGS}mkdir -p \"$datadir\" && echo partial > \"$datadir/partial\"\necho \"no backup here\" >&2\nexit 2\n"
+        ),
+    );
+    let yaml = warden_testkit::cluster::merge_yaml(
+        &std::fs::read_to_string(&c.nodes[0].config).expect("config"),
+        &[format!(
+            "bootstrap:\n  method: restore\n  restore:\n    command: {}\n",
+            failing.display()
+        )],
+    );
+    std::fs::write(&c.nodes[0].config, yaml).expect("write config");
+    c.start_node(0);
+    let status = c.nodes[0]
+        .agent
+        .as_mut()
+        .expect("agent started")
+        .wait_exit(Duration::from_secs(90));
+    let log = log_of(&c, 0);
+    let status = status.unwrap_or_else(|| panic!("the agent did not exit\n{log}"));
+    assert!(!status.success(), "exit non-zero: {status:?}\n{log}");
+    assert!(log.contains("Running custom bootstrap script:"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "custom bootstrap script {} exited with code=2",
+            failing.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("CRITICAL") && l.contains("Failed to bootstrap cluster"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(c.etcd_get("initialize"), None, "initialize given back");
+    assert_eq!(c.etcd_get("leader"), None, "no leader key");
+    assert!(
+        !c.nodes[0].data_dir.exists(),
+        "the data directory was moved aside"
+    );
+
+    // Another node bootstraps the cluster with initdb.
+    c.start_node(1);
+    wait_leader_is(&c, "pg1", Duration::from_secs(90)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_rewind_rebuilds_the_node_when_allowed() {
+    let mut c = TestCluster::new("rewindfail", 2, &[]);
+    // pg0's binaries: the real ones, but a pg_rewind that fails (its --help still works,
+    // so rewinding looks possible).
+    let real = warden_testkit::pg_bin_dir();
+    let bin = c.dir.subdir("fakebin", false);
+    for e in std::fs::read_dir(&real).expect("pg bin dir").flatten() {
+        if e.file_name() != "pg_rewind" {
+            std::os::unix::fs::symlink(e.path(), bin.join(e.file_name())).expect("symlink");
+        }
+    }
+    let fake = c.dir.write_file(
+        "fakebin/pg_rewind",
+        &format!(
+            "#!/bin/sh\ncase \"$1\" in --help|--version) exec {}/pg_rewind \"$1\";; esac\necho 'pg_rewind: error: simulated failure' >&2\nexit 1\n",
+            real.display()
+        ),
+    );
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let yaml = warden_testkit::cluster::merge_yaml(
+        &std::fs::read_to_string(&c.nodes[0].config).expect("config"),
+        &[format!(
+            "postgresql:\n  bin_dir: {}\n  remove_data_directory_on_rewind_failure: true\n",
+            bin.display()
+        )],
+    );
+    std::fs::write(&c.nodes[0].config, yaml).expect("write config");
+
+    c.start_node(0);
+    wait_leader_is(&c, "pg0", Duration::from_secs(60)).await;
+    c.start_node(1);
+    wait_streaming(&c, 1, Duration::from_secs(60)).await;
+    exec(&c, 0, "CREATE TABLE rw(x int); INSERT INTO rw VALUES (1)")
+        .await
+        .expect("write");
+    wait_query(
+        &c,
+        1,
+        "SELECT count(*) FROM rw",
+        "1",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // pg1 goes away, pg0 takes a write only it has, then dies; pg1 comes back alone,
+    // takes over and moves to a new timeline: pg0 has diverged.
+    c.kill_node(1);
+    exec(&c, 0, "INSERT INTO rw VALUES (2)")
+        .await
+        .expect("write");
+    c.kill_node(0);
+    c.start_node(1);
+    wait_leader_is(&c, "pg1", Duration::from_secs(120)).await;
+    warden_testkit::wait_for(
+        "pg1 to publish its new timeline",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || member(&c, "pg1").filter(|m| m["timeline"] == 2),
+    );
+    exec(&c, 1, "INSERT INTO rw VALUES (3)")
+        .await
+        .expect("write");
+
+    // pg0 comes back diverged; its pg_rewind fails against a healthy leader, so its data
+    // directory is removed and it is built again from the leader.
+    c.start_node(0);
+    wait_log(
+        &c,
+        0,
+        "remove_data_directory_on_rewind_failure is set. removing...",
+        1,
+        Duration::from_secs(120),
+    )
+    .await;
+    wait_streaming(&c, 0, Duration::from_secs(120)).await;
+    wait_query(
+        &c,
+        0,
+        "SELECT string_agg(x::text, ',' ORDER BY x) FROM rw",
+        "1,3",
+        Duration::from_secs(30),
+    )
+    .await;
+    let log = log_of(&c, 0);
+    assert!(
+        log.contains("Failed to rewind from healthy primary: pg1"),
+        "{log}"
+    );
+    assert!(
+        log.contains("trying to bootstrap from leader 'pg1'"),
+        "{log}"
+    );
+    // A failed rewind is not repeated.
+    assert_eq!(
+        log.matches("Failed to rewind from healthy primary").count(),
+        1,
+        "{log}"
+    );
+}

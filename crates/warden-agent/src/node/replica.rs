@@ -291,10 +291,16 @@ impl<D: Dcs> Node<D> {
         let cell: StateCell = Arc::new(Mutex::new(state.to_string()));
         let fut = task(cell.clone());
         let done = self.task_done.clone();
+        // A failed clone is tried again at the next regular cycle, not at once (Patroni
+        // wakes the loop only when its clone succeeded), so that a method failing
+        // quickly does not spin.
+        let wake_on_failure = !matches!(kind, TaskKind::Clone { .. });
         let handle = tokio::spawn(async move {
             let r = fut.await;
-            // Wake the loop: the next decision should not wait for loop_wait.
-            done.notify_one();
+            if r.is_ok() || wake_on_failure {
+                // The next decision should not wait for loop_wait.
+                done.notify_one();
+            }
             r
         });
         self.state = state.to_string();
@@ -393,9 +399,9 @@ impl<D: Dcs> Node<D> {
         self.memory.task = None;
     }
 
-    /// B2/B3 and re-clones: build the data directory with `methods` from `source` in
-    /// the background, then start as a replica of `follow`. `what` is the action's
-    /// name, `msg` Patroni's description of the source.
+    /// B2/B3 and re-clones: build the data directory with `methods` from the member
+    /// `source` in the background, then start as a replica of the member `follow`.
+    /// `what` is the action's name, `msg` Patroni's description of the source.
     pub(super) fn start_clone(
         &mut self,
         cluster: &Cluster,
@@ -411,30 +417,53 @@ impl<D: Dcs> Node<D> {
         let follow_up = follow
             .map(|f| self.upstream_of(cluster, f, true))
             .transpose()?;
-        let methods: Vec<ReplicaMethod> = methods
-            .iter()
-            .map(|n| settings::replica_method(&self.cfg, n))
-            .collect();
+        let methods = settings::replica_methods_named(&self.cfg, methods);
+        self.spawn_clone(
+            src,
+            follow.map(|f| (f.to_string(), follow_up)),
+            methods,
+            what,
+            msg,
+        );
+        Ok(())
+    }
+
+    /// Builds the data directory in the background from any `source` (a member of this
+    /// cluster, or a PostgreSQL elsewhere such as a standby cluster's remote primary;
+    /// `None`: only methods that need no replication connection), then starts as a
+    /// replica following `follow` (the name to remember and where to connect, `None`:
+    /// no upstream).
+    pub(super) fn spawn_clone(
+        &mut self,
+        source: Option<Upstream>,
+        follow: Option<(String, Option<Upstream>)>,
+        methods: Vec<ReplicaMethod>,
+        what: String,
+        msg: String,
+    ) {
         self.role = "uninitialized".into();
         self.last_pg = None;
         self.callback_role = None;
         let pg = self.pg.clone();
         let scope = self.cfg.scope.clone();
         let trigger = trigger_file(&self.cfg);
+        let (follow_name, follow_up) = match follow {
+            Some((n, up)) => (Some(n), up),
+            None => (None, None),
+        };
         self.spawn_background(
             what,
             TaskKind::Clone {
-                follow: follow.map(str::to_string),
+                follow: follow_name,
                 msg,
             },
             "creating replica",
             move |cell| {
                 Box::pin(clone_task(
-                    pg, scope, src, methods, follow_up, trigger, cell,
+                    pg, scope, source, methods, follow_up, trigger, cell,
                 ))
             },
         );
-        Ok(())
     }
 
     /// B1 won: start the bootstrap in the background.
