@@ -575,8 +575,15 @@ impl<D: Dcs> Node<D> {
         if dynamic.ttl != self.dynamic.ttl {
             self.dcs.set_ttl(dynamic.ttl);
         }
+        let pause_changed = dynamic.pause != self.dynamic.pause;
         self.dynamic = dynamic;
         self.rebuild_pg_settings();
+        if pause_changed {
+            // The REST API refuses scheduled switchovers and restarts while paused. Patroni
+            // answers from the configuration read at the start of its cycle; publishing at
+            // the end of ours would refuse a request that follows a `resume` closely.
+            self.publish();
+        }
     }
 
     /// New PostgreSQL settings from the current local + dynamic config; a change in
