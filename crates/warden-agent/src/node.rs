@@ -7,7 +7,7 @@ use crate::management::Command;
 use crate::probe;
 use crate::settings::{self, api_url, conn_url};
 use crate::supervisor::{Callbacks, Fence};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +27,7 @@ use warden_core::status::{NodeStatus, Xlog};
 use warden_dcs::Dcs;
 use warden_pg::{DataDirState, PgStatus, Postgres, StopMode, Upstream};
 
+mod replica;
 mod slots;
 mod standby;
 
@@ -128,6 +129,12 @@ pub struct Node<D: Dcs> {
     rest: warden_http::RestClient,
     /// Replication slot state kept between cycles.
     slots: slots::SlotKeeper,
+    /// The long action running in the background (clone, bootstrap, post_bootstrap).
+    background: Option<replica::Background>,
+    /// Notified when a background action ends, so the loop decides at once.
+    task_done: Arc<tokio::sync::Notify>,
+    /// A custom bootstrap runs: PostgreSQL is configured for it until post_bootstrap.
+    custom_bootstrap: Option<warden_pg::CustomBootstrapMode>,
 }
 
 /// A restart waiting for its time (M2).
@@ -226,6 +233,9 @@ impl<D: Dcs> Node<D> {
             dcs_round_trip_ms: 0,
             rest: io.rest,
             slots: slots::SlotKeeper::default(),
+            background: None,
+            task_done: Arc::new(tokio::sync::Notify::new()),
+            custom_bootstrap: None,
         })
     }
 
@@ -272,6 +282,7 @@ impl<D: Dcs> Node<D> {
                 _ = tokio::time::sleep(Duration::from_millis(due - now)) => {}
                 _ = wake.changed() => {}
                 _ = shutdown.changed() => {}
+                _ = self.task_done.notified() => {}
                 cmd = self.commands.recv() => {
                     if let Some(cmd) = cmd {
                         self.handle_command(cmd).await;
@@ -292,6 +303,9 @@ impl<D: Dcs> Node<D> {
 
     /// One HA cycle; `Some(exit)` ends the loop.
     async fn cycle(&mut self) -> Option<Exit> {
+        // A background action that ended since the last cycle: its outcome is input
+        // to this decision.
+        self.poll_background().await;
         let t0 = monotonic_ms();
         let cluster = match tokio::time::timeout(self.retry_timeout(), self.dcs.get_cluster()).await
         {
@@ -337,7 +351,11 @@ impl<D: Dcs> Node<D> {
             self.cluster = Some(Arc::new(self.published_view(c)));
         }
         let local = self.observe(cluster.as_ref()).await;
-        if self.pg_config_changed && local.running {
+        // While bootstrapping or running a background action the configuration files
+        // belong to that action (Patroni skips configuration updates in a custom
+        // bootstrap, too).
+        let busy = self.background.is_some() || self.memory.bootstrap.is_some();
+        if self.pg_config_changed && local.running && !busy {
             self.pg_config_changed = false;
             self.rewrite_config_and_reload(cluster.as_ref(), "dynamic configuration changed")
                 .await;
@@ -395,8 +413,11 @@ impl<D: Dcs> Node<D> {
         }
 
         self.warned = std::mem::take(&mut self.warned_now);
+        let busy = self.background.is_some() || self.memory.bootstrap.is_some();
 
-        if let Some(c) = &cluster {
+        if busy {
+            // Nothing to keep in step while PostgreSQL is being built or bootstrapped.
+        } else if let Some(c) = &cluster {
             self.update_hot_standby_feedback(c);
             self.sync_replication_slots(c).await;
         } else if let Some(known) = self.failsafe_view() {
@@ -406,7 +427,7 @@ impl<D: Dcs> Node<D> {
         }
 
         // M5: a scheduled restart whose time has come (locked cluster, not paused).
-        if !ha_settings.paused && cluster.as_ref().is_some_and(|c| !c.is_unlocked()) {
+        if !busy && !ha_settings.paused && cluster.as_ref().is_some_and(|c| !c.is_unlocked()) {
             self.run_scheduled_restart().await;
         }
 
@@ -421,10 +442,14 @@ impl<D: Dcs> Node<D> {
         } else {
             self.observe(cluster.as_ref()).await
         };
-        if after.running && !unanswered {
+        if after.running && !unanswered && !busy {
             self.check_pending_restart().await;
         }
-        self.fire_state_callbacks(after.running);
+        // Callbacks are not fired while bootstrapping (the new primary's on_start
+        // comes once the cluster is published).
+        if self.memory.bootstrap.is_none() {
+            self.fire_state_callbacks(after.running);
+        }
         self.memory.was_running = after.running;
         self.memory.first_cycle = false;
         if after.running {
@@ -551,6 +576,7 @@ impl<D: Dcs> Node<D> {
             self.dcs.set_ttl(dynamic.ttl);
         }
         let standby_before = self.standby_config();
+        let pause_changed = dynamic.pause != self.dynamic.pause;
         self.dynamic = dynamic;
         self.rebuild_pg_settings();
         // A standby cluster's archive commands go into every member's recovery
@@ -559,6 +585,12 @@ impl<D: Dcs> Node<D> {
         if self.standby_config() != standby_before {
             self.pg_config_changed = true;
         }
+        if pause_changed {
+            // The REST API refuses scheduled switchovers and restarts while paused. Patroni
+            // answers from the configuration read at the start of its cycle; publishing at
+            // the end of ours would refuse a request that follows a `resume` closely.
+            self.publish();
+        }
     }
 
     /// New PostgreSQL settings from the current local + dynamic config; a change in
@@ -566,6 +598,7 @@ impl<D: Dcs> Node<D> {
     fn rebuild_pg_settings(&mut self) {
         match settings::pg_settings(&self.cfg, &self.dynamic) {
             Ok(mut s) => {
+                s.custom_bootstrap = self.custom_bootstrap.clone();
                 // Synchronous mode owns synchronous_standby_names while it is on.
                 if let Some(v) = &self.managed_standby_names {
                     s.parameters
@@ -636,16 +669,34 @@ impl<D: Dcs> Node<D> {
                     ));
                     return;
                 }
-                let _ = reply.send(MgmtResponse::text(200, "reinitialize started"));
-                if let Err(e) = self.reinitialize(&cluster, &leader, from_leader).await {
-                    error!("reinitialize failed: {e:#}");
+                if let Some(bg) = &self.background {
+                    if !force {
+                        let text = format!("{} already in progress", bg.what);
+                        let _ = reply.send(MgmtResponse::text(503, text));
+                        return;
+                    }
+                    self.cancel_background().await;
                 }
+                match self.reinitialize(&cluster, &leader, from_leader).await {
+                    Ok(()) => {
+                        let _ = reply.send(MgmtResponse::text(200, "reinitialize started"));
+                    }
+                    Err(e) => {
+                        error!("reinitialize failed: {e:#}");
+                        let _ = reply.send(MgmtResponse::text(503, format!("{e:#}")));
+                    }
+                }
+                self.publish();
+                self.touch_member().await;
             }
         }
     }
 
     /// `POST /restart`: schedule it, or check the filters and restart now (M1, M2).
     async fn restart_command(&mut self, req: RestartRequest) -> MgmtResponse {
+        if let Some(bg) = &self.background {
+            return MgmtResponse::text(503, format!("{} already in progress", bg.what));
+        }
         if let Some(at) = &req.schedule {
             if self.scheduled_restart.is_some() {
                 return MgmtResponse::text(409, "Another restart is already scheduled");
@@ -758,7 +809,9 @@ impl<D: Dcs> Node<D> {
         }
     }
 
-    /// M3: wipe the data directory and clone again, then follow the leader.
+    /// M3 (Patroni's `_do_reinitialize`): stop PostgreSQL, then build the data directory
+    /// again in the background (from a `clonefrom` member or the leader; with
+    /// `from_leader` from the leader with `basebackup` only) and follow the leader.
     async fn reinitialize(
         &mut self,
         cluster: &Cluster,
@@ -780,10 +833,11 @@ impl<D: Dcs> Node<D> {
                 .map(|m| m.name.clone())
                 .unwrap_or_else(|| leader.to_string())
         };
-        info!("reinitializing: cloning again from {source}");
-        self.state = "creating replica".into();
-        self.publish();
-        self.touch_member().await;
+        let msg = if source == leader {
+            format!("from leader '{source}'")
+        } else {
+            format!("from replica '{source}'")
+        };
         if self.pg.is_running() {
             let role_before = self.role.clone();
             self.pg
@@ -791,24 +845,28 @@ impl<D: Dcs> Node<D> {
                 .await?;
             self.callbacks.fire("on_stop", &role_before);
         }
-        self.last_pg = None;
-        self.callback_role = None;
-        self.pg.remove_data_dir().await?;
-        let src = self.upstream_of(cluster, &source, false)?;
-        if let Err(e) = self.pg.basebackup(&src).await {
-            self.state = "stopped".into();
-            return Err(e).context(format!("clone from {source}"));
-        }
+        self.memory.rewind_failed = false;
         let follow = self
             .cfg
             .tags
             .replicatefrom
             .clone()
-            .filter(|r| cluster.member(r).is_some());
-        self.start_replica(cluster, Some(follow.as_deref().unwrap_or(leader)))
-            .await?;
-        info!("reinitialize finished");
-        Ok(())
+            .filter(|r| cluster.member(r).is_some())
+            .unwrap_or_else(|| leader.to_string());
+        let configured = settings::replica_methods(&self.cfg);
+        let methods: Vec<String> =
+            warden_core::replica::methods_to_try(&configured, true, from_leader)
+                .into_iter()
+                .map(|m| m.name)
+                .collect();
+        self.start_clone(
+            cluster,
+            Some(&source),
+            Some(&follow),
+            &methods,
+            "reinitialize".into(),
+            msg,
+        )
     }
 
     /// `POST /reload` / SIGHUP: re-read the local config; rewrite PostgreSQL's files and
@@ -1234,7 +1292,10 @@ impl<D: Dcs> Node<D> {
                 self.dcs.set_initialize(&sysid).await?;
                 Ok(())
             }
-            Action::Bootstrap => self.bootstrap().await,
+            Action::Bootstrap => self.start_bootstrap(),
+            Action::PostBootstrap => self.start_post_bootstrap(),
+            Action::FinishBootstrap => self.finish_bootstrap().await,
+            Action::CancelBootstrap => Err(self.cancel_bootstrap("bootstrap failed").await),
             Action::WriteConfig => self.write_config_key(cluster).await,
             Action::FollowRemote {
                 source,
@@ -1248,19 +1309,23 @@ impl<D: Dcs> Node<D> {
                 self.bootstrap_standby_leader(source, create_replica_methods)
                     .await
             }
-            Action::CloneFrom { source, follow } => {
-                // MERGE(create_replica): in a standby cluster Patroni clones a member with
-                // `standby_cluster.create_replica_methods` (`self.standby_config()`).
-                let src = self.upstream_of(cluster, &source, false)?;
-                self.state = "creating replica".into();
-                self.role = "uninitialized".into();
+            Action::CloneFrom {
+                source,
+                follow,
+                methods,
+                what,
+            } => {
+                self.start_clone(
+                    cluster,
+                    source.as_deref(),
+                    follow.as_deref(),
+                    &methods,
+                    format!("bootstrap {what}"),
+                    what,
+                )?;
                 self.publish();
                 self.touch_member().await;
-                if let Err(e) = self.pg.basebackup(&src).await {
-                    self.state = "stopped".into();
-                    return Err(e).context(format!("clone from {source}"));
-                }
-                self.start_replica(cluster, Some(&follow)).await
+                Ok(())
             }
             Action::StartPrimary => {
                 self.state = "starting".into();
@@ -1289,6 +1354,7 @@ impl<D: Dcs> Node<D> {
             }
             Action::Promote => {
                 self.pg.promote().await?;
+                self.memory.rewind_failed = false;
                 self.start_checkpoint_after_promote();
                 self.following = None;
                 self.remote = None;
@@ -1363,10 +1429,23 @@ impl<D: Dcs> Node<D> {
                     self.pg.stop(StopMode::Fast, timeout).await?;
                 }
                 self.state = "stopped".into();
-                self.pg
-                    .rewind(&up)
-                    .await
-                    .context(format!("pg_rewind from {source}"))?;
+                if let Err(e) = self.pg.rewind(&up).await {
+                    // Patroni's rewind state FAILED: against a healthy leader (or when
+                    // pg_control may be damaged) it is not tried again; the decision
+                    // then removes the data directory if allowed.
+                    if self.pg.ensure_rewind_source(&up).await.is_ok() {
+                        error!("Failed to rewind from healthy primary: {source}");
+                        self.memory.rewind_failed = true;
+                    } else {
+                        warn!("Failed to rewind because primary {source} become unreachable");
+                        let use_rewind = settings::use_pg_rewind(&self.cfg, &self.dynamic);
+                        if !self.pg.can_rewind(use_rewind) {
+                            self.memory.rewind_failed = true;
+                        }
+                    }
+                    return Err(e).context(format!("pg_rewind from {source}"));
+                }
+                self.memory.rewind_failed = false;
                 info!("pg_rewind from {source} finished");
                 Ok(())
             }
@@ -1374,9 +1453,16 @@ impl<D: Dcs> Node<D> {
                 if self.pg.is_running() {
                     self.pg.stop(StopMode::Immediate, timeout).await?;
                 }
+                info!(
+                    "Removing data directory: {}",
+                    self.pg.settings().data_dir.display()
+                );
                 self.pg.remove_data_dir().await?;
                 self.role = "uninitialized".into();
                 self.remote = None;
+                self.memory.rewind_failed = false;
+                self.last_pg = None;
+                self.following = None;
                 Ok(())
             }
             Action::ReleaseLeader => {
@@ -1549,104 +1635,102 @@ impl<D: Dcs> Node<D> {
         self.memory.start_failed = matches!(r, Err(warden_pg::PgError::StartFailed(_)));
     }
 
-    /// B1 won → B4: initdb, start, users, then publish the cluster in the DCS.
-    async fn bootstrap(&mut self) -> Result<()> {
+    /// B4 done (Patroni's end of `post_bootstrap`): arm the watchdog, publish
+    /// `initialize` = sysid and `config`, take the leader key.
+    async fn finish_bootstrap(&mut self) -> Result<()> {
         let Some(b) = self.cfg.bootstrap.clone() else {
             return Err(anyhow!("no bootstrap section"));
         };
-        self.state = "initializing new cluster".into();
-        self.publish();
+        if let Err(e) = self.watchdog.activate() {
+            error!("Cancelling bootstrap because watchdog activation failed: {e:#}");
+            return Err(self.cancel_bootstrap("watchdog activation failed").await);
+        }
         let r: Result<()> = async {
-            if b.method != "initdb" {
-                return Err(anyhow!(
-                    "bootstrap.method '{}': custom bootstrap methods are not supported yet",
-                    b.method
-                ));
-            }
-            self.pg.initdb(&b.initdb).await.context("initdb")?;
-            if self.pg.settings().pg_hba.is_none() && !b.pg_hba.is_empty() {
-                self.pg.append_pg_hba(&b.pg_hba)?;
-            }
-            self.pg.write_config(None, false)?;
-            self.state = "starting".into();
-            self.pg.start().await.context("start after initdb")?;
-            self.pg
-                .post_bootstrap()
-                .await
-                .context("post_bootstrap (creating users)")?;
-            if let Some(cmd) = &b.post_bootstrap {
-                crate::supervisor::run_post_bootstrap(cmd, &self.pg).await?;
-            }
-            self.watchdog
-                .activate()
-                .context("Cancelling bootstrap because watchdog activation failed")?;
             let sysid = match self.pg.data_dir_state() {
                 DataDirState::Initialized { sysid } => sysid,
-                other => return Err(anyhow!("after initdb the data dir is {other:?}")),
+                other => bail!("after the bootstrap the data dir is {other:?}"),
             };
+            if b.custom.is_some() {
+                // The recovery ended in a promotion: nobody may rewind from us before
+                // pg_control names the new timeline.
+                self.start_checkpoint_after_promote();
+            }
             self.dcs.set_initialize(&sysid).await?;
             self.dcs.set_config(&b.dcs.to_string(), None).await?;
             let t0 = monotonic_ms();
             self.dcs.take_leader(&self.cfg.name).await?;
             self.set_leader_until(Some(t0 + self.dynamic.ttl * 1000));
             self.sysid = Some(sysid);
-            // The leader key is visible now: the REST API must say "running primary" at
-            // once, not only at the end of the cycle (a client that saw the key asks).
-            self.state = "running".into();
-            self.role = "primary".into();
-            if let Ok(st) = self.pg.query_status().await {
-                self.last_pg = Some(st);
-            }
-            self.publish();
             Ok(())
         }
         .await;
-        match r {
-            Ok(()) => {
-                self.state = "running".into();
-                self.role = "primary".into();
-                info!("initialized a new cluster");
-                Ok(())
-            }
-            Err(e) => {
-                self.watchdog.disable();
-                // B4 as Patroni: give the initialize key back so another node can try, stop
-                // what was started, move the data directory aside (kept for inspection)
-                // and exit: the half-initialised directory must never be started again.
-                self.state = "initdb failed".into();
-                error!("bootstrap failed: {e:#}");
-                info!("removing initialize key after failed attempt to bootstrap the cluster");
-                if let Err(ce) = self.dcs.cancel_initialization().await {
-                    error!("could not remove the initialize key: {ce}");
-                }
-                if let Err(se) = self
-                    .pg
-                    .stop(StopMode::Immediate, Duration::from_secs(10))
-                    .await
-                {
-                    error!("could not stop PostgreSQL after the failed bootstrap: {se}");
-                }
-                let dir = self.pg.settings().data_dir.clone();
-                if dir.exists() {
-                    let mut aside = dir.as_os_str().to_owned();
-                    aside.push(
-                        chrono::Local::now()
-                            .format("_%Y-%m-%d-%H-%M-%S")
-                            .to_string(),
-                    );
-                    let aside = std::path::PathBuf::from(aside);
-                    match std::fs::rename(&dir, &aside) {
-                        Ok(()) => info!("renamed data directory to {}", aside.display()),
-                        Err(re) => error!(
-                            "could not rename data directory {} to {}: {re}",
-                            dir.display(),
-                            aside.display()
-                        ),
-                    }
-                }
-                Err(anyhow::Error::new(BootstrapFailed(format!("{e:#}"))))
+        if let Err(e) = r {
+            error!("could not publish the new cluster: {e:#}");
+            return Err(self.cancel_bootstrap("publishing the cluster failed").await);
+        }
+        self.memory.bootstrap = None;
+        // The leader key is visible now: the REST API must say "running primary" at
+        // once, not only at the end of the cycle (a client that saw the key asks).
+        self.state = "running".into();
+        self.role = "primary".into();
+        if let Ok(st) = self.pg.query_status().await {
+            self.last_pg = Some(st);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// B4 failed (Patroni's `cancel_initialization`): give the initialize key back so
+    /// another node can try, stop what was started, move the data directory aside (kept
+    /// for inspection) and exit: the half-initialised directory must never be started
+    /// again. Returns the error that ends the agent.
+    async fn cancel_bootstrap(&mut self, why: &str) -> anyhow::Error {
+        self.cancel_background().await;
+        self.watchdog.disable();
+        let custom = self.custom_bootstrap.take().is_some()
+            || self
+                .cfg
+                .bootstrap
+                .as_ref()
+                .is_some_and(|b| b.custom.is_some());
+        self.state = if custom {
+            "custom bootstrap failed"
+        } else {
+            "initdb failed"
+        }
+        .into();
+        self.publish();
+        info!("removing initialize key after failed attempt to bootstrap the cluster");
+        if let Err(ce) = self.dcs.cancel_initialization().await {
+            error!("could not remove the initialize key: {ce}");
+        }
+        if let Err(se) = self
+            .pg
+            .stop(StopMode::Immediate, Duration::from_secs(10))
+            .await
+        {
+            error!("could not stop PostgreSQL after the failed bootstrap: {se}");
+        }
+        let dir = self.pg.settings().data_dir.clone();
+        if dir.exists() {
+            let mut aside = dir.as_os_str().to_owned();
+            aside.push(
+                chrono::Local::now()
+                    .format("_%Y-%m-%d-%H-%M-%S")
+                    .to_string(),
+            );
+            let aside = std::path::PathBuf::from(aside);
+            match std::fs::rename(&dir, &aside) {
+                Ok(()) => info!("renamed data directory to {}", aside.display()),
+                Err(re) => error!(
+                    "could not rename data directory {} to {}: {re}",
+                    dir.display(),
+                    aside.display()
+                ),
             }
         }
+        self.memory.bootstrap = None;
+        anyhow::Error::new(BootstrapFailed(why.to_string()))
     }
 
     /// Leader duties after a successful lock update: `status` and `history` (the slots
@@ -1828,7 +1912,7 @@ impl<D: Dcs> Node<D> {
         let mut d = MemberData {
             conn_url: Some(conn_url(&self.cfg)),
             api_url: Some(api_url(&self.cfg)),
-            state: Some(self.state.clone()),
+            state: Some(self.current_state()),
             role: Some(self.role.clone()),
             version: Some(warden_core::PATRONI_COMPAT_VERSION.into()),
             tags: self.member_tags(),
@@ -1926,7 +2010,7 @@ impl<D: Dcs> Node<D> {
         self.api.publish(NodeStatus {
             name: self.cfg.name.clone(),
             scope: self.cfg.scope.clone(),
-            state: self.state.clone(),
+            state: self.current_state(),
             role: st
                 .map(|s| self.running_role(s.in_recovery).to_string())
                 .unwrap_or_else(|| self.role.clone()),
@@ -1978,6 +2062,7 @@ impl<D: Dcs> Node<D> {
     /// Graceful shutdown (ha-loop.md §13): stop PostgreSQL fast, then hand the lock over
     /// at once instead of letting it expire.
     pub async fn shutdown(&mut self) {
+        self.cancel_background().await;
         if self.dynamic.pause {
             info!("Leaving PostgreSQL running and the leader lock in place: the cluster is paused");
             self.fence.set_leader_until(0);

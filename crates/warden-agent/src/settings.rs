@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use warden_config::{Config, DynamicConfig};
 use warden_core::ha::HaSettings;
+use warden_core::replica::ReplicaMethod;
 use warden_http::{ClientTls, RestClient, RestSettings};
 use warden_pg::{Credentials, PgSettings, SslOptions};
 
@@ -110,7 +111,32 @@ pub fn pg_settings(cfg: &Config, dynamic: &DynamicConfig) -> Result<PgSettings> 
         pg_ctl_timeout: Duration::from_secs(pg.pg_ctl_timeout.max(1)),
         basebackup_options: pg.basebackup.clone(),
         run_as: None,
+        custom_bootstrap: None,
     })
+}
+
+/// A replica creation method by name with its section `postgresql.<name>` (an empty
+/// section when there is none: the name is then the command).
+pub fn replica_method(cfg: &Config, name: &str) -> ReplicaMethod {
+    ReplicaMethod::new(
+        name,
+        cfg.postgresql
+            .replica_method_sections
+            .get(name)
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
+/// `postgresql.create_replica_methods` with their sections, in order.
+pub fn replica_methods(cfg: &Config) -> Vec<ReplicaMethod> {
+    replica_methods_named(cfg, &cfg.postgresql.create_replica_methods)
+}
+
+/// The methods of another list (e.g. a standby cluster's `create_replica_methods`),
+/// each with its section `postgresql.<name>`.
+pub fn replica_methods_named(cfg: &Config, names: &[String]) -> Vec<ReplicaMethod> {
+    names.iter().map(|n| replica_method(cfg, n)).collect()
 }
 
 /// Settings for the HA decisions.
@@ -131,6 +157,14 @@ pub fn ha_settings(cfg: &Config, dynamic: &DynamicConfig, can_rewind: bool) -> H
         },
         can_rewind,
         reinit_on_divergence: cfg.postgresql.remove_data_directory_on_diverged_timelines,
+        remove_data_on_rewind_failure: cfg.postgresql.remove_data_directory_on_rewind_failure,
+        replica_methods: replica_methods(cfg),
+        replica_method_sections: cfg
+            .postgresql
+            .replica_method_sections
+            .keys()
+            .map(|name| replica_method(cfg, name))
+            .collect(),
         replicatefrom: cfg.tags.replicatefrom.clone(),
         nostream: cfg.tags.nostream,
         primary_start_timeout: dynamic.primary_start_timeout,

@@ -206,10 +206,28 @@ pub struct Bootstrap {
     pub pg_hba: Vec<String>,
     /// Command run after the first start (`post_bootstrap`, alias `post_init`).
     pub post_bootstrap: Option<String>,
+    /// The custom bootstrap method's section when `method` is not `initdb`.
+    pub custom: Option<CustomBootstrap>,
     /// `bootstrap.users` is present (removed in Patroni 4.0: the caller should log an error).
     pub users_present: bool,
     /// The section as given.
     pub raw: Value,
+}
+
+/// A custom bootstrap method (`bootstrap.method: <name>` with `bootstrap.<name>`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CustomBootstrap {
+    /// The method name.
+    pub name: String,
+    /// The section verbatim, keys in file order (`command`, `no_params`,
+    /// `keep_existing_recovery_conf`, `recovery_conf`, and extra keys passed to the
+    /// command as `--key=value`).
+    pub options: Map<String, Value>,
+    /// `recovery_conf`: recovery settings written after the command ran.
+    pub recovery_conf: Option<Map<String, Value>>,
+    /// `keep_existing_recovery_conf` (Python truthiness): leave the recovery
+    /// configuration the command wrote (pgBackRest, Barman) in place.
+    pub keep_existing_recovery_conf: bool,
 }
 
 /// Connection settings of a PostgreSQL user (`postgresql.authentication.<user>`).
@@ -320,6 +338,10 @@ pub struct Postgresql {
     pub callbacks: BTreeMap<String, String>,
     /// Replica creation methods in order (default `[basebackup]`; legacy `create_replica_method`).
     pub create_replica_methods: Vec<String>,
+    /// The section `postgresql.<method>` of each custom method named in
+    /// `create_replica_methods` that has one (`command`, `keep_data`, `no_leader`,
+    /// `no_params` and any other key), kept verbatim with its keys in file order.
+    pub replica_method_sections: BTreeMap<String, Map<String, Value>>,
     /// Rendered pg_basebackup options (`--opt` / `--opt=val`); forbidden options are dropped
     /// with a warning, as Patroni does.
     pub basebackup: Vec<String>,
@@ -1674,18 +1696,30 @@ fn parse_bootstrap(ld: &mut Loader, m: &Obj) -> Bootstrap {
         .str_(m, "method", p)
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "initdb".into());
+    let mut custom = None;
     if method != "initdb" {
+        let key = format!("bootstrap.{method}");
         match present(m, &method) {
             Some(Value::Object(sec)) => {
                 if present(sec, "command").is_none() {
                     ld.errors.push(ConfigError::Missing {
-                        key: format!("bootstrap.{method}.command"),
+                        key: format!("{key}.command"),
                     });
+                } else {
+                    command_line(ld, sec, &key);
                 }
+                let recovery_conf = ld.obj(sec, "recovery_conf", &key).cloned();
+                custom = Some(CustomBootstrap {
+                    name: method.clone(),
+                    options: sec.clone(),
+                    recovery_conf,
+                    keep_existing_recovery_conf: sec
+                        .get("keep_existing_recovery_conf")
+                        .is_some_and(crate::util::truthy),
+                });
             }
-            _ => ld.errors.push(ConfigError::Missing {
-                key: format!("bootstrap.{method}"),
-            }),
+            Some(other) => ld.wrong(key, "a mapping", other),
+            None => ld.errors.push(ConfigError::Missing { key }),
         }
     }
     let initdb = match present(m, "initdb") {
@@ -1712,12 +1746,72 @@ fn parse_bootstrap(ld: &mut Loader, m: &Obj) -> Bootstrap {
     Bootstrap {
         dcs,
         method,
+        custom,
         initdb,
         pg_hba: ld.str_list(m, "pg_hba", p).unwrap_or_default(),
         post_bootstrap,
         users_present,
         raw: Value::Object(m.clone()),
     }
+}
+
+/// Checks `<section>.command`: a string that splits into words like a shell command
+/// line (Patroni runs `shlex.split(command)`); an error names the key.
+fn command_line(ld: &mut Loader, section: &Obj, prefix: &str) {
+    let key = join(prefix, "command");
+    match present(section, "command") {
+        None => {}
+        Some(Value::String(c)) => match crate::util::shell_split(c) {
+            Some(words) if !words.is_empty() => {}
+            Some(_) => ld.invalid(key, "the command is empty"),
+            None => ld.invalid(key, "unbalanced quotes in the command"),
+        },
+        Some(other) => ld.wrong(key, "a command line string", other),
+    }
+}
+
+/// The sections of the custom replica methods named in `create_replica_methods`
+/// (`basebackup` is built in; its options are `postgresql.basebackup`), and every other
+/// `postgresql.<name>` mapping with a `command` (a method another list may name).
+fn replica_method_sections(
+    ld: &mut Loader,
+    m: &Obj,
+    methods: &[String],
+) -> BTreeMap<String, Map<String, Value>> {
+    let mut out = BTreeMap::new();
+    for name in methods {
+        if name == "basebackup" || out.contains_key(name) {
+            continue;
+        }
+        let key = join("postgresql", name);
+        match present(m, name) {
+            None => {
+                // Patroni runs the method name itself as the command.
+                if crate::util::shell_split(name).is_none_or(|w| w.is_empty()) {
+                    ld.invalid(key, "a method without a section must be a command line");
+                }
+            }
+            Some(Value::Object(sec)) => {
+                command_line(ld, sec, &key);
+                out.insert(name.clone(), sec.clone());
+            }
+            Some(other) => ld.wrong(key, "a mapping", other),
+        }
+    }
+    // Patroni takes a method's options from `postgresql.<name>` whatever list names it:
+    // a standby cluster's `create_replica_methods` (dynamic, so not known here) may name
+    // a section the local list does not. Keep every other mapping with a `command`.
+    for (name, v) in m {
+        if out.contains_key(name) || name == "basebackup" {
+            continue;
+        }
+        if let Value::Object(sec) = v {
+            if matches!(sec.get("command"), Some(Value::String(_))) {
+                out.insert(name.clone(), sec.clone());
+            }
+        }
+    }
+    out
 }
 
 fn parse_pg_user(ld: &mut Loader, a: &Obj, user: &str, required: bool) -> Option<PgUser> {
@@ -1816,6 +1910,7 @@ fn parse_postgresql(ld: &mut Loader, m: &Obj, home: Option<&str>) -> Postgresql 
             v
         }
     };
+    let replica_method_sections = replica_method_sections(ld, m, &create_replica_methods);
 
     let basebackup = match present(m, "basebackup") {
         Some(v) => render_options(
@@ -1896,6 +1991,7 @@ fn parse_postgresql(ld: &mut Loader, m: &Obj, home: Option<&str>) -> Postgresql 
         use_pg_rewind: ld.bool_(m, "use_pg_rewind", p),
         callbacks,
         create_replica_methods,
+        replica_method_sections,
         basebackup,
         rewind,
         pg_ctl_timeout,

@@ -1263,3 +1263,106 @@ nested: [{k: n}, [Y, yes]]
     let c = load_str(&text).expect("loads");
     assert_eq!(c.name, "n");
 }
+
+/// `minimal.yml` with `extra` appended under `postgresql:` (indented two spaces).
+fn with_postgresql(extra: &str) -> String {
+    let t = minimal_text();
+    let lines: String = extra.lines().map(|l| format!("  {l}\n")).collect();
+    t.replace(
+        "  bin_dir: /usr/lib/postgresql/16/bin\n",
+        &format!("  bin_dir: /usr/lib/postgresql/16/bin\n{lines}"),
+    )
+}
+
+#[test]
+fn replica_method_sections_are_kept_verbatim() {
+    let c = load_str(&with_postgresql(
+        "create_replica_methods: [wal_e, basebackup, bare]\n\
+         wal_e:\n  command: patroni_wale_restore --x 'a b'\n  no_leader: '1'\n  keep_data: true\n  envdir: /etc/wal-e\n  threshold_megabytes: 10240\n",
+    ))
+    .expect("loads");
+    let pg = &c.postgresql;
+    assert_eq!(
+        pg.create_replica_methods,
+        vec!["wal_e", "basebackup", "bare"]
+    );
+    let sec = &pg.replica_method_sections["wal_e"];
+    // Keys in file order, values as written (they become --key=value arguments).
+    assert_eq!(
+        sec.keys().collect::<Vec<_>>(),
+        vec![
+            "command",
+            "no_leader",
+            "keep_data",
+            "envdir",
+            "threshold_megabytes"
+        ]
+    );
+    assert_eq!(sec["no_leader"], json!("1"));
+    assert_eq!(sec["threshold_megabytes"], json!(10240));
+    // A method without a section runs its name; basebackup has no section here.
+    assert_eq!(pg.replica_method_sections.len(), 1);
+
+    // The legacy key and a single string.
+    let c = load_str(&with_postgresql(
+        "create_replica_method: wal_g\nwal_g: {command: wal-g-restore, no_master: 1}\n",
+    ))
+    .expect("loads");
+    assert_eq!(c.postgresql.create_replica_methods, vec!["wal_g"]);
+    assert_eq!(
+        c.postgresql.replica_method_sections["wal_g"]["no_master"],
+        json!(1)
+    );
+}
+
+#[test]
+fn replica_method_errors_name_the_key() {
+    let e = err_of(&with_postgresql("create_replica_methods: [m]\nm: [a]\n"));
+    assert_eq!(e, "postgresql.m: expected a mapping, got a list");
+    let e = err_of(&with_postgresql(
+        "create_replica_methods: [m]\nm: {command: [a, b]}\n",
+    ));
+    assert_eq!(
+        e,
+        "postgresql.m.command: expected a command line string, got a list"
+    );
+    let e = err_of(&with_postgresql(
+        "create_replica_methods: [m]\nm: {command: \"restore 'x\"}\n",
+    ));
+    assert!(e.starts_with("postgresql.m.command: "), "{e}");
+    assert!(e.contains("unbalanced quotes"), "{e}");
+}
+
+#[test]
+fn custom_bootstrap_section() {
+    let t = minimal_text().replace(
+        "  initdb: [{encoding: UTF8}, data-checksums]\n",
+        "  method: backup_restore\n  backup_restore:\n    command: python3 /x/backup_restore.py --sourcedir=/x/basebackup\n    test-argument: test-value\n    keep_existing_recovery_conf: 'no'\n    recovery_conf:\n      recovery_target_action: promote\n      restore_command: cp /arch/%f %p\n",
+    );
+    let c = load_str(&t).expect("loads");
+    let b = c.bootstrap.expect("bootstrap");
+    assert_eq!(b.method, "backup_restore");
+    let custom = b.custom.expect("custom bootstrap");
+    assert_eq!(custom.name, "backup_restore");
+    assert_eq!(custom.options["test-argument"], json!("test-value"));
+    let rc = custom.recovery_conf.expect("recovery_conf");
+    assert_eq!(rc["recovery_target_action"], json!("promote"));
+    // Python truthiness, as Patroni: the string 'no' is set.
+    assert!(custom.keep_existing_recovery_conf);
+
+    let e = err_of(&minimal_text().replace(
+        "  initdb: [{encoding: UTF8}, data-checksums]\n",
+        "  method: restore\n  restore: {command: x, recovery_conf: [a]}\n",
+    ));
+    assert_eq!(
+        e,
+        "bootstrap.restore.recovery_conf: expected a mapping, got a list"
+    );
+    let e = err_of(&minimal_text().replace(
+        "  initdb: [{encoding: UTF8}, data-checksums]\n",
+        "  method: restore\n  restore: {keep_existing_recovery_conf: true}\n",
+    ));
+    assert_eq!(e, "bootstrap.restore.command: missing required key");
+    let c = load_str(&minimal_text()).expect("loads");
+    assert!(c.bootstrap.expect("bootstrap").custom.is_none());
+}

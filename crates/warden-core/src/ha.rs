@@ -40,6 +40,16 @@ pub struct HaSettings {
     pub can_rewind: bool,
     /// `remove_data_directory_on_diverged_timelines`.
     pub reinit_on_divergence: bool,
+    /// `remove_data_directory_on_rewind_failure`: a failed pg_rewind wipes the data
+    /// directory so that the node is built again.
+    pub remove_data_on_rewind_failure: bool,
+    /// `create_replica_methods` with their sections (empty: `[basebackup]`).
+    pub replica_methods: Vec<crate::replica::ReplicaMethod>,
+    /// Every replica method section of the local configuration (`postgresql.<name>`),
+    /// listed or not: another list of names (a standby cluster's
+    /// `create_replica_methods`) takes its options from here, as Patroni's
+    /// `replica_method_options` does.
+    pub replica_method_sections: Vec<crate::replica::ReplicaMethod>,
     /// `replicatefrom` tag.
     pub replicatefrom: Option<String>,
     /// `nostream` tag.
@@ -77,6 +87,9 @@ impl Default for HaSettings {
             failover_priority: 1,
             can_rewind: false,
             reinit_on_divergence: false,
+            remove_data_on_rewind_failure: false,
+            replica_methods: Vec::new(),
+            replica_method_sections: Vec::new(),
             replicatefrom: None,
             nostream: false,
             primary_start_timeout: 300,
@@ -193,6 +206,26 @@ pub struct NodeMemory {
     /// When I killed my frozen primary and gave the lock up (F1): for a ttl I leave the
     /// race to the others.
     pub primary_given_up_at_ms: Option<u64>,
+    /// A long action runs in the background (creating a replica, bootstrapping, running
+    /// post_bootstrap), named as Patroni names it (e.g. `bootstrap from leader 'pg1'`):
+    /// the loop keeps my member key (and a lock I hold) fresh meanwhile.
+    pub task: Option<String>,
+    /// I won the bootstrap race and the new cluster is not published yet (B4).
+    pub bootstrap: Option<Bootstrapping>,
+    /// My last pg_rewind failed against a healthy leader (Patroni's rewind state
+    /// FAILED): it is not tried again; the data directory is removed when allowed.
+    pub rewind_failed: bool,
+}
+
+/// Progress of a bootstrap this node runs (B4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bootstrapping {
+    /// The background bootstrap (initdb or the custom method, then the first start)
+    /// failed.
+    pub failed: bool,
+    /// Outcome of post_bootstrap (roles, the `post_bootstrap` script): `None` until it
+    /// has run.
+    pub post_bootstrap: Option<bool>,
 }
 
 /// What the executor found when probing another member's REST API (`GET /patroni`).
@@ -369,15 +402,31 @@ pub enum Action {
         /// system identifier
         sysid: String,
     },
-    /// initdb, configure, start, create users, then publish `initialize`, `config` and
-    /// take the leader key (B1 won → B4). Failure cancels the initialisation.
+    /// B1 won: in the background, initdb or the custom bootstrap method
+    /// (`bootstrap.method`), configure and start PostgreSQL. The next cycles go through
+    /// [`Action::PostBootstrap`] and [`Action::FinishBootstrap`] (B4).
     Bootstrap,
-    /// pg_basebackup from `source`, then start as a replica of `follow` (B2).
+    /// B4: in the background, create the roles of the configuration and run the
+    /// `post_bootstrap` script (after a custom bootstrap also restore pg_hba.conf).
+    PostBootstrap,
+    /// B4 done: arm the watchdog, publish `initialize` = sysid and `config`, take the
+    /// leader key ("initialized a new cluster").
+    FinishBootstrap,
+    /// B4 failed: delete `initialize`, stop PostgreSQL, move the data directory aside
+    /// and exit (Patroni's `cancel_initialization`).
+    CancelBootstrap,
+    /// In the background, build the data directory with the replica creation methods
+    /// (B2, B3, a re-clone), then start as a replica of `follow`.
     CloneFrom {
-        /// where to copy the data from
-        source: String,
-        /// whom to stream from afterwards
-        follow: String,
+        /// member to copy from (`None`: only methods that need no replication
+        /// connection run)
+        source: Option<String>,
+        /// whom to stream from afterwards (`None`: no upstream)
+        follow: Option<String>,
+        /// methods to try, in order ([`crate::replica::methods_to_try`])
+        methods: Vec<String>,
+        /// Patroni's words for it: `from leader 'pg1'`, `(without leader)`
+        what: String,
     },
     /// Start PostgreSQL as a primary after a crash while holding the lock (R2).
     StartPrimary,
@@ -594,6 +643,15 @@ fn decide_inner(i: &HaInput<'_>) -> Step {
     };
     let me = i.me;
     let i_hold_lock = cluster.leader_name() == Some(me);
+
+    // A long action runs in the background: nothing else is decided until it ends.
+    if let Some(task) = i.memory.task.as_deref() {
+        return long_action_in_progress(i, task, i_hold_lock);
+    }
+    // B4: the cluster this node bootstraps is not published yet.
+    if let Some(b) = i.memory.bootstrap {
+        return post_bootstrap(i, b);
+    }
 
     // L9: the data directory.
     let sysid = match &i.pg.data_dir {
@@ -826,6 +884,39 @@ fn failsafe_key_update(i: &HaInput<'_>, cluster: &Cluster) -> Option<Action> {
     })
 }
 
+/// While a background action runs (Patroni's `handle_long_action_in_progress`): a lock
+/// holder keeps its lock; everyone else just reports the action.
+fn long_action_in_progress(i: &HaInput<'_>, task: &str, i_hold_lock: bool) -> Step {
+    if i_hold_lock {
+        match i.answers.update {
+            None => return Step::Ask(Question::UpdateLeader),
+            Some(LockUpdate::Renewed) => {
+                return act(vec![], format!("updated leader lock during {task}"))
+            }
+            Some(_) => {}
+        }
+    }
+    act(vec![], format!("{task} in progress"))
+}
+
+/// B4 (Patroni's `post_bootstrap`): after the background bootstrap, wait until
+/// PostgreSQL is a primary (a custom bootstrap may first replay WAL to its recovery
+/// target), run post_bootstrap, then publish the cluster. A failed step, or PostgreSQL
+/// not running, cancels the initialisation.
+fn post_bootstrap(i: &HaInput<'_>, b: Bootstrapping) -> Step {
+    if b.failed || !i.pg.running || b.post_bootstrap == Some(false) {
+        return act(
+            vec![Action::CancelBootstrap],
+            "removing initialize key after failed attempt to bootstrap the cluster",
+        );
+    }
+    match b.post_bootstrap {
+        None if !i.pg.is_primary => act(vec![], "waiting for end of recovery after bootstrap"),
+        None => act(vec![Action::PostBootstrap], "running post_bootstrap"),
+        Some(_) => act(vec![Action::FinishBootstrap], "initialized a new cluster"),
+    }
+}
+
 /// L9 (empty data dir) and B1–B3.
 fn empty_data_dir(i: &HaInput<'_>, cluster: &Cluster, i_hold_lock: bool) -> Step {
     if i_hold_lock {
@@ -848,6 +939,25 @@ fn empty_data_dir(i: &HaInput<'_>, cluster: &Cluster, i_hold_lock: bool) -> Step
                 Some(false) => act(vec![], "failed to acquire initialize lock"),
             };
         }
+        // B3: no leader, but a method may build this node without one (from a backup),
+        // unless someone is bootstrapping the cluster right now. In a standby cluster the
+        // candidates are the standby_cluster's own `create_replica_methods`.
+        let configured = match &i.settings.standby_cluster {
+            Some(sc) => standby_replica_methods(i, sc),
+            None => i.settings.replica_methods.clone(),
+        };
+        let methods = crate::replica::methods_to_try(&configured, false, false);
+        if !methods.is_empty() && cluster.initialize.as_deref() != Some("") {
+            return act(
+                vec![Action::CloneFrom {
+                    source: None,
+                    follow: None,
+                    methods: methods.into_iter().map(|m| m.name).collect(),
+                    what: "(without leader)".into(),
+                }],
+                "trying to bootstrap (without leader)",
+            );
+        }
         if i.settings.standby_cluster.is_some() {
             return act(vec![], "waiting for standby_leader to bootstrap");
         }
@@ -867,22 +977,43 @@ fn empty_data_dir(i: &HaInput<'_>, cluster: &Cluster, i_hold_lock: bool) -> Step
         })
         .map(|m| m.name.clone());
     let follow = node_to_follow(i, cluster).unwrap_or_else(|| leader.clone());
-    match source {
-        Some(src) => act(
-            vec![Action::CloneFrom {
-                source: src.clone(),
-                follow,
-            }],
-            format!("bootstrap from replica '{src}'"),
-        ),
-        None => act(
-            vec![Action::CloneFrom {
-                source: leader.clone(),
-                follow,
-            }],
-            format!("bootstrap from leader '{leader}'"),
-        ),
+    let (source, what) = match source {
+        Some(src) => (src.clone(), format!("from replica '{src}'")),
+        None => (leader.clone(), format!("from leader '{leader}'")),
+    };
+    let methods = crate::replica::methods_to_try(&i.settings.replica_methods, true, false);
+    act(
+        vec![Action::CloneFrom {
+            source: Some(source),
+            follow: Some(follow),
+            methods: methods.into_iter().map(|m| m.name).collect(),
+            what: what.clone(),
+        }],
+        format!("trying to bootstrap {what}"),
+    )
+}
+
+/// A standby cluster's `create_replica_methods` with each method's local section (no
+/// section: the name is the command); an empty list means the member's own methods.
+fn standby_replica_methods(
+    i: &HaInput<'_>,
+    sc: &crate::standby::StandbyCluster,
+) -> Vec<crate::replica::ReplicaMethod> {
+    if sc.create_replica_methods.is_empty() {
+        return i.settings.replica_methods.clone();
     }
+    sc.create_replica_methods
+        .iter()
+        .map(|name| {
+            i.settings
+                .replica_method_sections
+                .iter()
+                .chain(&i.settings.replica_methods)
+                .find(|m| &m.name == name)
+                .cloned()
+                .unwrap_or_else(|| crate::replica::ReplicaMethod::new(name, serde_json::Map::new()))
+        })
+        .collect()
 }
 
 /// FW1.1: whom a replica streams from.
@@ -1009,8 +1140,35 @@ fn pg_not_running(i: &HaInput<'_>, cluster: &Cluster, i_hold_lock: bool) -> Step
     )
 }
 
-/// RW1: rewind when possible, else re-clone when allowed, else start anyway.
+/// RW1: rewind when possible, else re-clone when allowed, else start anyway. After a
+/// failed rewind (postgres-management.md §6 step 5) the data directory is removed when
+/// `remove_data_directory_on_rewind_failure` or `…_on_diverged_timelines` allows it,
+/// otherwise the node starts as it is and rewind is not tried again.
 fn rewind_or_reinit(i: &HaInput<'_>, leader: &str, follow: Option<String>) -> Step {
+    if i.memory.rewind_failed {
+        let setting = if i.settings.remove_data_on_rewind_failure {
+            Some("remove_data_directory_on_rewind_failure")
+        } else if i.settings.reinit_on_divergence {
+            Some("remove_data_directory_on_diverged_timelines")
+        } else {
+            None
+        };
+        return match setting {
+            Some(name) => act(
+                vec![
+                    Action::Warn {
+                        message: format!("{name} is set. removing..."),
+                    },
+                    Action::RemoveDataDir,
+                ],
+                format!("reinitializing after a failed pg_rewind from {leader}"),
+            ),
+            None => act(
+                vec![Action::StartReplica { upstream: follow }],
+                format!("pg_rewind from {leader} failed; starting as a secondary anyway"),
+            ),
+        };
+    }
     if i.settings.can_rewind {
         // §6 step 3: a just-promoted leader's pg_control names its old timeline until its
         // first checkpoint; pg_rewind against it would compute the wrong fork point.

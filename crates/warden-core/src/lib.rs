@@ -6,6 +6,8 @@
 //! * [`ha`]: the HA decision function, from (cluster, local PostgreSQL, settings, time)
 //!   to the actions to take and a one-line reason. No I/O, no clocks, no sleeping.
 //! * [`lsn`]: WAL position helpers.
+//! * [`replica`]: replica creation methods and custom bootstrap: which methods to try
+//!   and their command lines.
 //! * [`slots`]: which replication slots exist where, what to drop, advance and copy,
 //!   and what the leader publishes about them.
 //! * [`standby`]: the `standby_cluster` section (a cluster replicating from a remote
@@ -14,6 +16,7 @@
 pub mod cluster;
 pub mod ha;
 pub mod lsn;
+pub mod replica;
 pub mod slots;
 pub mod standby;
 pub mod status;

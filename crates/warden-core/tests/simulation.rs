@@ -1071,8 +1071,13 @@ impl World {
                     .config
                     .get_or_insert_with(|| r#"{"ttl":30}"#.into());
             }
-            Action::CloneFrom { source, follow } => {
-                let src = self.index(&source).map(|s| self.nodes[s].pg.clone());
+            // The simulated nodes configure no replica methods, so every clone has a
+            // source (the decision offers a source-less one only to `no_leader`
+            // methods), and it completes within the step.
+            Action::CloneFrom { source, follow, .. } => {
+                let src = source
+                    .and_then(|s| self.index(&s))
+                    .map(|s| self.nodes[s].pg.clone());
                 if let Some(src) = src.filter(|p| p.running) {
                     self.nodes[i].pg = Pg {
                         initialized: true,
@@ -1081,9 +1086,14 @@ impl World {
                         ..Pg::default()
                     };
                     self.start_pg(i, false);
-                    self.nodes[i].following = Some(follow);
+                    self.nodes[i].following = follow;
                 }
             }
+            // Bootstrap above completes within the step and never leaves a bootstrap
+            // in progress, so the later phases are not reached here.
+            Action::PostBootstrap | Action::FinishBootstrap | Action::CancelBootstrap => self.fail(
+                format!("{me}: unexpected {a:?}: bootstrap is modelled as one step"),
+            ),
             Action::StartPrimary => self.start_pg(i, true),
             Action::StartReplica { upstream } => {
                 self.start_pg(i, false);

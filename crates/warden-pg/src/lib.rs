@@ -13,6 +13,7 @@ mod error;
 mod postgres;
 mod process;
 mod render;
+mod replica;
 mod settings;
 mod slots;
 mod status;
@@ -30,9 +31,10 @@ pub use render::{
     render_postgresql_conf, service_file_content, slot_name_for_member, tool_conninfo,
     ConninfoParams, DSN_KEY_ORDER, GENERATED_HEADER, SERVICE_NAME,
 };
+pub use replica::{CloneSource, CommandExit};
 pub use settings::{
-    effective_parameters, parse_pg_bool, Credentials, PgSettings, SslOptions, StopMode, Upstream,
-    CMDLINE_GUCS, RECOVERY_GUCS,
+    effective_parameters, parse_pg_bool, Credentials, CustomBootstrapMode, PgSettings, SslOptions,
+    StopMode, Upstream, CMDLINE_GUCS, RECOVERY_GUCS,
 };
 pub use slots::{SlotSession, SlotState, SLOT_NEEDS_COPY_CODES};
 pub use status::{PgStatus, ReplicationRow, SlotInfo, WalPositions};

@@ -93,12 +93,12 @@ impl Postgres {
         tool_path(&self.s.bin_dir, name)
     }
 
-    fn config_file(&self) -> PathBuf {
+    pub(crate) fn config_file(&self) -> PathBuf {
         self.s.config_dir.join("postgresql.conf")
     }
 
     /// Applies environment filtering and `run_as` to a std command.
-    fn prepare_std(&self, cmd: &mut std::process::Command) {
+    pub(crate) fn prepare_std(&self, cmd: &mut std::process::Command) {
         cmd.env_clear();
         cmd.envs(filtered_env());
         if let Some((uid, gid)) = self.s.run_as {
@@ -188,7 +188,7 @@ impl Postgres {
     }
 
     /// Writes a file atomically (temp file + rename) with `mode`, owned by `run_as`.
-    fn write_file(&self, path: &Path, content: &str, mode: u32) -> Result<(), PgError> {
+    pub(crate) fn write_file(&self, path: &Path, content: &str, mode: u32) -> Result<(), PgError> {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tmp = path.as_os_str().to_owned();
@@ -259,6 +259,11 @@ impl Postgres {
                 });
             return LocalTarget::Socket(dir);
         }
+        self.tcp_target()
+    }
+
+    /// The local server over TCP (what [`Self::local_target`] uses without the socket).
+    pub(crate) fn tcp_target(&self) -> LocalTarget {
         let addrs: Vec<&str> = self.s.listen_addresses.split(',').map(str::trim).collect();
         if addrs
             .iter()
@@ -351,7 +356,12 @@ impl Postgres {
         .await
     }
 
-    fn write_pgpass(&self, host: &str, port: u16, creds: &Credentials) -> Result<(), PgError> {
+    pub(crate) fn write_pgpass(
+        &self,
+        host: &str,
+        port: u16,
+        creds: &Credentials,
+    ) -> Result<(), PgError> {
         let content = pgpass_content(
             Some(host),
             Some(&port.to_string()),
@@ -366,7 +376,7 @@ impl Postgres {
     /// from `PGPASSFILE`). When the user has an `sslpassword`, it goes to a private libpq
     /// service file instead of the command line: point `PGSERVICEFILE` at the returned
     /// file, which is removed when dropped.
-    fn tool_conn(
+    pub(crate) fn tool_conn(
         &self,
         host: &str,
         port: u16,
@@ -640,19 +650,34 @@ impl Postgres {
     }
 
     /// Effective GUCs; on a standby raised to pg_controldata's values where needed.
+    /// During a custom bootstrap the recovery parameters are the method's only (Patroni
+    /// keeps recovery settings out of the server parameters) and `hot_standby` may be
+    /// off ([`crate::CustomBootstrapMode::disables_hot_standby`]).
     fn parameters_for(&self, standby: bool) -> BTreeMap<String, String> {
         let cd = if standby {
             self.controldata_sync().ok()
         } else {
             None
         };
-        effective_parameters(&self.s, cd.as_ref())
+        let mut p = effective_parameters(&self.s, cd.as_ref());
+        if let Some(cb) = &self.s.custom_bootstrap {
+            p.retain(|k, _| !RECOVERY_GUCS.contains(&k.as_str()));
+            if cb.disables_hot_standby() {
+                p.insert("hot_standby".into(), "off".into());
+            }
+        }
+        p
     }
 
     /// Writes postgresql.conf (spec §2), creates/removes `standby.signal`, writes the pgpass
     /// file when `primary_conninfo` needs it, and rewrites pg_hba.conf when
     /// [`PgSettings::pg_hba`] is set. The first call renames the initdb postgresql.conf to
     /// postgresql.base.conf. `upstream` is only used when `standby`.
+    ///
+    /// During a custom bootstrap ([`PgSettings::custom_bootstrap`]) the recovery block
+    /// holds the method's `recovery_conf`, `hba_file` always names the trusting
+    /// pg_hba.conf of the config directory, and the signal files are left to
+    /// [`Postgres::write_custom_bootstrap_recovery`].
     pub fn write_config(&self, upstream: Option<&Upstream>, standby: bool) -> Result<(), PgError> {
         self.write_config_with(upstream, standby, &BTreeMap::new())
     }
@@ -669,7 +694,11 @@ impl Postgres {
         recovery_overrides: &BTreeMap<String, String>,
     ) -> Result<(), PgError> {
         self.ensure_base_conf()?;
-        let mut params = self.parameters_for(standby);
+        let custom = self.s.custom_bootstrap.as_ref();
+        let mut params = self.parameters_for(standby && custom.is_none());
+        if custom.is_some() {
+            params.remove("hba_file");
+        }
         let cfg = &self.s.config_dir;
         let mut extra = Vec::new();
         for (guc, file) in [("hba_file", "pg_hba.conf"), ("ident_file", "pg_ident.conf")] {
@@ -683,15 +712,17 @@ impl Postgres {
                 None => extra.push(Some(cfg.join(file).display().to_string())),
             }
         }
-        let recovery = if standby {
-            let mut r = self.recovery_params(upstream)?;
-            for (k, v) in recovery_overrides {
-                params.remove(k);
-                r.insert(k.clone(), v.clone());
+        let recovery = match custom {
+            Some(cb) => Some(cb.recovery_params()).filter(|r| !r.is_empty()),
+            None if standby => {
+                let mut r = self.recovery_params(upstream)?;
+                for (k, v) in recovery_overrides {
+                    params.remove(k);
+                    r.insert(k.clone(), v.clone());
+                }
+                Some(r)
             }
-            Some(r)
-        } else {
-            None
+            None => None,
         };
         let text = render_postgresql_conf(
             "postgresql.base.conf",
@@ -702,6 +733,9 @@ impl Postgres {
         );
         let mode = self.file_mode();
         self.write_file(&self.config_file(), &text, mode)?;
+        if custom.is_some() {
+            return self.write_pg_hba();
+        }
         let signal_file = self.s.data_dir.join("standby.signal");
         if standby {
             if !signal_file.exists() {
@@ -715,6 +749,11 @@ impl Postgres {
     }
 
     fn write_pg_hba(&self) -> Result<(), PgError> {
+        if self.s.custom_bootstrap.is_some() {
+            let p = self.s.config_dir.join("pg_hba.conf");
+            let lines = self.custom_bootstrap_hba();
+            return self.write_file(&p, &render_lines_file(&lines), self.file_mode());
+        }
         if let Some(lines) = &self.s.pg_hba {
             if !self.s.parameters.contains_key("hba_file") {
                 let p = self.s.config_dir.join("pg_hba.conf");
@@ -823,7 +862,14 @@ impl Postgres {
             )));
         }
         self.write_pg_hba()?;
-        self.sanitize_auto_conf()?;
+        let keep_recovery = self
+            .s
+            .custom_bootstrap
+            .as_ref()
+            .is_some_and(|c| c.keep_existing_recovery_conf);
+        if !keep_recovery {
+            self.sanitize_auto_conf()?;
+        }
         let standby = self.s.data_dir.join("standby.signal").exists();
         let params = self.parameters_for(standby);
         let args = self.postmaster_args(&params);
@@ -918,8 +964,12 @@ impl Postgres {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if let Err(e) = self.save_configuration_files() {
-            tracing::warn!("cannot back up configuration files: {e}");
+        // The trusting pg_hba.conf of a custom bootstrap must not become the backup that
+        // post_bootstrap restores.
+        if self.s.custom_bootstrap.is_none() {
+            if let Err(e) = self.save_configuration_files() {
+                tracing::warn!("cannot back up configuration files: {e}");
+            }
         }
         Ok(())
     }
@@ -1566,7 +1616,7 @@ pub fn create_private_dir_all(dir: &Path, run_as: Option<(u32, u32)>) -> Result<
 }
 
 /// A private file in the system temp dir, removed when dropped.
-struct TempFile(PathBuf);
+pub(crate) struct TempFile(pub(crate) PathBuf);
 
 impl Drop for TempFile {
     fn drop(&mut self) {
@@ -1575,7 +1625,7 @@ impl Drop for TempFile {
 }
 
 /// A fresh path `<tmp>/<prefix>.<pid>.<n>` (not created).
-fn temp_path(prefix: &str) -> PathBuf {
+pub(crate) fn temp_path(prefix: &str) -> PathBuf {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()

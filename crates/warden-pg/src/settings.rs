@@ -196,6 +196,76 @@ pub struct PgSettings {
     /// `(uid, gid)` every spawned command switches to (tests running as root); None =
     /// run as the current user.
     pub run_as: Option<(u32, u32)>,
+    /// A custom bootstrap is running (from the method's command until post_bootstrap
+    /// restored the configuration): the configuration files are written for it.
+    pub custom_bootstrap: Option<CustomBootstrapMode>,
+}
+
+/// How PostgreSQL is configured while a custom bootstrap runs (Patroni's
+/// `running_custom_bootstrap`, postgres-management.md §5): pg_hba.conf trusts the
+/// superuser and the replication user on the local socket and the local address (the
+/// restored roles carry the source's passwords until post_bootstrap sets ours), the
+/// recovery block of postgresql.conf holds `bootstrap.<method>.recovery_conf` only,
+/// `hot_standby` is off when recovery ends with a promotion, and the configuration is
+/// not backed up at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CustomBootstrapMode {
+    /// `recovery_conf` of the method, values as text (`None`: not configured).
+    pub recovery_conf: Option<BTreeMap<String, String>>,
+    /// `keep_existing_recovery_conf`: the recovery settings the command left (e.g. in
+    /// postgresql.auto.conf) stay.
+    pub keep_existing_recovery_conf: bool,
+}
+
+impl CustomBootstrapMode {
+    /// The recovery parameters written to postgresql.conf: `recovery_conf` without
+    /// `standby_mode` (it chooses the signal file), `pause_at_recovery_target` turned
+    /// into `recovery_target_action` as Patroni does on PostgreSQL 9.5+.
+    pub fn recovery_params(&self) -> BTreeMap<String, String> {
+        let mut r = self.recovery_conf.clone().unwrap_or_default();
+        r.remove("standby_mode");
+        if let Some(pause) = r.remove("pause_at_recovery_target") {
+            if let Some(b) = parse_pg_bool(&pause) {
+                r.entry("recovery_target_action".into())
+                    .or_insert_with(|| if b { "pause" } else { "promote" }.into());
+            }
+        }
+        r
+    }
+
+    /// `hot_standby` must be off: a recovery that ends in a promotion could fail with
+    /// `max_connections` and friends raised above the backup's (Patroni trusts tools
+    /// such as pgBackRest that keep their own recovery configuration to want it off too).
+    pub fn disables_hot_standby(&self) -> bool {
+        if self.keep_existing_recovery_conf {
+            return true;
+        }
+        let Some(rc) = self.recovery_conf.as_ref().filter(|r| !r.is_empty()) else {
+            return false;
+        };
+        let pause = rc
+            .get("pause_at_recovery_target")
+            .and_then(|v| parse_pg_bool(v));
+        let action = rc
+            .get("recovery_target_action")
+            .map(String::as_str)
+            .unwrap_or(if pause == Some(false) {
+                "promote"
+            } else {
+                "pause"
+            });
+        action == "promote"
+    }
+
+    /// `standby_mode` in `recovery_conf` asks for `standby.signal` instead of
+    /// `recovery.signal`.
+    pub fn standby_mode(&self) -> bool {
+        self.recovery_conf
+            .as_ref()
+            .and_then(|r| r.get("standby_mode"))
+            .and_then(|v| parse_pg_bool(v))
+            .unwrap_or(false)
+    }
 }
 
 impl Default for PgSettings {
@@ -220,6 +290,7 @@ impl Default for PgSettings {
             pg_ctl_timeout: Duration::from_secs(60),
             basebackup_options: Vec::new(),
             run_as: None,
+            custom_bootstrap: None,
         }
     }
 }

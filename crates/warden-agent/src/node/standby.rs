@@ -245,13 +245,24 @@ impl<D: Dcs> Node<D> {
                 describe(&source),
                 create_replica_methods
             );
-            // MERGE(create_replica): the one "create a replica from this source" call;
-            // route it through create_replica(source, standby_cluster.create_replica_methods)
-            // (pg_basebackup is what that does for `basebackup`).
-            self.pg
-                .basebackup(&Upstream { slot: None, ..up })
-                .await
-                .context("clone from the remote site")?;
+            // Patroni's create_replica with the remote member: the standby cluster's
+            // `create_replica_methods` (none: pg_basebackup), each with its local section.
+            let methods: Vec<_> = if create_replica_methods.is_empty() {
+                vec![warden_core::replica::ReplicaMethod::new(
+                    warden_core::replica::BASEBACKUP,
+                    serde_json::Map::new(),
+                )]
+            } else {
+                crate::settings::replica_methods_named(&self.cfg, &create_replica_methods)
+            };
+            super::replica::create_replica(
+                &self.pg,
+                &self.cfg.scope,
+                Some(&Upstream { slot: None, ..up }),
+                &methods,
+            )
+            .await
+            .context("clone from the remote site")?;
             if let Err(e) = self.pg.restore_configuration_files() {
                 warn!("could not restore configuration files: {e}");
             }

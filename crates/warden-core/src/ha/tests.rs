@@ -317,6 +317,48 @@ fn with_failsafe(mut c: Cluster, names: &[&str]) -> Cluster {
     c
 }
 
+fn clone_from(source: Option<&str>, follow: Option<&str>, methods: &[&str], what: &str) -> Action {
+    Action::CloneFrom {
+        source: source.map(str::to_string),
+        follow: follow.map(str::to_string),
+        methods: methods.iter().map(|m| m.to_string()).collect(),
+        what: what.into(),
+    }
+}
+
+/// A replica creation method with a command and, when `no_leader`, `no_leader: '1'`.
+fn method(name: &str, no_leader: bool) -> crate::replica::ReplicaMethod {
+    let mut options = serde_json::Map::new();
+    if name != "basebackup" {
+        options.insert("command".into(), format!("/usr/local/bin/{name}").into());
+    }
+    if no_leader {
+        options.insert("no_leader".into(), "1".into());
+    }
+    crate::replica::ReplicaMethod::new(name, options)
+}
+
+/// An initialized cluster (`initialize` as given) whose leader is gone: pg1 and pg2
+/// left, pg3 (me) is new.
+fn no_leader_cluster(initialize: Option<&str>) -> Cluster {
+    let mut c = cluster(None, initialize, Some(100));
+    c.members.retain(|m| m.name == "pg3");
+    c
+}
+
+/// pg1 leads; pg2 is a running replica tagged `clonefrom`.
+fn clonefrom_pg2() -> Cluster {
+    let mut c = cluster(Some("pg1"), Some(SYSID), Some(100));
+    for m in &mut c.members {
+        if m.name == "pg2" {
+            m.data
+                .tags
+                .insert("clonefrom".into(), serde_json::Value::Bool(true));
+        }
+    }
+    c
+}
+
 fn demote(mode: DemoteMode) -> Action {
     Action::Demote { mode }
 }
@@ -348,9 +390,90 @@ fn cases() -> Vec<Case> {
             .expect(vec![], "waiting for leader to bootstrap"),
         case("empty data dir with a leader: clone from it", "pg3", locked_pg1(), empty_dir.clone())
             .expect(
-                vec![Action::CloneFrom { source: "pg1".into(), follow: "pg1".into() }],
-                "bootstrap from leader 'pg1'",
+                vec![clone_from(Some("pg1"), Some("pg1"), &["basebackup"], "from leader 'pg1'")],
+                "trying to bootstrap from leader 'pg1'",
             ),
+        case("empty data dir with a leader: the configured methods, in order", "pg3", locked_pg1(), empty_dir.clone())
+            .settings(|s| s.replica_methods = vec![method("wal_g", true), method("basebackup", false)])
+            .expect(
+                vec![clone_from(Some("pg1"), Some("pg1"), &["wal_g", "basebackup"], "from leader 'pg1'")],
+                "trying to bootstrap from leader 'pg1'",
+            ),
+        case("clonefrom replica is the source, the leader is followed", "pg3", Some(clonefrom_pg2()), empty_dir.clone())
+            .expect(
+                vec![clone_from(Some("pg2"), Some("pg1"), &["basebackup"], "from replica 'pg2'")],
+                "trying to bootstrap from replica 'pg2'",
+            ),
+        // --- B3: no leader, but a method works without one
+        case("no leader, a no_leader method: bootstrap (without leader)", "pg3", Some(no_leader_cluster(Some(SYSID))), empty_dir.clone())
+            .settings(|s| s.replica_methods = vec![method("custom", false), method("backup", true), method("basebackup", false)])
+            .expect(
+                vec![clone_from(None, None, &["backup"], "(without leader)")],
+                "trying to bootstrap (without leader)",
+            ),
+        case("no leader, no initialize key either: bootstrap (without leader) too", "pg3", Some(no_leader_cluster(None)), empty_dir.clone())
+            .settings(|s| { s.can_bootstrap = false; s.replica_methods = vec![method("backup", true)] })
+            .expect(
+                vec![clone_from(None, None, &["backup"], "(without leader)")],
+                "trying to bootstrap (without leader)",
+            ),
+        case("no leader, nofailover node may still build itself without one", "pg3", Some(no_leader_cluster(Some(SYSID))), empty_dir.clone())
+            .settings(|s| { s.nofailover = true; s.replica_methods = vec![method("backup", true)] })
+            .expect(
+                vec![clone_from(None, None, &["backup"], "(without leader)")],
+                "trying to bootstrap (without leader)",
+            ),
+        case("no leader, someone is bootstrapping right now: wait", "pg3", Some(no_leader_cluster(Some(""))), empty_dir.clone())
+            .settings(|s| s.replica_methods = vec![method("backup", true)])
+            .expect(vec![], "waiting for leader to bootstrap"),
+        case("no leader, no method works without one: wait", "pg3", Some(no_leader_cluster(Some(SYSID))), empty_dir.clone())
+            .settings(|s| s.replica_methods = vec![method("custom", false), method("basebackup", false)])
+            .expect(vec![], "waiting for leader to bootstrap"),
+        case("no leader, default methods: wait", "pg3", Some(no_leader_cluster(Some(SYSID))), empty_dir.clone())
+            .expect(vec![], "waiting for leader to bootstrap"),
+        case("no leader, paused: nothing is built", "pg3", Some(no_leader_cluster(Some(SYSID))), empty_dir.clone())
+            .settings(|s| { s.paused = true; s.replica_methods = vec![method("backup", true)] })
+            .expect(vec![], "PAUSE: running with empty data directory"),
+        case("uninitialized cluster, bootstrap race comes first", "pg1", Some(empty_cluster()), empty_dir.clone())
+            .settings(|s| s.replica_methods = vec![method("backup", true)])
+            .world(World { initialize_race: true, ..World::default() })
+            .expect(vec![Action::Bootstrap], "trying to bootstrap a new cluster"),
+        case("a replica built without a leader, not in the failsafe topology, never races", "pg3",
+                Some(with_failsafe(no_leader_cluster(Some(SYSID)), &["pg1"])), LocalPg { following: None, streaming: false, ..replica(100) })
+            .settings(|s| { s.failsafe_mode = true; s.replica_methods = vec![method("backup", true)] })
+            .expect(vec![], "following a different leader because i am not the healthiest node (I am not in the failsafe topology)"),
+        // --- background actions and B4
+        case("clone in progress: nothing else is decided", "pg3", locked_pg1(), empty_dir.clone())
+            .memory(NodeMemory { task: Some("bootstrap from leader 'pg1'".into()), ..NodeMemory::default() })
+            .expect(vec![], "bootstrap from leader 'pg1' in progress"),
+        case("background action while holding the lock: the lock is renewed", "pg1", locked_pg1(), stopped(false, 1))
+            .memory(NodeMemory { task: Some("reinitialize".into()), ..NodeMemory::default() })
+            .expect(vec![], "updated leader lock during reinitialize"),
+        case("background action, lock lost: reported in progress", "pg1", locked_pg1(), stopped(false, 1))
+            .memory(NodeMemory { task: Some("reinitialize".into()), ..NodeMemory::default() })
+            .world(World { update: Some(LockUpdate::Lost), ..World::default() })
+            .expect(vec![], "reinitialize in progress"),
+        case("bootstrap in progress in the background", "pg1", Some(cluster(None, Some(""), None)), empty_dir.clone())
+            .memory(NodeMemory { task: Some("bootstrap".into()), bootstrap: Some(Bootstrapping::default()), ..NodeMemory::default() })
+            .expect(vec![], "bootstrap in progress"),
+        case("custom bootstrap still replaying WAL: wait", "pg1", Some(cluster(None, Some(""), None)), LocalPg { is_primary: false, ..replica(0) })
+            .memory(NodeMemory { bootstrap: Some(Bootstrapping::default()), ..NodeMemory::default() })
+            .expect(vec![], "waiting for end of recovery after bootstrap"),
+        case("bootstrapped primary: run post_bootstrap", "pg1", Some(cluster(None, Some(""), None)), primary())
+            .memory(NodeMemory { bootstrap: Some(Bootstrapping::default()), ..NodeMemory::default() })
+            .expect(vec![Action::PostBootstrap], "running post_bootstrap"),
+        case("post_bootstrap done: publish the cluster", "pg1", Some(cluster(None, Some(""), None)), primary())
+            .memory(NodeMemory { bootstrap: Some(Bootstrapping { post_bootstrap: Some(true), ..Bootstrapping::default() }), ..NodeMemory::default() })
+            .expect(vec![Action::FinishBootstrap], "initialized a new cluster"),
+        case("post_bootstrap failed: cancel", "pg1", Some(cluster(None, Some(""), None)), primary())
+            .memory(NodeMemory { bootstrap: Some(Bootstrapping { post_bootstrap: Some(false), ..Bootstrapping::default() }), ..NodeMemory::default() })
+            .expect(vec![Action::CancelBootstrap], "removing initialize key after failed attempt to bootstrap the cluster"),
+        case("bootstrap failed (script or start): cancel", "pg1", Some(cluster(None, Some(""), None)), empty_dir.clone())
+            .memory(NodeMemory { bootstrap: Some(Bootstrapping { failed: true, ..Bootstrapping::default() }), ..NodeMemory::default() })
+            .expect(vec![Action::CancelBootstrap], "removing initialize key after failed attempt to bootstrap the cluster"),
+        case("bootstrapped PostgreSQL died: cancel", "pg1", Some(cluster(None, Some(""), None)), stopped(false, 1))
+            .memory(NodeMemory { bootstrap: Some(Bootstrapping::default()), ..NodeMemory::default() })
+            .expect(vec![Action::CancelBootstrap], "removing initialize key after failed attempt to bootstrap the cluster"),
         case("empty data dir while holding the lock: release", "pg1", locked_pg1(), empty_dir.clone())
             .expect(vec![Action::ReleaseLeader], "released leader key voluntarily as data dir empty"),
         case("invalid data dir: refuse to touch it", "pg2", locked_pg1(), LocalPg { data_dir: DataDir::Invalid("no pg_control".into()), ..LocalPg::default() })
@@ -657,6 +780,27 @@ fn cases() -> Vec<Case> {
             .settings(|s| s.can_rewind = true)
             .world(World { divergence: Some(Divergence::Diverged), ..World::default() })
             .expect(vec![], "Waiting for checkpoint on pg1 before rewind"),
+        case("rewind failed, remove_data_directory_on_rewind_failure: rebuild", "pg2", locked_pg1(), stopped(true, 1))
+            .settings(|s| { s.can_rewind = true; s.remove_data_on_rewind_failure = true })
+            .memory(NodeMemory { rewind_failed: true, ..NodeMemory::default() })
+            .world(World { divergence: Some(Divergence::Diverged), ..World::default() })
+            .expect(
+                vec![Action::Warn { message: "remove_data_directory_on_rewind_failure is set. removing...".into() }, Action::RemoveDataDir],
+                "reinitializing after a failed pg_rewind from pg1",
+            ),
+        case("rewind failed, remove_data_directory_on_diverged_timelines: rebuild too", "pg2", locked_pg1(), stopped(true, 1))
+            .settings(|s| { s.can_rewind = true; s.reinit_on_divergence = true })
+            .memory(NodeMemory { rewind_failed: true, ..NodeMemory::default() })
+            .world(World { divergence: Some(Divergence::Diverged), ..World::default() })
+            .expect(
+                vec![Action::Warn { message: "remove_data_directory_on_diverged_timelines is set. removing...".into() }, Action::RemoveDataDir],
+                "reinitializing after a failed pg_rewind from pg1",
+            ),
+        case("rewind failed, nothing allows removal: start anyway, no new rewind", "pg2", locked_pg1(), stopped(true, 1))
+            .settings(|s| s.can_rewind = true)
+            .memory(NodeMemory { rewind_failed: true, ..NodeMemory::default() })
+            .world(World { divergence: Some(Divergence::Diverged), ..World::default() })
+            .expect(vec![start_replica(Some("pg1"))], "pg_rewind from pg1 failed; starting as a secondary anyway"),
         case("old primary, diverged, no rewind: reinit when allowed", "pg2", locked_pg1(), stopped(true, 1))
             .settings(|s| s.reinit_on_divergence = true)
             .world(World { divergence: Some(Divergence::Diverged), ..World::default() })
@@ -809,6 +953,36 @@ fn standby_cases() -> Vec<Case> {
             }],
             "trying to bootstrap a new standby leader",
         ),
+        // --- no leader anywhere: the standby cluster's own methods decide (B3)
+        case(
+            "standby: no leader, a no_leader method of standby_cluster builds the member",
+            "pg2",
+            Some(cluster(None, Some(SYSID), None)),
+            LocalPg::default(),
+        )
+        .settings(|s| {
+            standby_settings(s);
+            if let Some(sc) = s.standby_cluster.as_mut() {
+                sc.create_replica_methods = vec!["restore".into(), "basebackup".into()];
+            }
+            s.replica_method_sections = vec![method("restore", true)];
+        })
+        .expect(
+            vec![clone_from(None, None, &["restore"], "(without leader)")],
+            "trying to bootstrap (without leader)",
+        ),
+        case(
+            "standby: no leader, the member's own no_leader method is not the standby cluster's",
+            "pg2",
+            Some(cluster(None, Some(SYSID), None)),
+            LocalPg::default(),
+        )
+        .settings(|s| {
+            standby_settings(s);
+            s.replica_methods = vec![method("restore", true)];
+            s.replica_method_sections = vec![method("restore", true)];
+        })
+        .expect(vec![], "waiting for standby_leader to bootstrap"),
         case(
             "standby: bootstrap in progress elsewhere",
             "pg2",
@@ -825,11 +999,13 @@ fn standby_cases() -> Vec<Case> {
         )
         .settings(standby_settings)
         .expect(
-            vec![Action::CloneFrom {
-                source: "pg1".into(),
-                follow: "pg1".into(),
-            }],
-            "bootstrap from leader 'pg1'",
+            vec![clone_from(
+                Some("pg1"),
+                Some("pg1"),
+                &["basebackup"],
+                "from leader 'pg1'",
+            )],
+            "trying to bootstrap from leader 'pg1'",
         ),
         // --- an existing data directory in a new scope follows the remote site first
         case(

@@ -44,6 +44,7 @@ pub fn settings_for(node: &PgNodeDirs, scope: &str) -> PgSettings {
         pg_ctl_timeout: Duration::from_secs(60),
         basebackup_options: vec!["--checkpoint=fast".to_string()],
         run_as: run_as_ids(),
+        custom_bootstrap: None,
     }
 }
 
