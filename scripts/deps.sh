@@ -10,6 +10,8 @@ warden_missing_packages() {
         # Only the tests need these: HAProxy routing tests and REST calls from tests.
         command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
         command -v curl >/dev/null 2>&1 || missing+=(curl)
+        # The backup tool of the backup/restore tests (e2e_pgbackrest).
+        command -v pgbackrest >/dev/null 2>&1 || missing+=(pgbackrest)
     fi
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
     command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
