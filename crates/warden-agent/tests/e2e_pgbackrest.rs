@@ -121,7 +121,10 @@ where
     let deadline = Instant::now() + timeout;
     while !cond().await {
         if Instant::now() > deadline {
-            panic!("{what} not reached after {timeout:?}\n{}", c.failure_report());
+            panic!(
+                "{what} not reached after {timeout:?}\n{}",
+                c.failure_report()
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -136,14 +139,14 @@ async fn replica_from_the_repository_without_leader_and_point_in_time_restore() 
     add_yaml(&c, 0, &archive_yaml(&conf0));
     // Node 1 builds itself from the repository, also without a leader, and falls back
     // to pg_basebackup; `no_params` because pgBackRest takes its own options.
+    add_yaml(&c, 1, &archive_yaml(&conf1));
     add_yaml(
         &c,
         1,
         &format!(
-            "{}postgresql:\n  create_replica_methods: [pgbackrest, basebackup]\n  pgbackrest:\n    \
+            "postgresql:\n  create_replica_methods: [pgbackrest, basebackup]\n  pgbackrest:\n    \
              command: '{pgbr} --config={conf} --stanza={STANZA} --delta --type=standby restore'\n    \
              keep_data: true\n    no_params: true\n    no_leader: true\n",
-            archive_yaml(&conf1),
             pgbr = pgbackrest().display(),
             conf = conf1.display(),
         ),
@@ -164,11 +167,18 @@ async fn replica_from_the_repository_without_leader_and_point_in_time_restore() 
     )
     .await
     .expect("first rows");
-    let target = query_one(&c, 0, "SELECT now()::text")
-        .await
-        .expect("target time");
-    // The recovery target is a timestamp: keep the second batch clearly after it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The target: the next whole second after the first batch, in UTC (pgBackRest
+    // compares it with the backup's stop time and wants no fractional seconds).
+    let target = query_one(
+        &c,
+        0,
+        "SELECT to_char(date_trunc('second', now() AT TIME ZONE 'UTC') + interval '1 second', \
+         'YYYY-MM-DD HH24:MI:SS') || '+00'",
+    )
+    .await
+    .expect("target time");
+    // Keep the second batch clearly after the target.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     exec(&c, 0, "INSERT INTO t SELECT generate_series(101, 200)")
         .await
         .expect("second rows");
@@ -178,9 +188,12 @@ async fn replica_from_the_repository_without_leader_and_point_in_time_restore() 
     // The primary goes away: the cluster has no leader.
     c.stop_node(0, Duration::from_secs(60))
         .expect("primary's agent exits on SIGTERM");
-    wait_until(&c, "leader key released", Duration::from_secs(30), || async {
-        c.leader().is_none()
-    })
+    wait_until(
+        &c,
+        "leader key released",
+        Duration::from_secs(30),
+        || async { c.leader().is_none() },
+    )
     .await;
 
     // Node 1 restores from the repository without a leader and replays the archive.
