@@ -846,6 +846,7 @@ impl<D: Dcs> Node<D> {
             self.callbacks.fire("on_stop", &role_before);
         }
         self.memory.rewind_failed = false;
+        self.memory.rewind_failures = 0;
         let follow = self
             .cfg
             .tags
@@ -1355,6 +1356,7 @@ impl<D: Dcs> Node<D> {
             Action::Promote => {
                 self.pg.promote().await?;
                 self.memory.rewind_failed = false;
+                self.memory.rewind_failures = 0;
                 self.start_checkpoint_after_promote();
                 self.following = None;
                 self.remote = None;
@@ -1434,8 +1436,12 @@ impl<D: Dcs> Node<D> {
                     // pg_control may be damaged) it is not tried again; the decision
                     // then removes the data directory if allowed.
                     if self.pg.ensure_rewind_source(&up).await.is_ok() {
-                        error!("Failed to rewind from healthy primary: {source}");
-                        self.memory.rewind_failed = true;
+                        self.memory.rewind_failures += 1;
+                        error!(
+                            "Failed to rewind from healthy primary: {source} (attempt {} of {})",
+                            self.memory.rewind_failures,
+                            warden_core::ha::REWIND_ATTEMPTS
+                        );
                     } else {
                         warn!("Failed to rewind because primary {source} become unreachable");
                         let use_rewind = settings::use_pg_rewind(&self.cfg, &self.dynamic);
@@ -1446,6 +1452,7 @@ impl<D: Dcs> Node<D> {
                     return Err(e).context(format!("pg_rewind from {source}"));
                 }
                 self.memory.rewind_failed = false;
+                self.memory.rewind_failures = 0;
                 info!("pg_rewind from {source} finished");
                 Ok(())
             }
@@ -1461,6 +1468,7 @@ impl<D: Dcs> Node<D> {
                 self.role = "uninitialized".into();
                 self.remote = None;
                 self.memory.rewind_failed = false;
+                self.memory.rewind_failures = 0;
                 self.last_pg = None;
                 self.following = None;
                 Ok(())

@@ -212,10 +212,19 @@ pub struct NodeMemory {
     pub task: Option<String>,
     /// I won the bootstrap race and the new cluster is not published yet (B4).
     pub bootstrap: Option<Bootstrapping>,
-    /// My last pg_rewind failed against a healthy leader (Patroni's rewind state
-    /// FAILED): it is not tried again; the data directory is removed when allowed.
+    /// pg_rewind failed for good (Patroni's rewind state FAILED): it is not tried
+    /// again; the data directory is removed when allowed.
     pub rewind_failed: bool,
+    /// Consecutive pg_rewind failures against a leader that still answered afterwards.
+    /// A failure right after a failover can be transient (the leader's promotion or a
+    /// concurrent change of leader), so the rewind counts as failed for good only after
+    /// [`REWIND_ATTEMPTS`] of them (Patroni gives up after the first).
+    pub rewind_failures: u32,
 }
+
+/// How many consecutive pg_rewind failures against a healthy leader make the rewind
+/// failed for good (see [`NodeMemory::rewind_failures`]).
+pub const REWIND_ATTEMPTS: u32 = 3;
 
 /// Progress of a bootstrap this node runs (B4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -1145,7 +1154,7 @@ fn pg_not_running(i: &HaInput<'_>, cluster: &Cluster, i_hold_lock: bool) -> Step
 /// `remove_data_directory_on_rewind_failure` or `…_on_diverged_timelines` allows it,
 /// otherwise the node starts as it is and rewind is not tried again.
 fn rewind_or_reinit(i: &HaInput<'_>, leader: &str, follow: Option<String>) -> Step {
-    if i.memory.rewind_failed {
+    if i.memory.rewind_failed || i.memory.rewind_failures >= REWIND_ATTEMPTS {
         let setting = if i.settings.remove_data_on_rewind_failure {
             Some("remove_data_directory_on_rewind_failure")
         } else if i.settings.reinit_on_divergence {

@@ -350,6 +350,7 @@ impl<D: Dcs> Node<D> {
                     info!("bootstrapped {msg}");
                     self.following = follow;
                     self.memory.rewind_failed = false;
+                    self.memory.rewind_failures = 0;
                     self.role = "replica".into();
                 }
                 Err(e) => {

@@ -780,6 +780,16 @@ fn cases() -> Vec<Case> {
             .settings(|s| s.can_rewind = true)
             .world(World { divergence: Some(Divergence::Diverged), ..World::default() })
             .expect(vec![], "Waiting for checkpoint on pg1 before rewind"),
+        case("rewind failed against a healthy leader twice: tried again", "pg2", locked_pg1(), stopped(true, 1))
+            .settings(|s| s.can_rewind = true)
+            .memory(NodeMemory { rewind_failures: crate::ha::REWIND_ATTEMPTS - 1, ..NodeMemory::default() })
+            .world(World { divergence: Some(Divergence::Diverged), ..World::default() })
+            .expect(vec![Action::Rewind { source: "pg1".into() }, start_replica(Some("pg1"))], "running pg_rewind from pg1"),
+        case("rewind failed against a healthy leader REWIND_ATTEMPTS times: failed for good", "pg2", locked_pg1(), stopped(true, 1))
+            .settings(|s| s.can_rewind = true)
+            .memory(NodeMemory { rewind_failures: crate::ha::REWIND_ATTEMPTS, ..NodeMemory::default() })
+            .world(World { divergence: Some(Divergence::Diverged), ..World::default() })
+            .expect(vec![start_replica(Some("pg1"))], "pg_rewind from pg1 failed; starting as a secondary anyway"),
         case("rewind failed, remove_data_directory_on_rewind_failure: rebuild", "pg2", locked_pg1(), stopped(true, 1))
             .settings(|s| { s.can_rewind = true; s.remove_data_on_rewind_failure = true })
             .memory(NodeMemory { rewind_failed: true, ..NodeMemory::default() })
