@@ -70,7 +70,7 @@ run_suite() {
 # The suite uses fixed ports, so two runs cannot share a network stack. With
 # WARDEN_CONFORMANCE_PARALLEL=1 (as root) the runs for the two CLIs go side by side, the
 # second in a network namespace of its own (its own loopback): they mostly wait on
-# timeouts, so this nearly halves the suite's wall time (CI: 29.5 min instead of ~38). Not
+# timeouts, so this nearly halves the suite's wall time (CI: 29.5 min instead of 36.5). Not
 # the default: on this 2-core machine the doubled load once made a replica miss a leader
 # race that the suite expects it to join (priority_failover). The second starts once the
 # first has its Python venv (created on first use, needs the package index, which the
