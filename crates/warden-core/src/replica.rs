@@ -39,7 +39,7 @@ impl ReplicaMethod {
     }
 
     fn flag(&self, key: &str) -> bool {
-        self.options.get(key).is_some_and(truthy)
+        self.options.get(key).is_some_and(crate::cluster::py_truthy)
     }
 
     /// The method may run without a replication connection (Patroni's
@@ -194,7 +194,10 @@ pub fn custom_bootstrap_command(
         }
     };
     let mut args = Vec::new();
-    if !options.get("no_params").is_some_and(truthy) {
+    if !options
+        .get("no_params")
+        .is_some_and(crate::cluster::py_truthy)
+    {
         args.push(format!("--scope={scope}"));
         args.push(format!("--datadir={data_dir}"));
     }
@@ -205,18 +208,6 @@ pub fn custom_bootstrap_command(
             .map(|(k, v)| format!("--{k}={}", py_str(v))),
     );
     Ok(CommandLine { command, args })
-}
-
-/// Python's truth value of a YAML value (`'0'` and `'false'` are true: non-empty strings).
-pub fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
 }
 
 /// Python's `str()` of a YAML value: strings as they are, `True`/`False`/`None`,

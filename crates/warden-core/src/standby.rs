@@ -72,18 +72,6 @@ pub struct StandbyCluster {
     pub create_replica_methods: Vec<String>,
 }
 
-/// Python's truthiness of a JSON value (Patroni tests `standby_config.get(p)`).
-fn truthy_py(v: Option<&Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
-    }
-}
-
 /// A string-like value: strings as they are, numbers as written; anything else (and an
 /// empty string, which Patroni treats as unset) is absent.
 fn text(v: Option<&Value>) -> Option<String> {
@@ -101,10 +89,8 @@ impl StandbyCluster {
     /// same configuration (without it no slot is used on the remote either).
     pub fn from_config(cfg: &Value, use_slots: bool) -> Option<StandbyCluster> {
         let sc = cfg.get("standby_cluster")?.as_object()?;
-        if !(truthy_py(sc.get("host"))
-            || truthy_py(sc.get("port"))
-            || truthy_py(sc.get("restore_command")))
-        {
+        let set = |k: &str| sc.get(k).is_some_and(crate::cluster::py_truthy);
+        if !(set("host") || set("port") || set("restore_command")) {
             return None;
         }
         let port = match sc.get("port") {
