@@ -124,6 +124,8 @@ pub struct Node<D: Dcs> {
     pg_config_changed: bool,
     cycles: u64,
     last_cycle_ms: u64,
+    /// Epoch ms at which the last cycle completed (`warden_ha_last_cycle_timestamp_seconds`).
+    last_cycle_epoch_ms: u64,
     dcs_round_trip_ms: u64,
     /// Client for other members' REST APIs (http or https).
     rest: warden_http::RestClient,
@@ -230,6 +232,7 @@ impl<D: Dcs> Node<D> {
             checkpoint_after_promote: None,
             cycles: 0,
             last_cycle_ms: 0,
+            last_cycle_epoch_ms: 0,
             dcs_round_trip_ms: 0,
             rest: io.rest,
             slots: slots::SlotKeeper::default(),
@@ -261,6 +264,7 @@ impl<D: Dcs> Node<D> {
             }
             self.cycles += 1;
             self.last_cycle_ms = monotonic_ms().saturating_sub(started);
+            self.last_cycle_epoch_ms = u64::try_from(epoch_ms()).unwrap_or(0);
             let leader = self.i_am_leader();
             // Non-leaders sleep half a second longer so the leader runs first (§5).
             let mut sleep_ms = self.dynamic.loop_wait * 1000 + if leader { 0 } else { 500 };
@@ -2052,6 +2056,7 @@ impl<D: Dcs> Node<D> {
             last_cycle_ms: self.last_cycle_ms,
             dcs_round_trip_ms: self.dcs_round_trip_ms,
             cycles: self.cycles,
+            last_cycle_epoch_ms: self.last_cycle_epoch_ms,
             latest_end_lsn: None,
             failsafe_active: self
                 .failsafe_active_until_ms

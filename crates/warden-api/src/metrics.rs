@@ -7,7 +7,7 @@
 use crate::health::sync_flags;
 use serde_json::Value;
 use std::fmt::Write as _;
-use warden_core::cluster::truthy;
+use warden_core::cluster::{truthy, GlobalFlags};
 use warden_core::status::{NodeStatus, Xlog};
 
 /// PostgreSQL states in Patroni's `PostgresqlState` order: the index is the value of
@@ -433,6 +433,20 @@ pub fn render_metrics(s: &NodeStatus, now_ms: u64) -> String {
         "Value is 1 if this node's watchdog device is open and kicked, 0 otherwise.",
         s.watchdog_active,
     );
+    // Patroni has no metric for the age of the HA loop: a stuck loop keeps serving its
+    // last snapshot, so monitoring compares this timestamp with its own clock.
+    o.gauge(
+        "warden_ha_last_cycle_timestamp_seconds",
+        "Epoch seconds when the last HA cycle completed, 0 before the first one.",
+        seconds(s.last_cycle_epoch_ms),
+    );
+    // Patroni's `patroni_sync_standby` is 0 on every node both when synchronous mode is
+    // off and when it is on without a synchronous standby; this tells the two apart.
+    o.flag(
+        "warden_synchronous_mode",
+        "Value is 1 if synchronous_mode (on or quorum) is enabled in a non-standby cluster, 0 otherwise.",
+        GlobalFlags::from_cluster(known).synchronous_mode,
+    );
     let _ = write!(
         o.buf,
         "# HELP warden_last_decision_info The last HA decision of this node, in the reason label; value is always 1.\n\
@@ -564,12 +578,14 @@ patroni_failover_priority{scope="batman",name="patroni2"} 1
         ("patroni_failover_priority", "gauge"),
     ];
 
-    const WARDEN_METRICS: [(&str, &str); 6] = [
+    const WARDEN_METRICS: [(&str, &str); 8] = [
         ("warden_ha_cycle_duration_seconds", "gauge"),
         ("warden_dcs_round_trip_seconds", "gauge"),
         ("warden_ha_cycles_total", "counter"),
         ("warden_leader_lock_remaining_seconds", "gauge"),
         ("warden_watchdog_active", "gauge"),
+        ("warden_ha_last_cycle_timestamp_seconds", "gauge"),
+        ("warden_synchronous_mode", "gauge"),
         ("warden_last_decision_info", "gauge"),
     ];
 
@@ -615,6 +631,7 @@ patroni_failover_priority{scope="batman",name="patroni2"} 1
             last_cycle_ms: 12,
             dcs_round_trip_ms: 3,
             cycles: 42,
+            last_cycle_epoch_ms: 1_724_874_295_250,
             ..NodeStatus::default()
         }
     }
@@ -681,6 +698,12 @@ patroni_failover_priority{scope="batman",name="patroni2"} 1
              # HELP warden_watchdog_active Value is 1 if this node's watchdog device is open and kicked, 0 otherwise.\n\
              # TYPE warden_watchdog_active gauge\n\
              warden_watchdog_active{scope=\"batman\",name=\"patroni2\"} 0\n\
+             # HELP warden_ha_last_cycle_timestamp_seconds Epoch seconds when the last HA cycle completed, 0 before the first one.\n\
+             # TYPE warden_ha_last_cycle_timestamp_seconds gauge\n\
+             warden_ha_last_cycle_timestamp_seconds{scope=\"batman\",name=\"patroni2\"} 1724874295.25\n\
+             # HELP warden_synchronous_mode Value is 1 if synchronous_mode (on or quorum) is enabled in a non-standby cluster, 0 otherwise.\n\
+             # TYPE warden_synchronous_mode gauge\n\
+             warden_synchronous_mode{scope=\"batman\",name=\"patroni2\"} 0\n\
              # HELP warden_last_decision_info The last HA decision of this node, in the reason label; value is always 1.\n\
              # TYPE warden_last_decision_info gauge\n\
              warden_last_decision_info{scope=\"batman\",name=\"patroni2\",reason=\"no action. I am (patroni2), a secondary, and following a leader (patroni1)\"} 1\n"
@@ -735,6 +758,9 @@ patroni_failover_priority{scope="batman",name="patroni2"} 1
             ("warden_ha_cycles_total", "7"),
             ("warden_leader_lock_remaining_seconds", "1.5"),
             ("warden_watchdog_active", "1"),
+            // No cycle completed yet.
+            ("warden_ha_last_cycle_timestamp_seconds", "0"),
+            ("warden_synchronous_mode", "1"),
         ];
         let got = samples(&out);
         let want: Vec<(String, String)> = expect
@@ -855,6 +881,37 @@ patroni_failover_priority{scope="batman",name="patroni2"} 1
         assert!(out.contains(&format!("patroni_quorum_standby{l} 0\n")));
     }
 
+    /// `warden_synchronous_mode` follows the last known dynamic config (like
+    /// `patroni_failsafe_mode_enabled`), is on for `quorum` and off in a standby cluster.
+    #[test]
+    fn synchronous_mode_flag() {
+        let l = "{scope=\"batman\",name=\"patroni2\"}";
+        let standby = json!({"synchronous_mode": true,
+                             "standby_cluster": {"host": "10.0.0.1", "port": 5432}});
+        for (config, want) in [
+            (json!({}), 0),
+            (json!({"synchronous_mode": false}), 0),
+            (json!({"synchronous_mode": true}), 1),
+            (json!({"synchronous_mode": "on"}), 1),
+            (json!({"synchronous_mode": "quorum"}), 1),
+            (standby, 0),
+        ] {
+            let mut s = replica();
+            s.cluster = Some(cluster(Some("patroni1"), config.clone()));
+            // Valid view, then a stale one: the last known config still counts.
+            for now in [0, 60_000] {
+                let out = render_metrics(&s, now);
+                assert!(
+                    out.contains(&format!("warden_synchronous_mode{l} {want}\n")),
+                    "{config} at {now}: {out}"
+                );
+            }
+        }
+        let mut s = replica();
+        s.cluster = None;
+        assert!(render_metrics(&s, 0).contains(&format!("warden_synchronous_mode{l} 0\n")));
+    }
+
     #[test]
     fn helpers() {
         assert_eq!(padded_semver("4.1.4"), "040104");
@@ -935,7 +992,7 @@ print(json.dumps(out))
 "#;
         let mut primary = primary();
         primary.last_decision = "odd \"reason\" with \\ and\nnewline".into();
-        for (s, now, n) in [(replica(), 1_000, 32), (primary, 30_000, 32)] {
+        for (s, now, n) in [(replica(), 1_000, 34), (primary, 30_000, 34)] {
             let text = render_metrics(&s, now);
             let mut child = Command::new("python3")
                 .args(["-c", SCRIPT])

@@ -100,6 +100,10 @@ pub struct NodeStatus {
     pub dcs_round_trip_ms: u64,
     /// HA cycles run since the agent started.
     pub cycles: u64,
+    /// Wall-clock time (epoch milliseconds) at which the last HA cycle completed, 0 before
+    /// the first one: a stuck loop keeps serving its last snapshot, so its age is what
+    /// tells monitoring that the loop stalled.
+    pub last_cycle_epoch_ms: u64,
 }
 
 impl NodeStatus {
