@@ -12,6 +12,9 @@ warden_missing_packages() {
         command -v curl >/dev/null 2>&1 || missing+=(curl)
         # The backup tool of the backup/restore tests (e2e_pgbackrest).
         command -v pgbackrest >/dev/null 2>&1 || missing+=(pgbackrest)
+        # Prometheus and promtool: the monitoring test (e2e_monitoring) and
+        # scripts/check-monitoring.sh.
+        command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
     fi
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
     command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
