@@ -8,6 +8,10 @@
 //! 2. A real Prometheus (Debian's `prometheus` package) scrapes the agents with the rules
 //!    loaded: every rule evaluates without error, none is pending or firing on the healthy
 //!    cluster, and every dashboard query returns data.
+//! 3. Two rules on real trouble: a parameter change that needs a restart makes
+//!    WardenPendingRestart pending for both members, and stopping the synchronous standby
+//!    makes WardenSyncStandbyMissing pending (the rules' `for` keeps them from firing
+//!    within the test; their unit tests cover firing).
 
 mod common;
 
@@ -396,4 +400,51 @@ async fn rules_and_dashboard_use_exported_metrics_and_evaluate_on_a_real_cluster
             assert_eq!(res[0]["metric"]["name"], leader.as_str(), "{q}: {res:?}");
         }
     }
+
+    // 3. A change that needs a restart: WardenPendingRestart for both members.
+    let patch = r#"{"postgresql": {"parameters": {"max_connections": 31}}}"#;
+    let res = api_request(&c, l, "PATCH", "/config", Some(patch)).await;
+    assert!(
+        res.as_ref().is_some_and(|(code, _)| *code == 200),
+        "PATCH /config: {res:?}"
+    );
+    let all: BTreeSet<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    wait_alert(port, "WardenPendingRestart", &all, &prom_log).await;
+    // The synchronous standby stops: WardenSyncStandbyMissing for the cluster.
+    c.stop_node(r, Duration::from_secs(60));
+    wait_alert(
+        port,
+        "WardenSyncStandbyMissing",
+        &BTreeSet::new(),
+        &prom_log,
+    )
+    .await;
+    let alerts = prom_query(port, "ALERTS").await.expect("query ALERTS");
+    for a in &alerts {
+        assert!(
+            ["WardenPendingRestart", "WardenSyncStandbyMissing"]
+                .contains(&a["metric"]["alertname"].as_str().unwrap_or("")),
+            "unexpected alert: {a}"
+        );
+    }
+}
+
+/// Waits until alert `name` is pending or firing in cluster `monitoring`, for exactly the
+/// members `members` (for a per-cluster alert, pass none: one alert without `name`).
+async fn wait_alert(port: u16, name: &str, members: &BTreeSet<String>, log: &dyn Fn() -> String) {
+    let q = format!("ALERTS{{alertname=\"{name}\",scope=\"monitoring\"}}");
+    wait_some(name, Duration::from_secs(60), || async {
+        let res = prom_query(port, &q).await.unwrap_or_default();
+        let got: BTreeSet<String> = res
+            .iter()
+            .filter_map(|a| a["metric"]["name"].as_str().map(str::to_string))
+            .collect();
+        let want_len = members.len().max(1);
+        if res.len() == want_len && got == *members {
+            Ok(())
+        } else {
+            Err(format!("{q}: {res:?}\n{}", log()))
+        }
+    })
+    .await;
 }
