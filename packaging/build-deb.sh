@@ -37,19 +37,31 @@ install -d -m 0755 "$root/usr/share/bash-completion/completions" \
 "$bin/wardenctl" completion fish >"$root/usr/share/fish/vendor_completions.d/wardenctl.fish"
 chmod 0644 "$root"/usr/share/*/*completion*/*
 
-# Depends: the shared libraries the binaries link (libc6 and what else), from
-# dpkg-shlibdeps when dpkg-dev is there, else from the GLIBC_x.y symbol versions.
+# Depends: the packages of the shared libraries the binaries link, from dpkg-shlibdeps
+# (dpkg-dev) when it is there; else each NEEDED library's package (dpkg -S), libc6 with
+# the highest GLIBC_x.y symbol version the binaries use.
+bins=("$root/usr/bin/warden" "$root/usr/bin/wardenctl")
 depends=""
-if command -v dpkg-shlibdeps >/dev/null 2>&1; then
+if command -v dpkg-shlibdeps >/dev/null 2>&1 && [ -z "${WARDEN_DEB_NO_SHLIBDEPS:-}" ]; then
     mkdir -p "$shlib/debian"
     printf 'Source: warden\n\nPackage: warden\nArchitecture: any\n' >"$shlib/debian/control"
-    depends=$(cd "$shlib" && dpkg-shlibdeps -O "$root/usr/bin/warden" "$root/usr/bin/wardenctl" 2>/dev/null |
-        sed -n 's/^shlibs:Depends=//p')
+    depends=$(cd "$shlib" && dpkg-shlibdeps -O "${bins[@]}" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
 fi
 if [ -z "$depends" ]; then
-    glibc=$(objdump -T "$root/usr/bin/warden" "$root/usr/bin/wardenctl" |
-        grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
-    depends="libc6 (>= ${glibc:?no GLIBC symbol versions found})"
+    glibc=$(objdump -T "${bins[@]}" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+    pkgs=()
+    for lib in $(objdump -p "${bins[@]}" | awk '$1 == "NEEDED" { print $2 }' | sort -u); do
+        path=$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')
+        path=$(readlink -f "${path:?$lib not found by ldconfig}")
+        pkg=$(dpkg -S "$path" 2>/dev/null || dpkg -S "/usr$path" 2>/dev/null || dpkg -S "${path#/usr}")
+        pkgs+=("${pkg%%:*}")
+    done
+    for pkg in $(printf '%s\n' "${pkgs[@]}" | sort -u); do
+        if [ "$pkg" = libc6 ]; then
+            pkg="libc6 (>= ${glibc:?no GLIBC symbol versions found})"
+        fi
+        depends="${depends:+$depends, }$pkg"
+    done
 fi
 
 install -d -m 0755 "$root/DEBIAN"
