@@ -6,7 +6,9 @@
 //! with a `retry_timeout` longer than the stall, so one cycle hangs on its etcd call —
 //! and sees no `WATCHDOG=1` for longer than the watchdog interval (systemd would restart
 //! the agent), pings again once etcd answers, and `STOPPING=1` on SIGTERM. PostgreSQL,
-//! started by the agent, does not inherit `NOTIFY_SOCKET`.
+//! started by the agent, does not inherit `NOTIFY_SOCKET`. A second test: no `READY=1`
+//! while the agent waits for etcd (its `STATUS=` says so), an abstract socket, and a
+//! `WATCHDOG_PID` of another process turning the pings off.
 
 mod common;
 
@@ -285,12 +287,99 @@ async fn notify_ready_status_watchdog_and_stopping() {
         "agent exit: {status:?}\n{}",
         log()
     );
+    // Sent when shutdown began, before PostgreSQL was stopped; the reader may lag.
+    wait_until(
+        "STOPPING=1",
+        Duration::from_secs(5),
+        || !got.times_of("STOPPING=1").is_empty(),
+        log,
+    );
     let stopping = got.times_of("STOPPING=1");
     assert_eq!(stopping.len(), 1, "STOPPING=1 once\n{}", log());
     assert!(
         got.times_of("WATCHDOG=1").iter().all(|t| *t < stopping[0]),
         "WATCHDOG=1 after STOPPING=1\n{}",
         log()
+    );
+    stop.store(true, Ordering::SeqCst);
+    reader.join().expect("reader thread");
+}
+
+/// Before the first HA cycle there is no `READY=1`: an agent waiting for etcd says so in
+/// `STATUS=`. An abstract `NOTIFY_SOCKET` (`@name`) works, and a `WATCHDOG_PID` naming
+/// another process (variables leaked from a parent) turns the pings off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_etcd_before_ready_abstract_socket_foreign_watchdog_pid() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("warden-e2e-sd-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).expect("abstract name");
+    let sock = UnixDatagram::bind_addr(&addr).expect("bind the abstract notify socket");
+    let env = vec![
+        ("NOTIFY_SOCKET".to_string(), format!("@{name}")),
+        (
+            "WATCHDOG_USEC".to_string(),
+            WATCHDOG.as_micros().to_string(),
+        ),
+        // pid 1 is not the agent
+        ("WATCHDOG_PID".to_string(), "1".to_string()),
+    ];
+    let mut c = TestCluster::new_linked(
+        "sdwait",
+        1,
+        &[NodeOptions {
+            env,
+            ..NodeOptions::default()
+        }],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (got, reader) = listen(sock, stop.clone());
+    let t_start = Instant::now();
+    // etcd refuses the agent's connections: it waits before its first cycle.
+    c.cut_etcd(0, Cut::Reset);
+    c.start_node(0);
+    let log = || format!("{}\n{}", got.dump(t_start), c.logs_tail(40));
+    wait_until(
+        "STATUS=waiting for etcd",
+        Duration::from_secs(60),
+        || {
+            got.all()
+                .iter()
+                .any(|(_, m)| m.starts_with("STATUS=waiting for etcd"))
+        },
+        log,
+    );
+    assert!(
+        got.times_of("READY=1").is_empty(),
+        "READY=1 before any HA cycle\n{}",
+        log()
+    );
+    c.restore_etcd(0);
+    wait_until(
+        "READY=1",
+        Duration::from_secs(90),
+        || !got.times_of("READY=1").is_empty(),
+        log,
+    );
+    // Several watchdog intervals with a live loop, and the pid says the pings are not ours.
+    assert_eq!(wait_for_leader(&c, Duration::from_secs(90)).await, 0);
+    // A healthy agent would ping four times in this window.
+    tokio::time::sleep(WATCHDOG * 2).await;
+    assert!(
+        got.times_of("WATCHDOG=1").is_empty(),
+        "WATCHDOG=1 although WATCHDOG_PID names another process\n{}",
+        log()
+    );
+    let status = c.stop_node(0, Duration::from_secs(90));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "agent exit: {status:?}"
+    );
+    let log = || format!("{}\n{}", got.dump(t_start), c.logs_tail(40));
+    wait_until(
+        "STOPPING=1",
+        Duration::from_secs(5),
+        || !got.times_of("STOPPING=1").is_empty(),
+        log,
     );
     stop.store(true, Ordering::SeqCst);
     reader.join().expect("reader thread");
