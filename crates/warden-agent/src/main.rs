@@ -7,6 +7,7 @@ mod management;
 mod node;
 mod probe;
 mod sample;
+mod sd_notify;
 mod settings;
 mod supervisor;
 mod wal_sampler;
@@ -46,6 +47,8 @@ struct Cli {
 }
 
 fn main() {
+    // Before any thread starts: it edits the environment children inherit.
+    let systemd = sd_notify::SystemdEnv::take();
     let cli = Cli::parse();
     if let Some(dir) = &cli.fence_guard {
         std::process::exit(supervisor::run_external_guard(dir, cli.parent_pid));
@@ -84,7 +87,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match rt.block_on(run(cfg, cli.config.clone(), env)) {
+    let code = match rt.block_on(run(cfg, cli.config.clone(), env, systemd)) {
         Ok(code) => code,
         Err(e) => {
             logging::critical(&format!("{e:#}"));
@@ -116,6 +119,7 @@ async fn run(
     cfg: Config,
     config_path: Option<PathBuf>,
     env: std::collections::BTreeMap<String, String>,
+    systemd: sd_notify::SystemdEnv,
 ) -> Result<i32> {
     if cfg.bootstrap.as_ref().is_some_and(|b| b.users_present) {
         error!("bootstrap.users is not supported since Patroni 4.0 and is ignored");
@@ -167,6 +171,9 @@ async fn run(
             Err(e) => {
                 // The error names the endpoint(s) and why each failed.
                 error!("waiting for etcd: {e}");
+                if let Some(n) = &systemd.notifier {
+                    n.status(&format!("waiting for etcd: {e}"));
+                }
                 let mut rx = stop_rx.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -240,6 +247,14 @@ async fn run(
         cfg.name,
         cfg.scope
     );
+    if let Some(n) = systemd.notifier {
+        tokio::spawn(sd_notify::run(
+            n,
+            systemd.watchdog,
+            api.clone(),
+            stop_rx.clone(),
+        ));
+    }
     let io = node::NodeIo {
         dcs,
         api,

@@ -5,6 +5,7 @@
 //! * [`status`]: the node status the agent publishes to its REST API.
 //! * [`ha`]: the HA decision function, from (cluster, local PostgreSQL, settings, time)
 //!   to the actions to take and a one-line reason. No I/O, no clocks, no sleeping.
+//! * [`liveness`]: whether the HA loop is alive, for systemd's watchdog.
 //! * [`lsn`]: WAL position helpers.
 //! * [`replica`]: replica creation methods and custom bootstrap: which methods to try
 //!   and their command lines.
@@ -15,6 +16,7 @@
 
 pub mod cluster;
 pub mod ha;
+pub mod liveness;
 pub mod lsn;
 pub mod replica;
 pub mod slots;

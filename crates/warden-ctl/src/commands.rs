@@ -588,7 +588,9 @@ fn random_index(n: usize) -> usize {
 pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
     let ctx = Ctx::new(cli)?;
     match cmd {
-        Command::List(_) | Command::Topology(_) => unreachable!("handled in main"),
+        Command::List(_) | Command::Topology(_) | Command::Completion(_) => {
+            unreachable!("handled in main")
+        }
         Command::Dsn(a) => dsn(&ctx, a).await,
         Command::Query(a) => query(&ctx, a).await,
         Command::Remove(a) => remove(&ctx, a).await,

@@ -86,6 +86,37 @@ pub(crate) enum Command {
     DemoteCluster(commands::DemoteArgs),
     /// Promote cluster, make it run standalone
     PromoteCluster(commands::PromoteArgs),
+    /// Print a shell completion script (Warden only; patronictl has none)
+    Completion(CompletionArgs),
+}
+
+/// `wardenctl completion SHELL`.
+#[derive(Args, Debug)]
+pub(crate) struct CompletionArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    shell: CompletionShell,
+}
+
+/// Shells `completion` writes scripts for.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Writes the completion script for `shell` (bash: source it, or install it as
+/// /usr/share/bash-completion/completions/wardenctl, as the Debian package does).
+fn write_completion(shell: CompletionShell, out: &mut dyn Write) {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let shell = match shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut Cli::command(), "wardenctl", out);
 }
 
 /// `-f/--format` choices of `list`.
@@ -499,6 +530,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             cmd_list(&cli, &a.common, opts, false).await
         }
+        Command::Completion(a) => {
+            let mut out = std::io::stdout().lock();
+            write_completion(a.shell, &mut out);
+            out.flush()?;
+            Ok(())
+        }
         other => commands::run(&cli, other).await,
     }
 }
@@ -523,6 +560,38 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("wardenctl").chain(args.iter().copied()))
+    }
+
+    fn completion(shell: CompletionShell) -> String {
+        let mut out = Vec::new();
+        write_completion(shell, &mut out);
+        String::from_utf8(out).expect("utf-8 script")
+    }
+
+    #[test]
+    fn completion_scripts_name_the_subcommands_and_options() {
+        let bash = completion(CompletionShell::Bash);
+        assert!(bash.contains("complete -F _wardenctl"), "{bash}");
+        for word in [
+            "list",
+            "switchover",
+            "failover",
+            "edit-config",
+            "demote-cluster",
+            "completion",
+            "--config-file",
+            "--dcs-url",
+        ] {
+            assert!(bash.contains(word), "bash completion lacks {word}");
+        }
+        // Options of a subcommand and its value choices.
+        assert!(bash.contains("--candidate") && bash.contains("--scheduled"));
+        assert!(bash.contains("pretty") && bash.contains("tsv"));
+        let zsh = completion(CompletionShell::Zsh);
+        assert!(zsh.starts_with("#compdef wardenctl") && zsh.contains("switchover"));
+        let fish = completion(CompletionShell::Fish);
+        assert!(fish.contains("complete -c wardenctl") && fish.contains("switchover"));
+        assert!(parse(&["completion", "tcsh"]).is_err());
     }
 
     #[test]
