@@ -6,6 +6,7 @@
 //! * [`ha`]: the HA decision function, from (cluster, local PostgreSQL, settings, time)
 //!   to the actions to take and a one-line reason. No I/O, no clocks, no sleeping.
 //! * [`lsn`]: WAL position helpers.
+//! * [`pgbouncer`]: when to resume the PgBouncers paused around a planned switchover.
 //! * [`replica`]: replica creation methods and custom bootstrap: which methods to try
 //!   and their command lines.
 //! * [`slots`]: which replication slots exist where, what to drop, advance and copy,
@@ -16,6 +17,7 @@
 pub mod cluster;
 pub mod ha;
 pub mod lsn;
+pub mod pgbouncer;
 pub mod replica;
 pub mod slots;
 pub mod standby;
