@@ -2079,6 +2079,7 @@ impl<D: Dcs> Node<D> {
     /// at once instead of letting it expire.
     pub async fn shutdown(&mut self) {
         self.cancel_background().await;
+        self.resume_pgbouncers().await;
         if self.dynamic.pause {
             info!("Leaving PostgreSQL running and the leader lock in place: the cluster is paused");
             self.fence.set_leader_until(0);

@@ -126,6 +126,8 @@ pub fn routes_only_to(servers: &[ServerState], primary: &str) -> Result<bool, St
 pub struct Watch<'a> {
     /// this member (the old leader)
     pub me: &'a str,
+    /// The agent is shutting down: resume now (it would leave PgBouncer paused).
+    pub shutting_down: bool,
     /// The demotion has ended (successfully or not). Before that nobody else can be
     /// the new primary yet; only the overall bound resumes.
     pub demoted: bool,
@@ -151,6 +153,8 @@ pub enum ResumeReason {
     StillPrimary,
     /// Past the bound (the text says what was still missing).
     Timeout(String),
+    /// The agent is shutting down.
+    Shutdown,
 }
 
 /// The watcher's verdict.
@@ -171,6 +175,9 @@ pub fn resume_verdict(w: &Watch<'_>) -> Verdict {
             Verdict::Wait(missing)
         }
     };
+    if w.shutting_down {
+        return Verdict::Resume(ResumeReason::Shutdown);
+    }
     if !w.demoted {
         return timeout("the demotion has not ended".into());
     }
@@ -283,6 +290,7 @@ replicas,pg0,0,0,0,1,100,3,0,0,,0,,0,0,0,0,UP,1\n";
         let two = vec!["pg1".to_string(), "pg2".to_string()];
         let w = |demoted, elapsed_ms, primaries, haproxy| Watch {
             me: "pg0",
+            shutting_down: false,
             demoted,
             elapsed_ms,
             limit_ms: 40_000,
@@ -293,6 +301,10 @@ replicas,pg0,0,0,0,1,100,3,0,0,,0,,0,0,0,0,UP,1\n";
         let new_primary = || resume(ResumeReason::NewPrimary("pg1".into()));
         let waits = |v: &Verdict| matches!(v, Verdict::Wait(_));
         let timed_out = |v: &Verdict| matches!(v, Verdict::Resume(ResumeReason::Timeout(_)));
+        // shutting down: resume whatever the state
+        let mut down = w(false, 0, &none, None);
+        down.shutting_down = true;
+        assert_eq!(resume_verdict(&down), resume(ResumeReason::Shutdown));
         // still demoting: wait, however things look, until the bound
         assert!(waits(&resume_verdict(&w(false, 100, &new, None))));
         assert!(timed_out(&resume_verdict(&w(false, 40_000, &none, None))));

@@ -37,6 +37,13 @@ pub(super) struct PgBouncers {
     rest: RestClient,
     /// For HAProxy's stats (no member credentials sent there).
     plain: RestClient,
+    /// Running watchers: (tell it to resume now, the task).
+    watchers: std::sync::Mutex<
+        Vec<(
+            tokio::sync::watch::Sender<bool>,
+            tokio::task::JoinHandle<()>,
+        )>,
+    >,
 }
 
 /// One PgBouncer admin console.
@@ -68,6 +75,7 @@ impl PgBouncers {
             settings,
             rest: rest.clone(),
             plain,
+            watchers: Default::default(),
         })
     }
 
@@ -195,8 +203,26 @@ impl PgBouncers {
             rest: self.rest.clone(),
             plain: self.plain.clone(),
         };
-        tokio::spawn(watcher.run(rx));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(watcher.run(rx, stop_rx));
+        if let Ok(mut w) = self.watchers.lock() {
+            w.retain(|(_, t)| !t.is_finished());
+            w.push((stop_tx, task));
+        }
         Some(Handover { _demoting: tx })
+    }
+
+    /// The agent stops: resume the PgBouncers a watcher still holds paused, now.
+    async fn resume_now(&self) {
+        let running = match self.watchers.lock() {
+            Ok(mut w) => std::mem::take(&mut *w),
+            Err(_) => return,
+        };
+        for (stop, task) in running {
+            let _ = stop.send(true);
+            // RESUME is retried for RESUME_RETRY_FOR at most.
+            let _ = tokio::time::timeout(RESUME_RETRY_FOR + REQUEST_TIMEOUT, task).await;
+        }
     }
 }
 
@@ -215,11 +241,16 @@ struct Watcher {
 }
 
 impl Watcher {
-    async fn run(self, demoting: tokio::sync::watch::Receiver<()>) {
+    async fn run(
+        self,
+        demoting: tokio::sync::watch::Receiver<()>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let reason = loop {
+            let shutting_down = *stop.borrow();
             // The sender is dropped when the demotion ends (any way).
             let demoted = demoting.has_changed().is_err();
-            let primaries = if demoted {
+            let primaries = if demoted && !shutting_down {
                 self.primaries().await
             } else {
                 Vec::new()
@@ -230,6 +261,7 @@ impl Watcher {
             };
             let verdict = resume_verdict(&Watch {
                 me: &self.me,
+                shutting_down,
                 demoted,
                 elapsed_ms: self.started.elapsed().as_millis() as u64,
                 limit_ms: self.limit_ms,
@@ -238,7 +270,12 @@ impl Watcher {
             });
             match verdict {
                 Verdict::Resume(r) => break r,
-                Verdict::Wait(_) => tokio::time::sleep(WATCH_EVERY).await,
+                Verdict::Wait(_) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(WATCH_EVERY) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
             }
         };
         let paused_for = self.started.elapsed().as_secs_f64();
@@ -268,6 +305,9 @@ impl Watcher {
                 } else {
                     ""
                 }
+            ),
+            ResumeReason::Shutdown => warn!(
+                "resumed {what} after {paused_for:.2} s: the agent is shutting down before a new primary was seen{tail}"
             ),
             ResumeReason::Timeout(missing) => warn!(
                 "resumed {what} after {paused_for:.2} s: gave up waiting for the new primary ({missing}){tail}"
@@ -425,6 +465,13 @@ fn pgpass_find(text: &str, host: &str, port: u16, db: &str, user: &str) -> Optio
 }
 
 impl<D: Dcs> Node<D> {
+    /// On shutdown: never leave a PgBouncer paused behind.
+    pub(super) async fn resume_pgbouncers(&self) {
+        if let Some(p) = &self.pgbouncer {
+            p.resume_now().await;
+        }
+    }
+
     /// Before a graceful demotion (switchover, manual failover): PAUSE the PgBouncers
     /// in front. Keep the result until the demotion has ended; dropping it starts the
     /// wait for the new primary, which resumes them.
