@@ -890,7 +890,11 @@ impl<D: Dcs> Node<D> {
                 self.cfg = new;
                 self.cfg.name = name;
                 self.cfg.scope = scope;
-                self.pgbouncer = pgbouncer::PgBouncers::from_config(&self.cfg, &self.rest);
+                self.pgbouncer = pgbouncer::PgBouncers::reconfigure(
+                    self.pgbouncer.take(),
+                    &self.cfg,
+                    &self.rest,
+                );
                 for w in &self.cfg.warnings {
                     warn!("{w}");
                 }

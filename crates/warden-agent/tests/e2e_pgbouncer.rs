@@ -5,7 +5,8 @@
 //! one short transaction after another through PgBouncer during five `wardenctl
 //! switchover`s and sees no failed transaction, only pauses (the longest is printed).
 //! Then a switchover whose candidate dies while PgBouncer is being paused fails, and
-//! PgBouncer is resumed all the same.
+//! PgBouncer is resumed all the same; and an agent stopped while it holds PgBouncer
+//! paused resumes it before it exits.
 
 mod common;
 
@@ -353,15 +354,62 @@ async fn planned_switchovers_through_pgbouncer_fail_no_transaction() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let old_log = std::fs::read_to_string(&c.nodes[leader].log).unwrap_or_default();
-    let tail: Vec<&str> = old_log.lines().rev().take(20).collect();
-    eprintln!("----- {} log tail -----", c.nodes[leader].name);
-    for l in tail.iter().rev() {
-        eprintln!("{l}");
-    }
     eprintln!(
-        "failed switchover: PgBouncer resumed {:.1} s after the PAUSE ({line}); e2e_pgbouncer took {:.0} s",
-        resumed_after.as_secs_f64(),
+        "failed switchover: PgBouncer resumed {:.1} s after the PAUSE ({line})",
+        resumed_after.as_secs_f64()
+    );
+
+    // An agent stopped (SIGTERM) while it holds PgBouncer paused resumes it before it
+    // exits: with HAProxy gone the old leader waits for HAProxy's stats after a
+    // switchover (up to pause_timeout + resume_timeout = 28 s); it is stopped then.
+    for i in (0..3).filter(|i| *i != leader) {
+        c.start_node(i);
+    }
+    for i in (0..3).filter(|i| *i != leader) {
+        wait_streaming(&c, i, Duration::from_secs(90)).await;
+    }
+    wait_caught_up(&c, leader).await;
+    drop(hap);
+    let resumes_before = pgb.log_text().matches("RESUME command issued").count();
+    let paused_before = log_count(&c, "paused 1 PgBouncer in");
+    let cand = (leader + 1) % 3;
+    let (code, out, err) = wardenctl(
+        &c,
+        &[
+            "switchover",
+            SCOPE,
+            "--leader",
+            &c.nodes[leader].name,
+            "--candidate",
+            &c.nodes[cand].name,
+            "--force",
+        ],
+    );
+    assert_eq!(code, 0, "switchover without HAProxy: {out}{err}");
+    wait_leader_is(&c, &c.nodes[cand].name, Duration::from_secs(30)).await;
+    assert_eq!(log_count(&c, "paused 1 PgBouncer in"), paused_before + 1);
+    assert_eq!(
+        pgb.log_text().matches("RESUME command issued").count(),
+        resumes_before,
+        "PgBouncer must stay paused while HAProxy's stats cannot be read"
+    );
+    let stop_at = Instant::now();
+    c.stop_node(leader, Duration::from_secs(60));
+    assert!(
+        pgb.log_text().matches("RESUME command issued").count() > resumes_before,
+        "the stopped agent left PgBouncer paused\n{}",
+        c.logs_tail(30)
+    );
+    assert_eq!(
+        log_count(
+            &c,
+            "the agent is shutting down before a new primary was seen"
+        ),
+        1
+    );
+    eprintln!(
+        "stopped agent: PgBouncer resumed within {:.1} s of the SIGTERM; e2e_pgbouncer took {:.0} s",
+        stop_at.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
 }

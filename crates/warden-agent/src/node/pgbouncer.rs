@@ -79,6 +79,28 @@ impl PgBouncers {
         })
     }
 
+    /// After a config reload: the new setting, keeping track of the watchers still
+    /// running from before (so that a shutdown still resumes their PgBouncers).
+    pub(super) fn reconfigure(
+        old: Option<PgBouncers>,
+        cfg: &Config,
+        rest: &RestClient,
+    ) -> Option<PgBouncers> {
+        let new = PgBouncers::from_config(cfg, rest);
+        let Some(old) = old else { return new };
+        let running = old.watchers.into_inner().unwrap_or_default();
+        match new {
+            Some(new) => {
+                if let Ok(mut w) = new.watchers.lock() {
+                    w.extend(running);
+                }
+                Some(new)
+            }
+            // Setting removed: the running watchers finish on their own.
+            None => None,
+        }
+    }
+
     fn targets(&self) -> Vec<Result<Target, String>> {
         let masked = self.settings.describe_admin();
         self.settings
