@@ -9,6 +9,8 @@ warden_missing_packages() {
     if [ "${1:-}" = with-patroni ]; then
         # Only the tests need these: HAProxy routing tests and REST calls from tests.
         command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+        # The pooler of the zero-error switchover test (e2e_pgbouncer).
+        [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
         command -v curl >/dev/null 2>&1 || missing+=(curl)
         # The backup tool of the backup/restore tests (e2e_pgbackrest).
         command -v pgbackrest >/dev/null 2>&1 || missing+=(pgbackrest)

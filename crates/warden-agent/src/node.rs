@@ -27,6 +27,7 @@ use warden_core::status::{NodeStatus, Xlog};
 use warden_dcs::Dcs;
 use warden_pg::{DataDirState, PgStatus, Postgres, StopMode, Upstream};
 
+mod pgbouncer;
 mod replica;
 mod slots;
 mod standby;
@@ -137,6 +138,8 @@ pub struct Node<D: Dcs> {
     task_done: Arc<tokio::sync::Notify>,
     /// A custom bootstrap runs: PostgreSQL is configured for it until post_bootstrap.
     custom_bootstrap: Option<warden_pg::CustomBootstrapMode>,
+    /// `warden.pgbouncer`: paused around a planned switchover.
+    pgbouncer: Option<pgbouncer::PgBouncers>,
 }
 
 /// A restart waiting for its time (M2).
@@ -186,6 +189,7 @@ impl<D: Dcs> Node<D> {
     pub fn new(cfg: Config, dynamic: DynamicConfig, io: NodeIo<D>) -> Result<Self> {
         let pg = Postgres::new(settings::pg_settings(&cfg, &dynamic)?);
         let callbacks = Callbacks::new(cfg.postgresql.callbacks.clone(), &cfg.scope);
+        let pgbouncer = pgbouncer::PgBouncers::from_config(&cfg, &io.rest);
         Ok(Node {
             cfg,
             dynamic,
@@ -239,6 +243,7 @@ impl<D: Dcs> Node<D> {
             background: None,
             task_done: Arc::new(tokio::sync::Notify::new()),
             custom_bootstrap: None,
+            pgbouncer,
         })
     }
 
@@ -889,6 +894,11 @@ impl<D: Dcs> Node<D> {
                 self.cfg = new;
                 self.cfg.name = name;
                 self.cfg.scope = scope;
+                self.pgbouncer = pgbouncer::PgBouncers::reconfigure(
+                    self.pgbouncer.take(),
+                    &self.cfg,
+                    &self.rest,
+                );
                 for w in &self.cfg.warnings {
                     warn!("{w}");
                 }
@@ -1370,6 +1380,8 @@ impl<D: Dcs> Node<D> {
                 Ok(())
             }
             Action::Demote { mode } => {
+                // Planned: PAUSE the PgBouncers; they resume after the drop (any exit).
+                let _pgbouncer = self.pause_pgbouncers(mode, cluster).await;
                 let stop = match mode {
                     DemoteMode::Offline | DemoteMode::Graceful => StopMode::Fast,
                     DemoteMode::Immediate | DemoteMode::ImmediateNoLock => StopMode::Immediate,
@@ -2076,6 +2088,7 @@ impl<D: Dcs> Node<D> {
     /// at once instead of letting it expire.
     pub async fn shutdown(&mut self) {
         self.cancel_background().await;
+        self.resume_pgbouncers().await;
         if self.dynamic.pause {
             info!("Leaving PostgreSQL running and the leader lock in place: the cluster is paused");
             self.fence.set_leader_until(0);

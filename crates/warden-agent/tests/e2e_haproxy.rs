@@ -8,140 +8,21 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use warden_testkit::cluster::{TestCluster, SUPERUSER_PASSWORD};
-use warden_testkit::{free_port, ProcessGuard};
+use warden_testkit::haproxy::{Haproxy, Section, HAPROXY};
 
-const HAPROXY: &str = "/usr/sbin/haproxy";
-
-/// A running HAProxy (killed by PID on drop); prints its log if the test is failing.
-struct Haproxy {
-    /// `OPTIONS /primary` checks.
-    primary_port: u16,
-    /// `GET /primary` checks (`http-check send meth GET uri /primary`).
-    primary_get_port: u16,
-    /// `OPTIONS /replica` checks.
-    replica_port: u16,
-    log: PathBuf,
-    config: PathBuf,
-    _guard: ProcessGuard,
-}
-
-impl Haproxy {
-    fn start(c: &TestCluster) -> Haproxy {
-        let (primary_port, primary_get_port, replica_port) =
-            (free_port(), free_port(), free_port());
-        let servers = || {
-            c.nodes
-                .iter()
-                .map(|n| {
-                    format!(
-                        "    server {} 127.0.0.1:{} maxconn 100 check port {}\n",
-                        n.name, n.pg_port, n.api_port
-                    )
-                })
-                .collect::<String>()
-        };
-        let config = format!(
-            r#"global
-    log stderr format raw local0 info
-    maxconn 300
-
-defaults
-    mode tcp
-    log global
-    option tcplog
-    retries 2
-    timeout connect 2s
-    timeout client 5m
-    timeout server 5m
-    timeout check 2s
-
-listen primary
-    bind 127.0.0.1:{primary_port}
-    option httpchk OPTIONS /primary
-    http-check expect status 200
-    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
-{servers}
-listen primary_get
-    bind 127.0.0.1:{primary_get_port}
-    option httpchk
-    http-check send meth GET uri /primary
-    http-check expect status 200
-    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
-{servers}
-listen replicas
-    bind 127.0.0.1:{replica_port}
-    balance roundrobin
-    option httpchk OPTIONS /replica
-    http-check expect status 200
-    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
-{servers}"#,
-            servers = servers(),
-        );
-        let path = c.dir.path().join("haproxy.cfg");
-        std::fs::write(&path, &config).expect("write haproxy.cfg");
-        let check = Command::new(HAPROXY)
-            .args(["-c", "-f"])
-            .arg(&path)
-            .output()
-            .expect("run haproxy -c");
-        assert!(
-            check.status.success(),
-            "haproxy rejected its config:\n{}{}\n{config}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
-        let log = c.dir.path().join("haproxy.log");
-        let mut cmd = Command::new(HAPROXY);
-        // -db: stay in the foreground (no daemon), so the guard's PID is HAProxy's.
-        cmd.arg("-db").arg("-f").arg(&path);
-        let guard = ProcessGuard::spawn("haproxy", cmd, &log);
-        Haproxy {
-            primary_port,
-            primary_get_port,
-            replica_port,
-            log,
-            config: path,
-            _guard: guard,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until HAProxy has logged `<section>/<server> is DOWN`.
-    async fn wait_down(&self, section: &str, server: &str, timeout: Duration) {
-        let needle = format!("Server {section}/{server} is DOWN");
-        let deadline = Instant::now() + timeout;
-        while !self.log_text().contains(&needle) {
-            assert!(
-                Instant::now() < deadline,
-                "HAProxy did not log `{needle}` within {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "----- haproxy config ({}) -----\n{}",
-                self.config.display(),
-                std::fs::read_to_string(&self.config).unwrap_or_default()
-            );
-            eprintln!(
-                "----- haproxy log ({}) -----\n{}",
-                self.log.display(),
-                self.log_text()
-            );
-        }
-    }
+/// HAProxy with the three check styles of the guides (1 s checks, down after 2 failures).
+fn start_haproxy(c: &TestCluster) -> Haproxy {
+    let timing = "inter 1s fall 2 rise 1";
+    Haproxy::start(
+        c,
+        &[
+            Section::new("primary", "OPTIONS /primary", timing),
+            Section::new("primary_get", "GET /primary", timing),
+            Section::new("replicas", "OPTIONS /replica", timing).balance("roundrobin"),
+        ],
+    )
 }
 
 /// What a connection through `port` reached: (`pg_is_in_recovery()`, `inet_server_port()`).
@@ -229,7 +110,7 @@ async fn haproxy_routes_to_the_leader_and_follows_a_failover() {
     for &i in &replicas {
         wait_streaming(&c, i, Duration::from_secs(60)).await;
     }
-    let hap = Haproxy::start(&c);
+    let hap = start_haproxy(&c);
     // HAProxy starts every server UP; wait until the checks have marked the wrong
     // ones down (the health answers themselves are what is under test here).
     for &r in &replicas {
@@ -245,8 +126,8 @@ async fn haproxy_routes_to_the_leader_and_follows_a_failover() {
 
     // Both primary sections route to the leader only.
     for (port, what) in [
-        (hap.primary_port, "OPTIONS /primary"),
-        (hap.primary_get_port, "GET /primary"),
+        (hap.port("primary"), "OPTIONS /primary"),
+        (hap.port("primary_get"), "GET /primary"),
     ] {
         wait_routes_to_primary(port, leader_port, what, Duration::from_secs(10)).await;
         for _ in 0..4 {
@@ -254,14 +135,14 @@ async fn haproxy_routes_to_the_leader_and_follows_a_failover() {
             assert_eq!(got, Ok((false, leader_port)), "{what}");
         }
     }
-    let written = write_through(hap.primary_port, 1).await;
+    let written = write_through(hap.port("primary"), 1).await;
     assert_eq!(written, Ok(leader_port));
 
     // The replica section balances over both replicas and never reaches the leader.
     let mut seen = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while seen.len() < replica_ports.len() {
-        match probe(hap.replica_port).await {
+        match probe(hap.port("replicas")).await {
             Ok((true, p)) => {
                 assert!(replica_ports.contains(&p), "replica port {p} unknown");
                 seen.insert(p);
@@ -287,14 +168,14 @@ async fn haproxy_routes_to_the_leader_and_follows_a_failover() {
     // inter 1s, rise 1: HAProxy sees /primary = 200 within about a second of the
     // agent publishing its new role; 10 s leaves room for a slow CI machine.
     wait_routes_to_primary(
-        hap.primary_port,
+        hap.port("primary"),
         new_port,
         "OPTIONS /primary after failover",
         Duration::from_secs(10),
     )
     .await;
     wait_routes_to_primary(
-        hap.primary_get_port,
+        hap.port("primary_get"),
         new_port,
         "GET /primary after failover",
         Duration::from_secs(10),
@@ -304,7 +185,7 @@ async fn haproxy_routes_to_the_leader_and_follows_a_failover() {
     let mut committed = None;
     let deadline = Instant::now() + Duration::from_secs(5);
     while committed.is_none() {
-        match write_through(hap.primary_port, 2).await {
+        match write_through(hap.port("primary"), 2).await {
             Ok(p) => committed = Some(p),
             Err(e) => assert!(
                 Instant::now() < deadline,

@@ -12,6 +12,12 @@ use crate::util::{
 use crate::yaml::describe;
 use crate::{ConfigError, ConfigProblem, Loader, RESERVED_MEMBER_NAME, UNSUPPORTED_DCS_SECTIONS};
 
+mod pgbouncer;
+pub use pgbouncer::{
+    conninfo_pairs, mask_password, PgBouncerSettings, DEFAULT_PAUSE_TIMEOUT_MS,
+    DEFAULT_RESUME_TIMEOUT_MS,
+};
+
 type Obj = Map<String, Value>;
 
 /// The local configuration (file/directory + environment), typed.
@@ -553,12 +559,15 @@ pub struct WardenSection {
     /// expire, so a shorter lock (and a faster failover) is safe when the operator opts
     /// in. Patroni members of the same cluster still raise it to 20 for themselves.
     pub min_ttl: u64,
+    /// `warden.pgbouncer`: the PgBouncers a planned switchover pauses and resumes.
+    pub pgbouncer: Option<PgBouncerSettings>,
 }
 
 impl Default for WardenSection {
     fn default() -> Self {
         WardenSection {
             min_ttl: PATRONI_MIN_TTL,
+            pgbouncer: None,
         }
     }
 }
@@ -2134,7 +2143,13 @@ fn parse_warden(ld: &mut Loader, m: &Obj) -> WardenSection {
             );
         }
     }
-    for k in m.keys().filter(|k| k.as_str() != "min_ttl") {
+    if let Some(pb) = ld.obj(m, "pgbouncer", "warden") {
+        w.pgbouncer = pgbouncer::parse(ld, pb);
+    }
+    for k in m
+        .keys()
+        .filter(|k| !["min_ttl", "pgbouncer"].contains(&k.as_str()))
+    {
         ld.warnings
             .push(format!("unknown key 'warden.{k}' ignored"));
     }

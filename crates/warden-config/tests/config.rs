@@ -1366,3 +1366,63 @@ fn custom_bootstrap_section() {
     let c = load_str(&minimal_text()).expect("loads");
     assert!(c.bootstrap.expect("bootstrap").custom.is_none());
 }
+
+#[test]
+fn warden_pgbouncer_setting_loads_and_rejects_mistakes() {
+    let c = load_str(&minimal_text()).expect("loads");
+    assert_eq!(c.warden.pgbouncer, None);
+
+    let text = format!(
+        "{}warden:\n  pgbouncer:\n    admin:\n      - host=127.0.0.1 port=6432 user=adm password=s3cret dbname=pgbouncer\n    pause_timeout: 2.5\n    haproxy_stats: 'http://127.0.0.1:7000/stats;csv'\n    haproxy_backend: primary\n",
+        minimal_text()
+    );
+    let c = load_str(&text).expect("loads");
+    let p = c.warden.pgbouncer.clone().expect("pgbouncer");
+    assert_eq!(p.admin.len(), 1);
+    assert_eq!(p.pause_timeout_ms, 2500);
+    assert_eq!(
+        p.resume_timeout_ms,
+        warden_config::DEFAULT_RESUME_TIMEOUT_MS
+    );
+    assert_eq!(p.haproxy_backend.as_deref(), Some("primary"));
+    assert!(
+        c.warnings.iter().all(|w| !w.contains("warden")),
+        "{:?}",
+        c.warnings
+    );
+    // The password never shows in Debug output (logs of the config).
+    assert!(!format!("{p:?}").contains("s3cret"), "{p:?}");
+
+    // One string is a list of one.
+    let c = load_str(&format!(
+        "{}warden:\n  pgbouncer:\n    admin: postgresql://adm@127.0.0.1:6432/pgbouncer\n",
+        minimal_text()
+    ))
+    .expect("loads");
+    assert_eq!(c.warden.pgbouncer.expect("pgbouncer").admin.len(), 1);
+
+    for (yaml, needle) in [
+        ("    pause_timeout: 5\n", "warden.pgbouncer.admin: missing"),
+        ("    admin: []\n", "at least one"),
+        (
+            "    admin: [host=h password=s3cret dbname=app]\n",
+            "warden.pgbouncer.admin[0]: 'host=h password=*** dbname=app' names database 'app'",
+        ),
+        ("    admin: [host=h dbname=pgbouncer]\n    pause_timeout: 0\n", "pause_timeout: must be"),
+        ("    admin: [host=h dbname=pgbouncer]\n    pause_timeout: soon\n", "pause_timeout"),
+        (
+            "    admin: [host=h dbname=pgbouncer]\n    haproxy_stats: 'http://h/stats;csv'\n",
+            "haproxy_backend: missing",
+        ),
+        (
+            "    admin: [host=h dbname=pgbouncer]\n    haproxy_stats: h:7000\n    haproxy_backend: p\n",
+            "expected an http:// URL",
+        ),
+    ] {
+        let e = err_of(&format!("{}warden:\n  pgbouncer:\n{yaml}", minimal_text()));
+        assert!(e.contains(needle), "{yaml}: {e}");
+        assert!(!e.contains("s3cret") && !e.contains('\n'), "{e}");
+    }
+    let e = err_of(&format!("{}warden:\n  pgbouncer: yes\n", minimal_text()));
+    assert!(e.contains("warden.pgbouncer"), "{e}");
+}

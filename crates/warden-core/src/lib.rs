@@ -7,6 +7,7 @@
 //!   to the actions to take and a one-line reason. No I/O, no clocks, no sleeping.
 //! * [`liveness`]: whether the HA loop is alive, for systemd's watchdog.
 //! * [`lsn`]: WAL position helpers.
+//! * [`pgbouncer`]: when to resume the PgBouncers paused around a planned switchover.
 //! * [`replica`]: replica creation methods and custom bootstrap: which methods to try
 //!   and their command lines.
 //! * [`slots`]: which replication slots exist where, what to drop, advance and copy,
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod ha;
 pub mod liveness;
 pub mod lsn;
+pub mod pgbouncer;
 pub mod replica;
 pub mod slots;
 pub mod standby;

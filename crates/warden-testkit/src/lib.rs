@@ -7,7 +7,9 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod haproxy;
 pub mod pg;
+pub mod pgbouncer;
 pub mod proxy;
 pub mod watchdog;
 

@@ -1,0 +1,552 @@
+//! PgBouncer around a planned switchover (`warden.pgbouncer`): the executor of
+//! [`warden_core::pgbouncer`]. Before a graceful demotion the leader `PAUSE`s every
+//! configured PgBouncer (bounded by `pause_timeout`); a watcher task then `RECONNECT`s
+//! and `RESUME`s them once a new primary accepts writes (and HAProxy routes to it
+//! only, when configured), at once when the switchover failed, and in any case when
+//! `pause_timeout` + `resume_timeout` have passed.
+//!
+//! The admin console only speaks the simple query protocol: `simple_query` only. The
+//! password comes from the connection string or a pgpass file and is never logged.
+
+use super::Node;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+use warden_config::{Config, PgBouncerSettings};
+use warden_core::cluster::Cluster;
+use warden_core::ha::DemoteMode;
+use warden_core::pgbouncer::{
+    after_pause, haproxy_servers, pause_limit_ms, resume_verdict, routes_only_to, AfterPause,
+    PauseOutcome, ResumeReason, Verdict, Watch,
+};
+use warden_dcs::Dcs;
+use warden_http::{RestClient, RestSettings};
+
+/// How often the watcher looks at the members and HAProxy.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// Bound on one REST probe / stats request / admin command.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `RESUME` is retried on a PgBouncer that does not answer.
+const RESUME_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// The configured PgBouncers and how to reach the members and HAProxy.
+pub(super) struct PgBouncers {
+    settings: PgBouncerSettings,
+    /// For the members' REST APIs (their auth and TLS settings).
+    rest: RestClient,
+    /// For HAProxy's stats (no member credentials sent there).
+    plain: RestClient,
+    /// Running watchers: (tell it to resume now, the task).
+    watchers: std::sync::Mutex<
+        Vec<(
+            tokio::sync::watch::Sender<bool>,
+            tokio::task::JoinHandle<()>,
+        )>,
+    >,
+}
+
+/// One PgBouncer admin console.
+#[derive(Clone)]
+struct Target {
+    /// `host:port`, for logs (no credentials)
+    label: String,
+    config: tokio_postgres::Config,
+}
+
+/// Held while the demotion runs; dropping it (however the demotion ends) lets the
+/// watcher look for the new primary.
+pub(super) struct Handover {
+    _demoting: tokio::sync::watch::Sender<()>,
+}
+
+impl PgBouncers {
+    /// The setting of `cfg`, if any.
+    pub(super) fn from_config(cfg: &Config, rest: &RestClient) -> Option<PgBouncers> {
+        let settings = cfg.warden.pgbouncer.clone()?;
+        let plain = match RestClient::new(&RestSettings::default(), "warden") {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("warden.pgbouncer: no HTTP client for HAProxy ({e}); the setting is ignored");
+                return None;
+            }
+        };
+        Some(PgBouncers {
+            settings,
+            rest: rest.clone(),
+            plain,
+            watchers: Default::default(),
+        })
+    }
+
+    /// After a config reload: the new setting, keeping track of the watchers still
+    /// running from before (so that a shutdown still resumes their PgBouncers).
+    pub(super) fn reconfigure(
+        old: Option<PgBouncers>,
+        cfg: &Config,
+        rest: &RestClient,
+    ) -> Option<PgBouncers> {
+        let new = PgBouncers::from_config(cfg, rest);
+        let Some(old) = old else { return new };
+        let running = old.watchers.into_inner().unwrap_or_default();
+        match new {
+            Some(new) => {
+                if let Ok(mut w) = new.watchers.lock() {
+                    w.extend(running);
+                }
+                Some(new)
+            }
+            // Setting removed: the running watchers finish on their own.
+            None => None,
+        }
+    }
+
+    fn targets(&self) -> Vec<Result<Target, String>> {
+        let masked = self.settings.describe_admin();
+        self.settings
+            .admin
+            .iter()
+            .zip(masked)
+            .map(|(conninfo, masked)| self.target(conninfo, &masked))
+            .collect()
+    }
+
+    fn target(&self, conninfo: &str, masked: &str) -> Result<Target, String> {
+        // tokio-postgres' parse errors do not quote the string; still, name it masked.
+        let mut config =
+            tokio_postgres::Config::from_str(conninfo).map_err(|e| format!("'{masked}': {e}"))?;
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            // libpq matches a socket directory as `localhost` in pgpass
+            Some(tokio_postgres::config::Host::Unix(_)) | None => "localhost".to_string(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let label = format!("{host}:{port}");
+        if config.get_password().is_none() {
+            let user = config.get_user().unwrap_or("").to_string();
+            if let Some(pw) = self.pgpass_password(&host, port, &user) {
+                config.password(pw);
+            }
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(REQUEST_TIMEOUT);
+        }
+        config.application_name("warden");
+        Ok(Target { label, config })
+    }
+
+    fn pgpass_password(&self, host: &str, port: u16, user: &str) -> Option<String> {
+        let path = self
+            .settings
+            .passfile
+            .clone()
+            .or_else(|| std::env::var_os("PGPASSFILE").map(PathBuf::from))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
+        let text = std::fs::read_to_string(path).ok()?;
+        pgpass_find(&text, host, port, "pgbouncer", user)
+    }
+
+    /// PAUSEs every PgBouncer (see the module doc). None when none is paused.
+    async fn pause(
+        &self,
+        me: &str,
+        cluster: &Cluster,
+        lock_left_ms: Option<u64>,
+    ) -> Option<Handover> {
+        let started = Instant::now();
+        let limit =
+            Duration::from_millis(pause_limit_ms(self.settings.pause_timeout_ms, lock_left_ms));
+        let targets = self.targets();
+        let attempts = targets.iter().map(|t| async move {
+            let t = t.as_ref().map_err(|e| PauseOutcome::Failed(e.clone()))?;
+            match tokio::time::timeout(limit, admin(t, &["PAUSE"])).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(PauseOutcome::Failed(e)),
+                Err(_) => Err(PauseOutcome::TimedOut),
+            }
+        });
+        let outcomes: Vec<PauseOutcome> = futures::future::join_all(attempts)
+            .await
+            .into_iter()
+            .map(|r| r.err().unwrap_or(PauseOutcome::Paused))
+            .collect();
+        let took = started.elapsed().as_secs_f64();
+        let mut paused = Vec::new();
+        for ((t, outcome), plan) in targets.iter().zip(&outcomes).zip(after_pause(&outcomes)) {
+            let label = t.as_ref().map_or("?", |t| t.label.as_str());
+            match (plan, outcome) {
+                (AfterPause::KeepPaused, _) => {
+                    if let Ok(t) = t {
+                        paused.push(t.clone())
+                    }
+                }
+                (AfterPause::ResumeNow, _) => {
+                    warn!(
+                        "PgBouncer {label}: PAUSE did not complete within {:.1} s (a long transaction?); resuming it and switching over without the pause",
+                        limit.as_secs_f64()
+                    );
+                    if let Ok(t) = t {
+                        if let Err(e) = admin(t, &["RESUME"]).await {
+                            warn!("PgBouncer {label}: RESUME failed: {e}");
+                        }
+                    }
+                }
+                (AfterPause::Nothing, PauseOutcome::Failed(e)) => {
+                    warn!("PgBouncer {label}: could not pause it ({e}); switching over without the pause for it")
+                }
+                (AfterPause::Nothing, _) => {}
+            }
+        }
+        if paused.is_empty() {
+            return None;
+        }
+        info!(
+            "paused {} PgBouncer{} in {took:.2} s before the switchover",
+            paused.len(),
+            if paused.len() == 1 { "" } else { "s" }
+        );
+        let members: Vec<(String, String)> = cluster
+            .members
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), primary_url(m.data.api_url.as_deref()?)?)))
+            .collect();
+        let (tx, rx) = tokio::sync::watch::channel(());
+        let watcher = Watcher {
+            me: me.to_string(),
+            members,
+            paused,
+            started,
+            limit_ms: self.settings.pause_timeout_ms + self.settings.resume_timeout_ms,
+            haproxy: self
+                .settings
+                .haproxy_stats
+                .clone()
+                .zip(self.settings.haproxy_backend.clone()),
+            rest: self.rest.clone(),
+            plain: self.plain.clone(),
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(watcher.run(rx, stop_rx));
+        if let Ok(mut w) = self.watchers.lock() {
+            w.retain(|(_, t)| !t.is_finished());
+            w.push((stop_tx, task));
+        }
+        Some(Handover { _demoting: tx })
+    }
+
+    /// The agent stops: resume the PgBouncers a watcher still holds paused, now.
+    async fn resume_now(&self) {
+        let running = match self.watchers.lock() {
+            Ok(mut w) => std::mem::take(&mut *w),
+            Err(_) => return,
+        };
+        for (stop, task) in running {
+            let _ = stop.send(true);
+            // RESUME is retried for RESUME_RETRY_FOR at most.
+            let _ = tokio::time::timeout(RESUME_RETRY_FOR + REQUEST_TIMEOUT, task).await;
+        }
+    }
+}
+
+/// Resumes the paused PgBouncers when [`resume_verdict`] says so.
+struct Watcher {
+    me: String,
+    /// (member, its `GET /primary` URL)
+    members: Vec<(String, String)>,
+    paused: Vec<Target>,
+    started: Instant,
+    limit_ms: u64,
+    /// (stats URL, backend)
+    haproxy: Option<(String, String)>,
+    rest: RestClient,
+    plain: RestClient,
+}
+
+impl Watcher {
+    async fn run(
+        self,
+        demoting: tokio::sync::watch::Receiver<()>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let reason = loop {
+            let shutting_down = *stop.borrow();
+            // The sender is dropped when the demotion ends (any way).
+            let demoted = demoting.has_changed().is_err();
+            let primaries = if demoted && !shutting_down {
+                self.primaries().await
+            } else {
+                Vec::new()
+            };
+            let haproxy = match (&self.haproxy, primaries.as_slice()) {
+                (Some((url, backend)), [p]) => Some(self.haproxy_routes(url, backend, p).await),
+                _ => None,
+            };
+            let verdict = resume_verdict(&Watch {
+                me: &self.me,
+                shutting_down,
+                demoted,
+                elapsed_ms: self.started.elapsed().as_millis() as u64,
+                limit_ms: self.limit_ms,
+                primaries: &primaries,
+                haproxy,
+            });
+            match verdict {
+                Verdict::Resume(r) => break r,
+                Verdict::Wait(_) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(WATCH_EVERY) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        };
+        let paused_for = self.started.elapsed().as_secs_f64();
+        let n = self.paused.len();
+        let what = format!("{n} PgBouncer{}", if n == 1 { "" } else { "s" });
+        let resumed = self.resume_all().await;
+        let failed = n - resumed;
+        let tail = if failed > 0 {
+            format!(" ({failed} did not answer RESUME: resume them by hand)")
+        } else {
+            String::new()
+        };
+        match reason {
+            ResumeReason::NewPrimary(p) => info!(
+                "resumed {what} after {paused_for:.2} s: new primary {p} accepts writes{}{tail}",
+                if self.haproxy.is_some() {
+                    " and HAProxy routes to it"
+                } else {
+                    ""
+                }
+            ),
+            ResumeReason::StillPrimary => warn!(
+                "resumed {what} after {paused_for:.2} s: the switchover failed, {} is still the primary{}{tail}",
+                self.me,
+                if self.haproxy.is_some() {
+                    " and HAProxy routes to it"
+                } else {
+                    ""
+                }
+            ),
+            ResumeReason::Shutdown => warn!(
+                "resumed {what} after {paused_for:.2} s: the agent is shutting down before a new primary was seen{tail}"
+            ),
+            ResumeReason::Timeout(missing) => warn!(
+                "resumed {what} after {paused_for:.2} s: gave up waiting for the new primary ({missing}){tail}"
+            ),
+        }
+    }
+
+    /// Members whose `GET /primary` answers 200 now, with a body that says `role:
+    /// primary`, `state: running`. The body matters: a member publishes its status at
+    /// the end of a cycle, so right after the demotion the old leader's REST API still
+    /// has its lock (200) but says `state: stopping`; a new leader says `primary` only
+    /// once its promotion has finished.
+    async fn primaries(&self) -> Vec<String> {
+        let probes = self.members.iter().map(|(name, url)| async move {
+            let r = self
+                .rest
+                .request("GET", url, None, REQUEST_TIMEOUT)
+                .await
+                .ok()?;
+            let body: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+            (r.status == 200 && body["role"] == "primary" && body["state"] == "running")
+                .then(|| name.clone())
+        });
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    async fn haproxy_routes(
+        &self,
+        url: &str,
+        backend: &str,
+        primary: &str,
+    ) -> Result<bool, String> {
+        let r = self
+            .plain
+            .request("GET", url, None, REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| format!("stats: {e}"))?;
+        if r.status != 200 {
+            return Err(format!("stats: HTTP {}", r.status));
+        }
+        let servers = haproxy_servers(&r.text(), backend)?;
+        routes_only_to(&servers, primary)
+    }
+
+    /// `RECONNECT` + `RESUME` on every paused PgBouncer, retried for a while on the ones
+    /// that fail; returns how many were resumed.
+    async fn resume_all(&self) -> usize {
+        let deadline = Instant::now() + RESUME_RETRY_FOR;
+        let mut todo: Vec<&Target> = self.paused.iter().collect();
+        let mut done = 0;
+        loop {
+            let results = futures::future::join_all(
+                todo.iter()
+                    .map(|t| async move { (*t, admin(t, &["RECONNECT", "RESUME"]).await) }),
+            )
+            .await;
+            todo.clear();
+            for (t, r) in results {
+                match r {
+                    Ok(()) => done += 1,
+                    // Someone resumed it already: fine.
+                    Err(e) if e.contains("not paused") => done += 1,
+                    Err(e) => {
+                        if Instant::now() >= deadline {
+                            warn!("PgBouncer {}: RESUME failed: {e}", t.label);
+                        } else {
+                            todo.push(t);
+                        }
+                    }
+                }
+            }
+            if todo.is_empty() || Instant::now() >= deadline {
+                return done;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Runs `commands` one by one on a fresh admin connection (simple query protocol).
+async fn admin(t: &Target, commands: &[&str]) -> Result<(), String> {
+    let (client, conn) = t
+        .config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("connect: {}", db_error_text(&e)))?;
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut result = Ok(());
+    for c in commands {
+        if let Err(e) = client.simple_query(c).await {
+            result = Err(format!("{c}: {}", db_error_text(&e)));
+            break;
+        }
+    }
+    drop(client);
+    let _ = conn.await;
+    result
+}
+
+/// The server's message when there is one (tokio-postgres' own text is "db error").
+fn db_error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// `http://host:port/patroni` → `http://host:port/primary`.
+fn primary_url(api_url: &str) -> Option<String> {
+    let scheme_end = api_url.find("://")? + 3;
+    let path_start = api_url[scheme_end..]
+        .find('/')
+        .map_or(api_url.len(), |i| scheme_end + i);
+    Some(format!("{}/primary", &api_url[..path_start]))
+}
+
+/// The password of the first matching pgpass line (`host:port:db:user:password`, `*`
+/// wildcards, `\` escapes), as libpq reads it.
+fn pgpass_find(text: &str, host: &str, port: u16, db: &str, user: &str) -> Option<String> {
+    let port = port.to_string();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let mut fields = Vec::new();
+        let mut cur = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        cur.push(n)
+                    }
+                }
+                ':' if fields.len() < 4 => fields.push(std::mem::take(&mut cur)),
+                c => cur.push(c),
+            }
+        }
+        fields.push(cur);
+        if fields.len() != 5 {
+            continue;
+        }
+        let m = |f: &str, v: &str| f == "*" || f == v;
+        if m(&fields[0], host) && m(&fields[1], &port) && m(&fields[2], db) && m(&fields[3], user) {
+            return Some(fields[4].clone());
+        }
+    }
+    None
+}
+
+impl<D: Dcs> Node<D> {
+    /// On shutdown: never leave a PgBouncer paused behind.
+    pub(super) async fn resume_pgbouncers(&self) {
+        if let Some(p) = &self.pgbouncer {
+            p.resume_now().await;
+        }
+    }
+
+    /// Before a graceful demotion (switchover, manual failover): PAUSE the PgBouncers
+    /// in front. Keep the result until the demotion has ended; dropping it starts the
+    /// wait for the new primary, which resumes them.
+    pub(super) async fn pause_pgbouncers(
+        &self,
+        mode: DemoteMode,
+        cluster: &Cluster,
+    ) -> Option<Handover> {
+        if mode != DemoteMode::Graceful {
+            return None;
+        }
+        let lock_left_ms = self
+            .memory
+            .leader_until_ms
+            .map(|until| until.saturating_sub(warden_api::monotonic_ms()));
+        self.pgbouncer
+            .as_ref()?
+            .pause(self.me(), cluster, lock_left_ms)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primary_urls() {
+        assert_eq!(
+            primary_url("http://127.0.0.1:8008/patroni").as_deref(),
+            Some("http://127.0.0.1:8008/primary")
+        );
+        assert_eq!(
+            primary_url("https://h:1").as_deref(),
+            Some("https://h:1/primary")
+        );
+        assert_eq!(primary_url("nonsense"), None);
+    }
+
+    #[test]
+    fn pgpass_lines() {
+        let text = "# comment\n\
+                    h:6432:pgbouncer:other:no\n\
+                    h:6432:pgbouncer:adm:pa\\:ss\n\
+                    *:*:*:*:fallback\n";
+        assert_eq!(
+            pgpass_find(text, "h", 6432, "pgbouncer", "adm").as_deref(),
+            Some("pa:ss")
+        );
+        assert_eq!(
+            pgpass_find(text, "x", 1, "pgbouncer", "y").as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(pgpass_find("h:1:d:u\n", "h", 1, "d", "u"), None);
+    }
+}
