@@ -678,35 +678,7 @@ fn pgpass_lookup(host: &str, port: u16, db: &str, user: &str) -> Option<String> 
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
     let text = std::fs::read_to_string(path).ok()?;
-    let port = port.to_string();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let mut fields = Vec::new();
-        let mut cur = String::new();
-        let mut chars = line.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some(n) = chars.next() {
-                        cur.push(n)
-                    }
-                }
-                ':' if fields.len() < 4 => fields.push(std::mem::take(&mut cur)),
-                c => cur.push(c),
-            }
-        }
-        fields.push(cur);
-        if fields.len() != 5 {
-            continue;
-        }
-        let m = |f: &str, v: &str| f == "*" || f == v;
-        if m(&fields[0], host) && m(&fields[1], &port) && m(&fields[2], db) && m(&fields[3], user) {
-            return Some(fields[4].clone());
-        }
-    }
-    None
+    warden_pg::pgpass_find(&text, host, port, db, user)
 }
 
 async fn query_member(

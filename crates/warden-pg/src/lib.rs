@@ -27,9 +27,9 @@ pub use postgres::{
 pub use process::kill_instance;
 pub use render::{
     build_archiver_command, conf_quote, dsn_escape, format_dsn, format_lsn, parse_lsn,
-    pgpass_content, pgpass_escape, primary_conninfo, quote_ident, quote_literal, render_lines_file,
-    render_postgresql_conf, service_file_content, slot_name_for_member, tool_conninfo,
-    ConninfoParams, DSN_KEY_ORDER, GENERATED_HEADER, SERVICE_NAME,
+    pgpass_content, pgpass_escape, pgpass_find, primary_conninfo, quote_ident, quote_literal,
+    render_lines_file, render_postgresql_conf, service_file_content, slot_name_for_member,
+    tool_conninfo, ConninfoParams, DSN_KEY_ORDER, GENERATED_HEADER, SERVICE_NAME,
 };
 pub use replica::{CloneSource, CommandExit};
 pub use settings::{

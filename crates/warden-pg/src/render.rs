@@ -41,6 +41,41 @@ pub fn pgpass_escape(value: &str) -> String {
     out
 }
 
+/// The password of the first matching pgpass line (`host:port:db:user:password`, `*`
+/// wildcards, `\` escapes, `#` comments), as libpq reads it: the reader of what
+/// [`pgpass_content`] writes, for connections made without libpq.
+pub fn pgpass_find(text: &str, host: &str, port: u16, db: &str, user: &str) -> Option<String> {
+    let port = port.to_string();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let mut fields = Vec::new();
+        let mut cur = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        cur.push(n)
+                    }
+                }
+                ':' if fields.len() < 4 => fields.push(std::mem::take(&mut cur)),
+                c => cur.push(c),
+            }
+        }
+        fields.push(cur);
+        if fields.len() != 5 {
+            continue;
+        }
+        let m = |f: &str, v: &str| f == "*" || f == v;
+        if m(&fields[0], host) && m(&fields[1], &port) && m(&fields[2], db) && m(&fields[3], user) {
+            return Some(fields[4].clone());
+        }
+    }
+    None
+}
+
 /// Content of the pgpass file for one connection target (spec §1): lines
 /// `host:port:*:user:password`, `*` for missing parts, one line per host of a
 /// comma-separated `host`, plus a `localhost` line when a host is a socket directory.
@@ -392,6 +427,29 @@ mod tests {
         for v in [1u64, 0xFFFF_FFFF, 0x1_0000_0000, 123_456_789_012] {
             assert_eq!(parse_lsn(&format_lsn(v)), Some(v));
         }
+    }
+
+    #[test]
+    fn pgpass_lines_are_found_as_libpq_finds_them() {
+        let text = "# comment\n\
+                    h:6432:pgbouncer:other:no\n\
+                    h:6432:pgbouncer:adm:pa\\:ss\n\
+                    *:*:*:*:fallback\n";
+        assert_eq!(
+            pgpass_find(text, "h", 6432, "pgbouncer", "adm").as_deref(),
+            Some("pa:ss")
+        );
+        assert_eq!(
+            pgpass_find(text, "x", 1, "pgbouncer", "y").as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(pgpass_find("h:1:d:u\n", "h", 1, "d", "u"), None);
+        // What pgpass_content writes, pgpass_find reads back.
+        let written = pgpass_content(Some("db1"), Some("5432"), Some("u"), Some("a:b\\c"));
+        assert_eq!(
+            pgpass_find(&written, "db1", 5432, "x", "u").as_deref(),
+            Some("a:b\\c")
+        );
     }
 
     #[test]

@@ -143,7 +143,7 @@ impl PgBouncers {
             .or_else(|| std::env::var_os("PGPASSFILE").map(PathBuf::from))
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
         let text = std::fs::read_to_string(path).ok()?;
-        pgpass_find(&text, host, port, "pgbouncer", user)
+        warden_pg::pgpass_find(&text, host, port, "pgbouncer", user)
     }
 
     /// PAUSEs every PgBouncer (see the module doc). None when none is paused.
@@ -452,40 +452,6 @@ fn primary_url(api_url: &str) -> Option<String> {
     Some(format!("{}/primary", &api_url[..path_start]))
 }
 
-/// The password of the first matching pgpass line (`host:port:db:user:password`, `*`
-/// wildcards, `\` escapes), as libpq reads it.
-fn pgpass_find(text: &str, host: &str, port: u16, db: &str, user: &str) -> Option<String> {
-    let port = port.to_string();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let mut fields = Vec::new();
-        let mut cur = String::new();
-        let mut chars = line.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some(n) = chars.next() {
-                        cur.push(n)
-                    }
-                }
-                ':' if fields.len() < 4 => fields.push(std::mem::take(&mut cur)),
-                c => cur.push(c),
-            }
-        }
-        fields.push(cur);
-        if fields.len() != 5 {
-            continue;
-        }
-        let m = |f: &str, v: &str| f == "*" || f == v;
-        if m(&fields[0], host) && m(&fields[1], &port) && m(&fields[2], db) && m(&fields[3], user) {
-            return Some(fields[4].clone());
-        }
-    }
-    None
-}
-
 impl<D: Dcs> Node<D> {
     /// On shutdown: never leave a PgBouncer paused behind.
     pub(super) async fn resume_pgbouncers(&self) {
@@ -531,22 +497,5 @@ mod tests {
             Some("https://h:1/primary")
         );
         assert_eq!(primary_url("nonsense"), None);
-    }
-
-    #[test]
-    fn pgpass_lines() {
-        let text = "# comment\n\
-                    h:6432:pgbouncer:other:no\n\
-                    h:6432:pgbouncer:adm:pa\\:ss\n\
-                    *:*:*:*:fallback\n";
-        assert_eq!(
-            pgpass_find(text, "h", 6432, "pgbouncer", "adm").as_deref(),
-            Some("pa:ss")
-        );
-        assert_eq!(
-            pgpass_find(text, "x", 1, "pgbouncer", "y").as_deref(),
-            Some("fallback")
-        );
-        assert_eq!(pgpass_find("h:1:d:u\n", "h", 1, "d", "u"), None);
     }
 }
