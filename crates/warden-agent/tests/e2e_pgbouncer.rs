@@ -91,6 +91,23 @@ fn start_writer(
     })
 }
 
+/// `wardenctl switchover` from `from` to `to`, unconfirmed (`--force`).
+fn switchover_command(c: &TestCluster, from: &str, to: &str) -> std::process::Command {
+    ctl_command(
+        c,
+        TestCluster::bin("wardenctl"),
+        &[
+            "switchover",
+            SCOPE,
+            "--leader",
+            from,
+            "--candidate",
+            to,
+            "--force",
+        ],
+    )
+}
+
 fn log_count(c: &TestCluster, needle: &str) -> usize {
     c.nodes
         .iter()
@@ -203,23 +220,10 @@ async fn planned_switchovers_through_pgbouncer_fail_no_transaction() {
         let cand = (leader + 1) % 3;
         wait_caught_up(&c, leader).await;
         let (from, to) = (c.nodes[leader].name.clone(), c.nodes[cand].name.clone());
-        let config = c.nodes[0].config.clone();
-        let (code, out, err) = tokio::task::spawn_blocking(move || {
-            run(std::process::Command::new(TestCluster::bin("wardenctl"))
-                .arg("-c")
-                .arg(&config)
-                .args([
-                    "switchover",
-                    SCOPE,
-                    "--leader",
-                    &from,
-                    "--candidate",
-                    &to,
-                    "--force",
-                ]))
-        })
-        .await
-        .expect("wardenctl");
+        let mut cmd = switchover_command(&c, &from, &to);
+        let (code, out, err) = tokio::task::spawn_blocking(move || run(&mut cmd))
+            .await
+            .expect("wardenctl");
         assert_eq!(code, 0, "switchover {k}: {out}{err}");
         wait_leader_is(&c, &c.nodes[cand].name, Duration::from_secs(30)).await;
         wait_streaming(&c, leader, Duration::from_secs(60)).await;
@@ -287,22 +291,8 @@ async fn planned_switchovers_through_pgbouncer_fail_no_transaction() {
     let pauses_before = pgb.log_text().matches("PAUSE command issued").count();
     let resumes_before = pgb.log_text().matches("RESUME command issued").count();
     let cand = (leader + 1) % 3;
-    let config = c.nodes[0].config.clone();
-    let (from, to) = (c.nodes[leader].name.clone(), c.nodes[cand].name.clone());
-    let ctl = tokio::task::spawn_blocking(move || {
-        run(std::process::Command::new(TestCluster::bin("wardenctl"))
-            .arg("-c")
-            .arg(&config)
-            .args([
-                "switchover",
-                SCOPE,
-                "--leader",
-                &from,
-                "--candidate",
-                &to,
-                "--force",
-            ]))
-    });
+    let mut cmd = switchover_command(&c, &c.nodes[leader].name, &c.nodes[cand].name);
+    let ctl = tokio::task::spawn_blocking(move || run(&mut cmd));
     wait_until(
         "PgBouncer to get the PAUSE",
         Duration::from_secs(30),
