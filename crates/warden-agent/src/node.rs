@@ -505,11 +505,11 @@ impl<D: Dcs> Node<D> {
     async fn check_pending_restart(&mut self) {
         let sql = "SELECT name, setting, COALESCE(unit, ''), pending_restart::text FROM pg_catalog.pg_settings \
                    WHERE pending_restart OR context = 'postmaster'";
-        let rows = match self.pg.query_rows(sql).await {
+        let rows = match self.pg.monitor_rows(sql).await {
             Ok(r) => r,
             Err(_) => return,
         };
-        let cd = self.pg.controldata().await.ok();
+        let cd = self.pg.controldata_cached().await.ok();
         let desired = warden_pg::effective_parameters(self.pg.settings(), cd.as_ref());
         let mut reason = Map::new();
         for r in rows {

@@ -66,12 +66,36 @@ pub(crate) enum LocalTarget {
 /// One local PostgreSQL instance managed by the agent.
 ///
 /// The library never switches users itself except through [`PgSettings::run_as`].
-/// Cloning is cheap-ish (copies the settings); clones manage the same instance.
+/// Cloning is cheap-ish (copies the settings); clones manage the same instance and share
+/// its monitoring connection.
 #[derive(Clone, Debug)]
 pub struct Postgres {
     s: PgSettings,
     binary_version: OnceLock<Option<u32>>,
+    monitor: MonitorConn,
+    /// The last `pg_controldata` output and the pg_control modification time it was
+    /// read at ([`Postgres::controldata_cached`]).
+    control_cache: Arc<Mutex<Option<(std::time::SystemTime, ControlData)>>>,
 }
+
+/// The persistent superuser connection of the HA loop's monitoring queries
+/// ([`Postgres::query_status`], [`Postgres::monitor_rows`]), shared by the clones of one
+/// [`Postgres`] (new settings make a new `Postgres` and so a new connection).
+///
+/// A fresh connection per query cost PostgreSQL a backend fork, authentication and a
+/// cold catalog cache each time: with three such queries per HA cycle that was most of
+/// an idle node's CPU. Patroni keeps one connection too.
+#[derive(Clone, Default)]
+struct MonitorConn(Arc<tokio::sync::Mutex<Option<Client>>>);
+
+impl std::fmt::Debug for MonitorConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MonitorConn")
+    }
+}
+
+/// How long a monitoring query may take before the instance counts as not answering.
+const MONITOR_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Postgres {
     /// Wraps the settings. Nothing is touched on disk.
@@ -79,6 +103,8 @@ impl Postgres {
         Postgres {
             s,
             binary_version: OnceLock::new(),
+            monitor: MonitorConn::default(),
+            control_cache: Arc::default(),
         }
     }
 
@@ -449,6 +475,28 @@ impl Postgres {
             .env("LANG", "C")
             .env("LC_ALL", "C");
         cmd
+    }
+
+    /// `pg_controldata`, run again only when `global/pg_control` was written since the
+    /// last run (its modification time changed): for the HA loop's per-cycle questions,
+    /// which would otherwise start a process every cycle of an idle node.
+    pub async fn controldata_cached(&self) -> Result<ControlData, PgError> {
+        // Taken before the run: a write during it makes the next call run it again.
+        let stamp = std::fs::metadata(self.s.data_dir.join("global/pg_control"))
+            .and_then(|m| m.modified())
+            .ok();
+        if let (Some(stamp), Ok(cache)) = (stamp, self.control_cache.lock()) {
+            if let Some((at, cd)) = cache.as_ref() {
+                if *at == stamp {
+                    return Ok(cd.clone());
+                }
+            }
+        }
+        let cd = self.controldata().await?;
+        if let (Some(stamp), Ok(mut cache)) = (stamp, self.control_cache.lock()) {
+            *cache = Some((stamp, cd.clone()));
+        }
+        Ok(cd)
     }
 
     /// Synchronous `pg_controldata` (used by sync helpers).
@@ -1044,15 +1092,50 @@ impl Postgres {
 
     // ------------------------------------------------------------------ queries
 
-    /// The monitoring query over one fresh superuser connection (`application_name =
-    /// 'Patroni heartbeat'`, connect_timeout 3 s, statement_timeout 2 s).
+    /// Runs `run` on the persistent monitoring connection (`application_name = 'Patroni
+    /// heartbeat'`, connect_timeout 3 s, statement_timeout 2 s), opening it when there is
+    /// none or it was closed, bounded by [`MONITOR_QUERY_TIMEOUT`]. Any error drops the
+    /// connection. A reused connection that fails other than by a timeout (e.g. it was
+    /// cut by a restart of PostgreSQL that the client had not noticed yet) is replaced
+    /// and the query tried once more, so the answer is what a fresh connection gets.
+    async fn on_monitor<T, F, Fut>(&self, what: &str, run: F) -> Result<T, PgError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<(T, Client), tokio_postgres::Error>>,
+    {
+        let mut slot = self.monitor.0.lock().await;
+        for attempt in 0..2 {
+            let (client, reused) = match slot.take().filter(|c| !c.is_closed()) {
+                Some(c) => (c, true),
+                None => (
+                    self.connect_local("Patroni heartbeat", Some(2000)).await?,
+                    false,
+                ),
+            };
+            match tokio::time::timeout(MONITOR_QUERY_TIMEOUT, run(client)).await {
+                Ok(Ok((v, client))) => {
+                    *slot = Some(client);
+                    return Ok(v);
+                }
+                Ok(Err(e)) if reused && attempt == 0 => {
+                    tracing::debug!("monitoring connection failed ({e}); reconnecting");
+                }
+                Ok(Err(e)) => return Err(PgError::query(what, e)),
+                Err(_) => return Err(PgError::Timeout(format!("{what} query"))),
+            }
+        }
+        Err(PgError::Timeout(format!("{what} query")))
+    }
+
+    /// The monitoring query over the persistent monitoring connection (see
+    /// [`MonitorConn`]; connect_timeout 3 s, statement_timeout 2 s, 5 s in all).
     pub async fn query_status(&self) -> Result<PgStatus, PgError> {
-        let client = self.connect_local("Patroni heartbeat", Some(2000)).await?;
-        let fut = client.query_one(STATUS_SQL, &[]);
-        let row = match tokio::time::timeout(Duration::from_secs(5), fut).await {
-            Ok(r) => r.map_err(|e| PgError::query("status", e))?,
-            Err(_) => return Err(PgError::Timeout("status query".into())),
-        };
+        let row = self
+            .on_monitor("status", |c| async move {
+                let row = c.query_one(STATUS_SQL, &[]).await?;
+                Ok((row, c))
+            })
+            .await?;
         let get_err = |e: tokio_postgres::Error| PgError::query("status (decode)", e);
         let in_recovery: bool = row.try_get(0).map_err(get_err)?;
         let primary_tli: Option<i64> = row.try_get(1).map_err(get_err)?;
@@ -1135,6 +1218,19 @@ impl Postgres {
         Ok(WalMonitor { client })
     }
 
+    /// Runs one short query (statement_timeout 2 s) over the persistent monitoring
+    /// connection and returns every row as text columns (`None` = SQL NULL): for the
+    /// questions the HA loop asks every cycle.
+    pub async fn monitor_rows(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, PgError> {
+        let msgs = self
+            .on_monitor(&first_words(sql), |c| async move {
+                let msgs = c.simple_query(sql).await?;
+                Ok((msgs, c))
+            })
+            .await?;
+        Ok(text_rows(msgs))
+    }
+
     /// Runs `sql` (may contain several statements) as the superuser via the simple query
     /// protocol; no statement timeout.
     pub async fn execute(&self, sql: &str) -> Result<(), PgError> {
@@ -1154,15 +1250,7 @@ impl Postgres {
             .simple_query(sql)
             .await
             .map_err(|e| PgError::query(&first_words(sql), e))?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-                }
-                _ => None,
-            })
-            .collect())
+        Ok(text_rows(msgs))
     }
 
     /// `CHECKPOINT` (no statement timeout).
@@ -1789,6 +1877,18 @@ fn replication_state(
     } else {
         None
     }
+}
+
+/// The rows of a simple-protocol answer as text columns (`None` = SQL NULL).
+fn text_rows(msgs: Vec<tokio_postgres::SimpleQueryMessage>) -> Vec<Vec<Option<String>>> {
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// A persistent superuser connection that reads [`WalPositions`]; see
