@@ -17,12 +17,15 @@ settle, then watches both over the same idle window and reports per node:
   only children that come and go are client connections, e.g. one per HA cycle);
   and PostgreSQL's whole CPU (postmaster, every child, exited children) for context;
 * VmRSS, RssAnon and PSS (smaps_rollup) of every agent process at the end of the window;
-* transactions per minute the agent runs in PostgreSQL (pg_stat_database xact_commit +
-  xact_rollback deltas, minus this script's own one per sample; every agent statement
-  runs in autocommit, so a transaction is a statement) and connections per minute
-  (pg_stat_database.sessions). pg_stat_statements is not used: Warden sets
-  `pg_stat_statements.track=none` on its monitoring connections (they would otherwise
-  fill users' statistics), so it would undercount Warden;
+* statements per minute the agent sends to PostgreSQL and connections per minute it
+  opens, counted in PostgreSQL's own log: both clusters run with `log_statement = all`
+  and `log_connections = on` into a log file per node (logging_collector), and the
+  script counts the `statement:` / `execute` and `connection authorized` lines written
+  during the window, except those of its own connection. Not pg_stat_statements: Warden
+  sets `pg_stat_statements.track=none` on its monitoring connections (so they do not
+  fill users' statistics) and would be undercounted. Not pg_stat_database.xact_commit:
+  a backend whose transactions touch no table (Patroni's status query calls only
+  functions) does not flush those counters while it stays connected;
 * gRPC messages per minute received by the cluster's etcd (etcd's /metrics
   `grpc_server_msg_received_total` delta: one per unary call, one per message on a watch
   or lease keep-alive stream; Patroni's HTTP/JSON calls pass etcd's gRPC gateway and count
@@ -175,6 +178,12 @@ def make_cluster(kind, tmp, etcd_port):
         # nothing to vacuum either way.
         text = text.replace("    unix_socket_directories:",
                             f"    autovacuum: '{AUTOVACUUM}'\n    unix_socket_directories:", 1)
+        # The statement log the queries per minute are counted in (see the docstring).
+        logging = {"logging_collector": "on", "log_directory": os.path.join(n["dir"], "pglog"),
+                   "log_filename": "postgresql.log", "log_statement": "all", "log_connections": "on",
+                   "log_line_prefix": "%m [%p] "}
+        for k, v in logging.items():
+            text = text.replace("    unix_socket_directories:", f"    {k}: '{v}'\n    unix_socket_directories:", 1)
         for p in filter(None, (x.strip() for x in PG_PARAMS.split(","))):
             k, _, v = p.partition("=")
             text = text.replace("    unix_socket_directories:", f"    {k.strip()}: '{v.strip()}'\n"
@@ -205,11 +214,37 @@ def connect_observer(node):
     return conn
 
 
-# One statement (one transaction) per sample: the agent's backends and the counters.
-SAMPLE_SQL = """SELECT (SELECT coalesce(json_agg(pid), '[]') FROM pg_stat_activity
-                         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()),
-                       (SELECT sum(xact_commit + xact_rollback) FROM pg_stat_database),
-                       (SELECT sum(sessions) FROM pg_stat_database)"""
+# One statement per sample: the agent's backends.
+SAMPLE_SQL = """SELECT coalesce(json_agg(pid), '[]') FROM pg_stat_activity
+                WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"""
+
+
+def log_size(node):
+    try:
+        return os.path.getsize(os.path.join(node["dir"], "pglog", "postgresql.log"))
+    except OSError:
+        return 0
+
+
+def count_log(node, start, end, skip_pid):
+    """Statements and connections logged between byte offsets `start` and `end`, except
+    those of backend `skip_pid` (this script's)."""
+    stmts = conns = 0
+    try:
+        with open(os.path.join(node["dir"], "pglog", "postgresql.log"), "rb") as fh:
+            fh.seek(start)
+            data = fh.read(max(0, end - start)).decode(errors="replace")
+    except OSError:
+        return 0, 0
+    skip = f"[{skip_pid}] "
+    for line in data.splitlines():
+        if skip in line:
+            continue
+        if "LOG:  statement: " in line or "LOG:  execute " in line:
+            stmts += 1
+        elif "LOG:  connection authorized: " in line:
+            conns += 1
+    return stmts, conns
 
 
 def etcd_msgs(port):
@@ -233,8 +268,12 @@ class Watch:
         self.etcd_port = etcd_port
         self.nodes = []
         for n in cl.nodes:
+            conn = connect_observer(n)
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                (observer_pid,) = cur.fetchone()
             self.nodes.append({"node": n, "session": cl.procs[cl.nodes.index(n)].pid,
-                               "conn": connect_observer(n), "agent": {}, "backends": {},
+                               "conn": conn, "observer_pid": observer_pid, "agent": {}, "backends": {},
                                "pg": {}, "first": None, "last": None, "samples": 0})
         self.etcd_first = self.etcd_last = None
 
@@ -252,7 +291,7 @@ class Watch:
             pm = postmaster_pid(n)
             with w["conn"].cursor() as cur:
                 cur.execute(SAMPLE_SQL)
-                backends, xacts, sessions = cur.fetchone()
+                (backends,) = cur.fetchone()
             w["samples"] += 1
             for pid in backends:
                 t = cpu_ticks(pid)
@@ -262,8 +301,7 @@ class Watch:
                 t = cpu_ticks(pid)
                 if t is not None:
                     w["pg"].setdefault(pid, [t, t])[1] = t
-            counters = {"xacts": int(xacts), "sessions": int(sessions),
-                        "exited": children_ticks(pm) or 0, "t": time.monotonic()}
+            counters = {"log": log_size(n), "exited": children_ticks(pm) or 0, "t": time.monotonic()}
             if w["first"] is None:
                 w["first"] = counters
             w["last"] = counters
@@ -296,10 +334,6 @@ class Watch:
                 "exited": (w["last"]["exited"] - w["first"]["exited"]) / TICK / minutes,
                 "pg_total": (self.delta(w["pg"], fp["pg"]) + w["last"]["exited"] - w["first"]["exited"])
                 / TICK / minutes,
-                # Our own sample statement is one transaction each; the first sample's is
-                # not yet in the first reading.
-                "xacts": (w["last"]["xacts"] - w["first"]["xacts"] - (w["samples"] - 1)) / minutes,
-                "conns": (w["last"]["sessions"] - w["first"]["sessions"]) / minutes,
                 "rss": sum(m.get("VmRSS", 0) for m in mem.values()) / 1024,
                 "anon": sum(m.get("RssAnon", 0) for m in mem.values()) / 1024,
                 "pss": sum(m.get("Pss", 0) for m in mem.values()) / 1024,
@@ -307,6 +341,8 @@ class Watch:
                 "procs": len([p for p in agent if mem[p]]),
                 "minutes": minutes,
             }
+            stmts, conns = count_log(w["node"], w["first"]["log"], w["last"]["log"], w["observer_pid"])
+            row["xacts"], row["conns"] = stmts / minutes, conns / minutes
             rows.append(row)
         minutes = rows[0]["minutes"]
         etcd = {k: self.etcd_last.get(k, 0) - self.etcd_first.get(k, 0) for k in self.etcd_last}
@@ -330,7 +366,7 @@ def roles(cl):
 COLS = [("agent", "agent", "{:7.3f}"), ("guard", "guard", "{:7.3f}"), ("backends", "backends", "{:8.3f}"),
         ("exited", "exited", "{:7.3f}"), ("pg_total", "PG all", "{:7.3f}"), ("rss", "RSS", "{:6.1f}"),
         ("anon", "anon", "{:5.1f}"), ("pss", "PSS", "{:5.1f}"), ("procs", "proc", "{:4d}"),
-        ("threads", "thr", "{:4d}"), ("xacts", "xact/min", "{:8.1f}"), ("conns", "conn/min", "{:8.1f}"),
+        ("threads", "thr", "{:4d}"), ("xacts", "stmt/min", "{:8.1f}"), ("conns", "conn/min", "{:8.1f}"),
         ("etcd", "etcd/min", "{:8.1f}")]
 
 
@@ -346,7 +382,7 @@ def print_table(results):
           f"retry_timeout {RETRY_TIMEOUT}, autovacuum {AUTOVACUUM})")
     print("CPU in CPU-seconds per minute: agent, fence guard, the agent's live PostgreSQL backends, backends that "
           "exited\nin the window, all of PostgreSQL. Memory in MiB, summed over the agent's processes (proc) "
-          "with their threads (thr).\nxact/min: transactions (= statements) the agent ran; conn/min: connections "
+          "with their threads (thr).\nstmt/min: SQL statements the agent ran; conn/min: connections "
           "it opened; etcd/min: gRPC messages\nto the cluster's etcd / 3.")
     head = f"{'':20}" + "".join(f"{h:>{max(len(h), len(f.format(0)))+1}}" for _, h, f in COLS)
     print(head)
@@ -371,7 +407,7 @@ def print_table(results):
                ("RSS of agent processes MiB", "rss", "{:.1f}"),
                ("RssAnon MiB", "anon", "{:.1f}"),
                ("PSS MiB", "pss", "{:.1f}"),
-               ("transactions / min", "xacts", "{:.1f}"),
+               ("statements / min", "xacts", "{:.1f}"),
                ("connections / min", "conns", "{:.1f}"),
                ("etcd messages / min", "etcd", "{:.1f}")]
     kinds = list(means)
