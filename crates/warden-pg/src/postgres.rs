@@ -76,6 +76,8 @@ pub struct Postgres {
     /// The last `pg_controldata` output and the pg_control modification time it was
     /// read at ([`Postgres::controldata_cached`]).
     control_cache: Arc<Mutex<Option<(std::time::SystemTime, ControlData)>>>,
+    /// `pg_rewind --help` has worked ([`Postgres::can_rewind`]).
+    rewind_runs: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The persistent superuser connection of the HA loop's monitoring queries
@@ -105,6 +107,7 @@ impl Postgres {
             binary_version: OnceLock::new(),
             monitor: MonitorConn::default(),
             control_cache: Arc::default(),
+            rewind_runs: Arc::default(),
         }
     }
 
@@ -455,7 +458,7 @@ impl Postgres {
                 dd.display()
             ));
         }
-        match self.controldata_sync() {
+        match self.controldata_sync_cached() {
             Ok(cd) => match cd.sysid() {
                 Some(s) => DataDirState::Initialized {
                     sysid: s.to_string(),
@@ -482,21 +485,43 @@ impl Postgres {
     /// which would otherwise start a process every cycle of an idle node.
     pub async fn controldata_cached(&self) -> Result<ControlData, PgError> {
         // Taken before the run: a write during it makes the next call run it again.
-        let stamp = std::fs::metadata(self.s.data_dir.join("global/pg_control"))
-            .and_then(|m| m.modified())
-            .ok();
-        if let (Some(stamp), Ok(cache)) = (stamp, self.control_cache.lock()) {
-            if let Some((at, cd)) = cache.as_ref() {
-                if *at == stamp {
-                    return Ok(cd.clone());
-                }
-            }
+        let stamp = self.control_stamp();
+        if let Some(cd) = self.cached_control(stamp) {
+            return Ok(cd);
         }
         let cd = self.controldata().await?;
+        self.store_control(stamp, &cd);
+        Ok(cd)
+    }
+
+    /// [`Postgres::controldata_cached`] for synchronous callers.
+    pub fn controldata_sync_cached(&self) -> Result<ControlData, PgError> {
+        let stamp = self.control_stamp();
+        if let Some(cd) = self.cached_control(stamp) {
+            return Ok(cd);
+        }
+        let cd = self.controldata_sync()?;
+        self.store_control(stamp, &cd);
+        Ok(cd)
+    }
+
+    /// When `global/pg_control` was last written (None: cannot tell, never cached).
+    fn control_stamp(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(self.s.data_dir.join("global/pg_control"))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    fn cached_control(&self, stamp: Option<std::time::SystemTime>) -> Option<ControlData> {
+        let cache = self.control_cache.lock().ok()?;
+        let (at, cd) = cache.as_ref()?;
+        (Some(*at) == stamp).then(|| cd.clone())
+    }
+
+    fn store_control(&self, stamp: Option<std::time::SystemTime>, cd: &ControlData) {
         if let (Some(stamp), Ok(mut cache)) = (stamp, self.control_cache.lock()) {
             *cache = Some((stamp, cd.clone()));
         }
-        Ok(cd)
     }
 
     /// Synchronous `pg_controldata` (used by sync helpers).
@@ -1653,19 +1678,25 @@ impl Postgres {
         if !use_pg_rewind {
             return false;
         }
-        let ok = self
-            .std_cmd("pg_rewind")
-            .arg("--help")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            return false;
+        // The HA loop asks every cycle: once `pg_rewind --help` has worked, it is not run
+        // again (new settings, e.g. another bin_dir, make a new `Postgres`).
+        if !self.rewind_runs.load(std::sync::atomic::Ordering::Relaxed) {
+            let ok = self
+                .std_cmd("pg_rewind")
+                .arg("--help")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                return false;
+            }
+            self.rewind_runs
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        match self.controldata_sync() {
+        match self.controldata_sync_cached() {
             Ok(cd) => cd.wal_log_hints_on() || cd.data_checksums_on(),
             Err(_) => false,
         }
@@ -1941,6 +1972,73 @@ impl WalMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// pg_controldata runs again only after pg_control was written; `pg_rewind --help`
+    /// only until it has worked once. Counted with stand-in tools that log each run.
+    #[test]
+    fn controldata_and_rewind_probe_are_not_rerun_while_nothing_changed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("global")).expect("mkdir");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let control = data.join("global/pg_control");
+        std::fs::write(&control, "x").expect("pg_control");
+        let runs = dir.path().join("runs");
+        for (tool, out) in [
+            (
+                "pg_controldata",
+                "Database system identifier:           7\nData page checksum version:           1\n",
+            ),
+            ("pg_rewind", ""),
+        ] {
+            let script = format!(
+                "#!/bin/sh\necho {tool} >> '{}'\nprintf '{out}'\n",
+                runs.display()
+            );
+            let path = bin.join(tool);
+            std::fs::write(&path, script).expect("script");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
+        let count = |tool: &str| {
+            std::fs::read_to_string(&runs)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| *l == tool)
+                .count()
+        };
+        let pg = Postgres::new(PgSettings {
+            bin_dir: bin.clone(),
+            data_dir: data.clone(),
+            ..PgSettings::default()
+        });
+        assert!(matches!(pg.data_dir_state(), DataDirState::Initialized { sysid } if sysid == "7"));
+        assert!(pg.can_rewind(true));
+        assert!(pg.can_rewind(true));
+        assert!(matches!(
+            pg.data_dir_state(),
+            DataDirState::Initialized { .. }
+        ));
+        assert_eq!(count("pg_controldata"), 1, "pg_control unchanged: cached");
+        assert_eq!(count("pg_rewind"), 1, "pg_rewind ran once");
+        // A write of pg_control (a checkpoint, a promotion) is seen at the next call.
+        let later = std::time::SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&control)
+            .and_then(|f| f.set_modified(later))
+            .expect("touch");
+        assert!(pg.can_rewind(true));
+        assert_eq!(count("pg_controldata"), 2);
+        // Clones share the cache; a new `Postgres` (new settings) starts afresh.
+        assert!(pg.clone().can_rewind(true));
+        assert_eq!(count("pg_controldata"), 2);
+        assert!(Postgres::new(pg.settings().clone()).can_rewind(true));
+        assert_eq!(count("pg_controldata"), 3);
+        assert_eq!(count("pg_rewind"), 2);
+    }
 
     /// The agent spawns these futures on a multi-threaded runtime.
     #[allow(dead_code, clippy::let_underscore_future)]
