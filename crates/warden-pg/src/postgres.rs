@@ -1181,6 +1181,7 @@ impl Postgres {
         let slots_json: Option<String> = row.try_get(16).map_err(get_err)?;
         let ssn: Option<String> = row.try_get(17).map_err(get_err)?;
         let synchronous_commit: Option<String> = row.try_get(18).map_err(get_err)?;
+        let conf_load_time: Option<String> = row.try_get(19).map_err(get_err)?;
 
         let receive_lsn = receive.as_deref().and_then(parse_lsn);
         let replay_lsn = replay.as_deref().and_then(parse_lsn);
@@ -1233,6 +1234,7 @@ impl Postgres {
             slots,
             synchronous_standby_names: ssn.unwrap_or_default(),
             synchronous_commit: synchronous_commit.unwrap_or_default(),
+            conf_load_time,
         })
     }
 
