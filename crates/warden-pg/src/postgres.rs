@@ -1055,6 +1055,12 @@ impl Postgres {
         let Some(pid) = self.postmaster_pid() else {
             return Ok(());
         };
+        // Our own monitoring connection must not hold up a smart shutdown. Not waited
+        // for when a query is using it: a fencing stop must never queue behind a hung
+        // query (and a fast or immediate stop ends that session anyway).
+        if let Ok(mut conn) = self.monitor.0.try_lock() {
+            conn.take();
+        }
         let sig = match mode {
             StopMode::Smart => Signal::SIGTERM,
             StopMode::Fast => Signal::SIGINT,
