@@ -270,15 +270,15 @@ def prepare():
     return tmp
 
 
-def start_etcd(tmp):
-    """One etcd on 127.0.0.1 with its data in `tmp`; returns its client port once healthy."""
+def start_etcd(tmp, name="etcd"):
+    """One etcd on 127.0.0.1 with its data in `tmp`/`name`; returns its client port once healthy."""
     etcd_port, peer = free_port(), free_port()
-    spawn(["etcd", "--name", "bench", "--data-dir", os.path.join(tmp, "etcd"),
+    spawn(["etcd", "--name", "bench", "--data-dir", os.path.join(tmp, name),
            "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
            "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-           "--initial-cluster", f"bench=http://127.0.0.1:{peer}"], os.path.join(tmp, "etcd.log"))
+           "--initial-cluster", f"bench=http://127.0.0.1:{peer}"], os.path.join(tmp, f"{name}.log"))
     deadline = time.time() + 30
     while time.time() < deadline:
         try:

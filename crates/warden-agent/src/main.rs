@@ -47,6 +47,12 @@ struct Cli {
 }
 
 fn main() {
+    // The fence guard is started as `warden --fence-guard DIR --parent-pid PID` (see
+    // supervisor::spawn_external_guard): taken apart here, before clap, so that the
+    // guard process never runs (and never pages in) the argument parser's code.
+    if let Some((dir, parent)) = guard_args(std::env::args_os().skip(1)) {
+        std::process::exit(supervisor::run_external_guard(&dir, parent));
+    }
     // Before any thread starts: it edits the environment children inherit.
     let systemd = sd_notify::SystemdEnv::take();
     let cli = Cli::parse();
@@ -96,6 +102,20 @@ fn main() {
     };
     rt.shutdown_timeout(Duration::from_secs(2));
     std::process::exit(code);
+}
+
+/// `--fence-guard DIR --parent-pid PID` exactly as the agent passes them, else `None`
+/// (then clap parses, and reports any other form).
+fn guard_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<(PathBuf, i32)> {
+    if args.next()? != "--fence-guard" {
+        return None;
+    }
+    let dir = PathBuf::from(args.next()?);
+    if args.next()? != "--parent-pid" {
+        return None;
+    }
+    let parent = args.next()?.to_str()?.parse().ok()?;
+    args.next().is_none().then_some((dir, parent))
 }
 
 fn validate(path: Option<&std::path::Path>) -> i32 {
@@ -226,11 +246,12 @@ async fn run(
     spawn_api_thread(listener, api.clone(), opts, stop_rx.clone())?;
 
     let pg_settings = settings::pg_settings(&cfg, &dynamic)?;
-    supervisor::spawn_external_guard(&cfg.postgresql.data_dir)
-        .context("cannot start the external fence guard")?;
+    // The state file first (the guard exits when it finds none), then the guard.
     let (state_file, _) = supervisor::fence_files(&cfg.postgresql.data_dir);
     let fence =
         supervisor::Fence::with_state_file(warden_pg::Postgres::new(pg_settings), Some(state_file));
+    supervisor::spawn_external_guard(&cfg.postgresql.data_dir)
+        .context("cannot start the external fence guard")?;
     tokio::spawn(fence.clone().guard());
     let watchdog = watchdog.with_fence(fence.clone());
     api.watch_postmaster(cfg.postgresql.data_dir.join("postmaster.pid"));
@@ -398,4 +419,27 @@ fn spawn_signal_handlers(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_arguments_are_recognised_only_in_the_agent_form() {
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            guard_args(args(&["--fence-guard", "/d", "--parent-pid", "42"]).into_iter()),
+            Some((PathBuf::from("/d"), 42))
+        );
+        for other in [
+            &["/etc/patroni.yml"][..],
+            &["--fence-guard", "/d"],
+            &["--fence-guard", "/d", "--parent-pid", "x"],
+            &["--fence-guard", "/d", "--parent-pid", "42", "extra"],
+            &["--parent-pid", "42", "--fence-guard", "/d"],
+        ] {
+            assert_eq!(guard_args(args(other).into_iter()), None, "{other:?}");
+        }
+    }
 }

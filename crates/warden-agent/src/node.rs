@@ -81,6 +81,14 @@ pub struct Node<D: Dcs> {
     /// Role as published when PostgreSQL does not answer.
     role: String,
     last_pg: Option<PgStatus>,
+    /// The status this cycle read, while nothing since can have changed PostgreSQL
+    /// (see [`leaves_postgres_alone`]): the cycle's later questions (slots, the leader's
+    /// status key, the state published at its end) reuse it instead of asking again, as
+    /// Patroni reuses its one status query per cycle.
+    cycle_status: Option<PgStatus>,
+    /// When [`Node::check_pending_restart`] last asked PostgreSQL, and what it
+    /// ran with then (configuration load time, postmaster start time).
+    pending_checked: Option<(PendingKey, u64)>,
     sysid: Option<String>,
     cluster: Option<Arc<Cluster>>,
     cluster_valid_until_ms: Option<u64>,
@@ -209,6 +217,8 @@ impl<D: Dcs> Node<D> {
             state: "stopped".into(),
             role: "uninitialized".into(),
             last_pg: None,
+            cycle_status: None,
+            pending_checked: None,
             sysid: None,
             cluster: None,
             cluster_valid_until_ms: None,
@@ -312,6 +322,8 @@ impl<D: Dcs> Node<D> {
 
     /// One HA cycle; `Some(exit)` ends the loop.
     async fn cycle(&mut self) -> Option<Exit> {
+        // Every cycle asks PostgreSQL afresh.
+        self.cycle_status = None;
         // A background action that ended since the last cycle: its outcome is input
         // to this decision.
         self.poll_background().await;
@@ -408,6 +420,9 @@ impl<D: Dcs> Node<D> {
             if let Action::Exit { message } = &action {
                 crate::logging::critical(message);
                 return Some(Exit::Fatal);
+            }
+            if !leaves_postgres_alone(&action) {
+                self.cycle_status = None;
             }
             let what = format!("{action:?}");
             if let Err(e) = self.execute(action, &cluster_ref, &local).await {
@@ -512,13 +527,28 @@ impl<D: Dcs> Node<D> {
 
     /// Which settings wait for a restart (`pending_restart` and its reason).
     async fn check_pending_restart(&mut self) {
+        // `pending_restart` only changes when PostgreSQL reloads or restarts, both of
+        // which the status query sees; the settings Warden wants change with a reload
+        // too. Between them, ask once a minute (e.g. for pg_control values a replica
+        // inherits from its primary), not every cycle.
+        let key: PendingKey = self
+            .last_pg
+            .as_ref()
+            .map(|s| (s.conf_load_time.clone(), s.postmaster_start_time.clone()));
+        let now = monotonic_ms();
+        if let Some((k, at)) = &self.pending_checked {
+            if *k == key && now.saturating_sub(*at) < PENDING_RESTART_RECHECK_MS {
+                return;
+            }
+        }
         let sql = "SELECT name, setting, COALESCE(unit, ''), pending_restart::text FROM pg_catalog.pg_settings \
                    WHERE pending_restart OR context = 'postmaster'";
-        let rows = match self.pg.query_rows(sql).await {
+        let rows = match self.pg.monitor_rows(sql).await {
             Ok(r) => r,
             Err(_) => return,
         };
-        let cd = self.pg.controldata().await.ok();
+        self.pending_checked = Some((key, now));
+        let cd = self.pg.controldata_cached().await.ok();
         let desired = warden_pg::effective_parameters(self.pg.settings(), cd.as_ref());
         let mut reason = Map::new();
         for r in rows {
@@ -778,6 +808,7 @@ impl<D: Dcs> Node<D> {
             return Err(e.into());
         }
         self.state = "running".into();
+        self.cycle_status = None;
         let _ = self.observe(Some(&cluster)).await;
         self.check_pending_restart().await;
         self.callbacks.fire("on_restart", role);
@@ -938,10 +969,15 @@ impl<D: Dcs> Node<D> {
         };
         if running {
             let asked_at = monotonic_ms();
-            match self.pg.query_status().await {
+            let status = match self.cycle_status.take() {
+                Some(st) => Ok(st),
+                None => self.pg.query_status().await,
+            };
+            match status {
                 Ok(st) => {
                     self.state = "running".into();
                     self.role = self.running_role(st.in_recovery).into();
+                    self.cycle_status = Some(st.clone());
                     self.last_pg = Some(st);
                     self.pg_unanswered_since_ms = None;
                 }
@@ -1765,7 +1801,10 @@ impl<D: Dcs> Node<D> {
             // its timeout and delay the next decision about it.
             return Ok(());
         }
-        let st = self.pg.query_status().await.ok();
+        let st = match self.cycle_status.clone() {
+            Some(st) => Some(st),
+            None => self.pg.query_status().await.ok(),
+        };
         let wal = st
             .as_ref()
             .map(|s| s.wal_position)
@@ -2197,9 +2236,51 @@ pub fn restart_conditions_met(
     true
 }
 
+/// What [`Node::check_pending_restart`] last saw PostgreSQL run with: its configuration
+/// load time and postmaster start time.
+type PendingKey = Option<(Option<String>, String)>;
+
+/// The longest [`Node::check_pending_restart`] trusts its last answer while PostgreSQL
+/// neither reloaded nor restarted.
+const PENDING_RESTART_RECHECK_MS: u64 = 60_000;
+
+/// Actions after which the status read at the start of the cycle still describes
+/// PostgreSQL: they only talk to the DCS, the watchdog or other members. Any other
+/// action (start, stop, promote, rewind, config, a wait) makes the next question ask
+/// PostgreSQL again.
+fn leaves_postgres_alone(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::LeaderHousekeeping
+            | Action::WriteSync { .. }
+            | Action::DeleteSync { .. }
+            | Action::RecheckSoon
+            | Action::Warn { .. }
+            | Action::WriteFailsafe { .. }
+            | Action::ActivateWatchdog
+            | Action::PostponeRace { .. }
+            | Action::ClearFailover { .. }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_actions_that_leave_postgres_alone_keep_the_cycle_status() {
+        assert!(leaves_postgres_alone(&Action::LeaderHousekeeping));
+        assert!(leaves_postgres_alone(&Action::RecheckSoon));
+        for a in [
+            Action::Promote,
+            Action::StartPrimary,
+            Action::KillPostgres,
+            Action::ReleaseLeader,
+            Action::RemoveDataDir,
+        ] {
+            assert!(!leaves_postgres_alone(&a), "{a:?}");
+        }
+    }
 
     #[test]
     fn restart_filters() {

@@ -26,6 +26,10 @@ use warden_pg::{Postgres, StopMode};
 /// How long before the lock's expiry the guard fences.
 pub use warden_core::ha::FENCE_MARGIN_MS;
 
+/// The longest the in-process guard sleeps without looking (it is woken by every change
+/// and at the moment it would fence, so this is only a backstop).
+const GUARD_MAX_SLEEP_MS: u64 = 10_000;
+
 /// State the HA loop shares with the fence guard.
 pub struct Fence {
     leader_until_ms: AtomicU64,
@@ -36,6 +40,9 @@ pub struct Fence {
     pg: Mutex<Postgres>,
     /// State file shared with the external guard (None = no external guard).
     state_file: Option<PathBuf>,
+    /// Wakes the in-process guard when anything [`Fence::must_fence`] reads changes, so
+    /// that it sleeps until the moment it would fence instead of polling.
+    changed: tokio::sync::Notify,
 }
 
 impl Fence {
@@ -49,6 +56,7 @@ impl Fence {
             watchdog_armed: AtomicBool::new(false),
             pg: Mutex::new(pg),
             state_file,
+            changed: tokio::sync::Notify::new(),
         });
         f.publish_deadline();
         f
@@ -58,6 +66,7 @@ impl Fence {
     pub fn set_leader_until(&self, ms: u64) {
         self.leader_until_ms.store(ms, Ordering::SeqCst);
         self.publish_deadline();
+        self.changed.notify_one();
     }
 
     /// Writes the external guard's deadline (system monotonic ms; 0 = nothing to guard).
@@ -81,13 +90,16 @@ impl Fence {
 
     /// PostgreSQL is running as a primary.
     pub fn set_primary_running(&self, yes: bool) {
-        self.primary_running.store(yes, Ordering::SeqCst);
+        if self.primary_running.swap(yes, Ordering::SeqCst) != yes {
+            self.changed.notify_one();
+        }
     }
 
     /// Maintenance mode: never stop PostgreSQL on our own.
     pub fn set_paused(&self, yes: bool) {
         if self.paused.swap(yes, Ordering::SeqCst) != yes {
             self.publish_deadline();
+            self.changed.notify_one();
         }
     }
 
@@ -104,6 +116,7 @@ impl Fence {
     pub fn set_watchdog_armed(&self, yes: bool) {
         if self.watchdog_armed.swap(yes, Ordering::SeqCst) != yes {
             self.publish_deadline();
+            self.changed.notify_one();
         }
     }
 
@@ -137,10 +150,33 @@ impl Fence {
             && now_ms + FENCE_MARGIN_MS >= until
     }
 
-    /// Runs the guard until the process ends: checks every 200 ms.
+    /// How long from `now_ms` until [`Fence::must_fence`] turns true if nothing changes
+    /// (`Some(0)`: it is true now), or `None` when only a change can make it true.
+    pub fn fence_in_ms(&self, now_ms: u64) -> Option<u64> {
+        let until = self.leader_until_ms.load(Ordering::SeqCst);
+        if !self.primary_running.load(Ordering::SeqCst) || self.stands_down() || until == 0 {
+            return None;
+        }
+        Some(until.saturating_sub(FENCE_MARGIN_MS).saturating_sub(now_ms))
+    }
+
+    /// Runs the guard until the process ends. It sleeps until the moment it would fence
+    /// (the lock's expiry minus the margin) and is woken early by every change of the
+    /// state it judges (a renewal moves the moment on): no periodic wake-ups on an idle
+    /// node. Both clocks are the process's monotonic one; the sleep is still capped at
+    /// [`GUARD_MAX_SLEEP_MS`] as a backstop.
     pub async fn guard(self: Arc<Self>) {
         loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            let wait = self
+                .fence_in_ms(monotonic_ms())
+                .unwrap_or(GUARD_MAX_SLEEP_MS)
+                .min(GUARD_MAX_SLEEP_MS);
+            if wait > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                    _ = self.changed.notified() => {}
+                }
+            }
             if !self.must_fence(monotonic_ms()) {
                 continue;
             }
@@ -252,20 +288,125 @@ pub fn stop_external_guard_if_idle(data_dir: &Path) {
     let _ = std::fs::remove_file(&state);
 }
 
+/// The longest the external guard sleeps without looking when it can be woken by
+/// changes (inotify and pidfd work); a backstop only.
+const EXTERNAL_GUARD_MAX_SLEEP_MS: u64 = 10_000;
+/// Its period when it cannot be woken (no inotify or pidfd): it polls, as it always did.
+const EXTERNAL_GUARD_POLL_MS: u64 = 100;
+
+/// What the external guard sleeps on between looks: a change in the directory of its
+/// state and pid files (inotify: the agent renews the deadline by renaming a new state
+/// file in) and the agent's exit (a pidfd turns readable), else the next deadline. An
+/// idle guard so wakes once per renewal instead of ten times a second, and fences at its
+/// deadline to the millisecond. Without inotify or pidfd it polls every 100 ms.
+struct GuardWait {
+    inotify: Option<nix::sys::inotify::Inotify>,
+    parent: ParentWatch,
+}
+
+enum ParentWatch {
+    /// Readable once the agent has exited.
+    Fd(std::os::fd::OwnedFd),
+    /// It has exited (the pidfd fired); nothing left to watch.
+    Exited,
+    /// No pidfd (kernel before 5.3): the guard must poll to notice the exit.
+    Unsupported,
+}
+
+impl GuardWait {
+    fn new(dir: &Path, parent: i32) -> GuardWait {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+            .and_then(|i| {
+                i.add_watch(
+                    dir,
+                    AddWatchFlags::IN_CLOSE_WRITE
+                        | AddWatchFlags::IN_MOVED_TO
+                        | AddWatchFlags::IN_MOVED_FROM
+                        | AddWatchFlags::IN_DELETE
+                        | AddWatchFlags::IN_DELETE_SELF
+                        | AddWatchFlags::IN_MOVE_SELF,
+                )
+                .map(|_| i)
+            })
+            .ok();
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, parent, 0) };
+        let parent = match i32::try_from(fd) {
+            // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
+            Ok(fd) if fd >= 0 => ParentWatch::Fd(unsafe {
+                <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+            }),
+            // ESRCH: the agent is already gone.
+            _ if nix::errno::Errno::last() == nix::errno::Errno::ESRCH => ParentWatch::Exited,
+            _ => ParentWatch::Unsupported,
+        };
+        GuardWait { inotify, parent }
+    }
+
+    /// Sleeps until something the guard judges may have changed, or `max_ms` passed.
+    fn wait(&mut self, max_ms: u64) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let cap = if self.inotify.is_none() || matches!(self.parent, ParentWatch::Unsupported) {
+            EXTERNAL_GUARD_POLL_MS
+        } else {
+            EXTERNAL_GUARD_MAX_SLEEP_MS
+        };
+        let ms = max_ms.min(cap);
+        let Some(ino) = &self.inotify else {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            return;
+        };
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        let (ino_ready, parent_ready) = {
+            let mut fds = vec![PollFd::new(ino.as_fd(), PollFlags::POLLIN)];
+            if let ParentWatch::Fd(p) = &self.parent {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+            }
+            if poll(&mut fds, timeout).is_err() {
+                // EINTR or worse: never spin.
+                std::thread::sleep(std::time::Duration::from_millis(
+                    ms.min(EXTERNAL_GUARD_POLL_MS),
+                ));
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), fds.get(1).is_some_and(ready))
+        };
+        if ino_ready {
+            // Drain; which file changed does not matter, everything is read again.
+            while ino.read_events().is_ok_and(|e| !e.is_empty()) {}
+        }
+        if parent_ready {
+            self.parent = ParentWatch::Exited;
+        }
+    }
+}
+
 /// The external guard's main loop (`warden --fence-guard DATA_DIR --parent-pid PID`):
-/// every 100 ms, read the deadline; past it, stop the postmaster of `data_dir`
-/// (immediate shutdown) and clear the deadline. Exits when the agent is gone and nothing
-/// is left to guard, or when the state file disappears (data directory removed).
+/// read the deadline; past it, stop the postmaster of `data_dir` (immediate shutdown)
+/// and clear the deadline; else sleep until it, or until the state changes or the agent
+/// exits ([`GuardWait`]). Exits when the agent is gone and nothing is left to guard, or
+/// when the state file disappears (data directory removed).
 pub fn run_external_guard(data_dir: &Path, parent: i32) -> i32 {
     let (state, pid_file) = fence_files(data_dir);
     let me = std::process::id();
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        // A newer guard replaced us.
-        let owner = std::fs::read_to_string(&pid_file)
+    // Set up before the first look, so no change after it can be missed.
+    let mut waiter = GuardWait::new(state.parent().unwrap_or_else(|| Path::new("/")), parent);
+    let owner = || {
+        std::fs::read_to_string(&pid_file)
             .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        if owner.is_some_and(|o| o != me) {
+            .and_then(|s| s.trim().parse::<u32>().ok())
+    };
+    // The agent writes our pid right after starting us: until then the file may still
+    // name the guard we replace, which is no sign that a newer one replaced us.
+    let started = std::time::Instant::now();
+    while owner() != Some(me) && started.elapsed() < std::time::Duration::from_secs(2) {
+        waiter.wait(50);
+    }
+    loop {
+        // A newer guard replaced us.
+        if owner().is_some_and(|o| o != me) {
             return 0;
         }
         let Ok(text) = std::fs::read_to_string(&state) else {
@@ -277,9 +418,12 @@ pub fn run_external_guard(data_dir: &Path, parent: i32) -> i32 {
             if !parent_alive {
                 return 0;
             }
+            waiter.wait(u64::MAX);
             continue;
         }
-        if system_monotonic_ms() < deadline {
+        let now = system_monotonic_ms();
+        if now < deadline {
+            waiter.wait(deadline - now);
             continue;
         }
         // Only a primary must be stopped: a standby cannot accept writes anyway.
@@ -468,6 +612,90 @@ mod tests {
         );
         f.set_leader_until(0);
         assert!(!f.must_fence(9_000), "lock not held");
+    }
+
+    #[test]
+    fn the_guard_sleeps_until_the_moment_it_would_fence() {
+        let f = Fence::with_state_file(Postgres::new(warden_pg::PgSettings::default()), None);
+        assert_eq!(f.fence_in_ms(0), None, "no lock");
+        f.set_leader_until(10_000);
+        assert_eq!(f.fence_in_ms(0), None, "primary not running");
+        f.set_primary_running(true);
+        let moment = 10_000 - FENCE_MARGIN_MS;
+        assert_eq!(f.fence_in_ms(1_000), Some(moment - 1_000));
+        assert!(!f.must_fence(moment - 1) && f.must_fence(moment));
+        assert_eq!(f.fence_in_ms(moment), Some(0));
+        assert_eq!(f.fence_in_ms(moment + 5), Some(0));
+        f.set_paused(true);
+        assert_eq!(f.fence_in_ms(1_000), None, "paused");
+        f.set_paused(false);
+        f.set_watchdog_armed(true);
+        assert_eq!(f.fence_in_ms(1_000), None, "the watchdog fences");
+    }
+
+    /// The in-process guard, asleep until a far deadline, fences at once when a change
+    /// brings the moment forward (the change wakes it).
+    #[tokio::test]
+    async fn a_change_wakes_the_sleeping_guard() {
+        let f = Fence::with_state_file(Postgres::new(warden_pg::PgSettings::default()), None);
+        f.set_leader_until(monotonic_ms() + 600_000);
+        f.set_primary_running(true);
+        let guard = tokio::spawn(f.clone().guard());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(f.primary_running.load(Ordering::SeqCst));
+        // The lock now (nearly) expires: the guard must act long before its 10 s backstop.
+        f.set_leader_until(monotonic_ms() + 1);
+        let t0 = std::time::Instant::now();
+        while f.primary_running.load(Ordering::SeqCst) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "the guard did not wake up"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        guard.abort();
+    }
+
+    /// The external guard's wait ends when a file in its directory is replaced (a
+    /// renewal) and when the watched process exits, not at the end of its timeout.
+    #[test]
+    fn the_external_guard_wakes_on_a_renewal_and_on_the_agent_exit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let me = std::process::id() as i32;
+        let mut w = GuardWait::new(dir.path(), me);
+        assert!(w.inotify.is_some(), "inotify is available here");
+        assert!(
+            matches!(w.parent, ParentWatch::Fd(_)),
+            "pidfd is available here"
+        );
+        let state = dir.path().join("data.fence");
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            write_atomically(&state, "42\n").expect("write");
+        });
+        let t0 = std::time::Instant::now();
+        w.wait(8_000);
+        assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+        writer.join().expect("writer");
+
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .expect("sleep");
+        let mut w = GuardWait::new(dir.path(), child.id() as i32);
+        let t0 = std::time::Instant::now();
+        w.wait(8_000);
+        assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+        assert!(matches!(w.parent, ParentWatch::Exited));
+        let _ = child.wait();
+        // Nothing changes any more: the wait lasts its timeout (and does not spin).
+        let t0 = std::time::Instant::now();
+        w.wait(300);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 
     #[test]

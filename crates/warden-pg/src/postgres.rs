@@ -66,12 +66,38 @@ pub(crate) enum LocalTarget {
 /// One local PostgreSQL instance managed by the agent.
 ///
 /// The library never switches users itself except through [`PgSettings::run_as`].
-/// Cloning is cheap-ish (copies the settings); clones manage the same instance.
+/// Cloning is cheap-ish (copies the settings); clones manage the same instance and share
+/// its monitoring connection.
 #[derive(Clone, Debug)]
 pub struct Postgres {
     s: PgSettings,
     binary_version: OnceLock<Option<u32>>,
+    monitor: MonitorConn,
+    /// The last `pg_controldata` output and the pg_control modification time it was
+    /// read at ([`Postgres::controldata_cached`]).
+    control_cache: Arc<Mutex<Option<(std::time::SystemTime, ControlData)>>>,
+    /// `pg_rewind --help` has worked ([`Postgres::can_rewind`]).
+    rewind_runs: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The persistent superuser connection of the HA loop's monitoring queries
+/// ([`Postgres::query_status`], [`Postgres::monitor_rows`]), shared by the clones of one
+/// [`Postgres`] (new settings make a new `Postgres` and so a new connection).
+///
+/// A fresh connection per query cost PostgreSQL a backend fork, authentication and a
+/// cold catalog cache each time: with three such queries per HA cycle that was most of
+/// an idle node's CPU. Patroni keeps one connection too.
+#[derive(Clone, Default)]
+struct MonitorConn(Arc<tokio::sync::Mutex<Option<Client>>>);
+
+impl std::fmt::Debug for MonitorConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MonitorConn")
+    }
+}
+
+/// How long a monitoring query may take before the instance counts as not answering.
+const MONITOR_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Postgres {
     /// Wraps the settings. Nothing is touched on disk.
@@ -79,6 +105,9 @@ impl Postgres {
         Postgres {
             s,
             binary_version: OnceLock::new(),
+            monitor: MonitorConn::default(),
+            control_cache: Arc::default(),
+            rewind_runs: Arc::default(),
         }
     }
 
@@ -429,7 +458,7 @@ impl Postgres {
                 dd.display()
             ));
         }
-        match self.controldata_sync() {
+        match self.controldata_sync_cached() {
             Ok(cd) => match cd.sysid() {
                 Some(s) => DataDirState::Initialized {
                     sysid: s.to_string(),
@@ -449,6 +478,50 @@ impl Postgres {
             .env("LANG", "C")
             .env("LC_ALL", "C");
         cmd
+    }
+
+    /// `pg_controldata`, run again only when `global/pg_control` was written since the
+    /// last run (its modification time changed): for the HA loop's per-cycle questions,
+    /// which would otherwise start a process every cycle of an idle node.
+    pub async fn controldata_cached(&self) -> Result<ControlData, PgError> {
+        // Taken before the run: a write during it makes the next call run it again.
+        let stamp = self.control_stamp();
+        if let Some(cd) = self.cached_control(stamp) {
+            return Ok(cd);
+        }
+        let cd = self.controldata().await?;
+        self.store_control(stamp, &cd);
+        Ok(cd)
+    }
+
+    /// [`Postgres::controldata_cached`] for synchronous callers.
+    pub fn controldata_sync_cached(&self) -> Result<ControlData, PgError> {
+        let stamp = self.control_stamp();
+        if let Some(cd) = self.cached_control(stamp) {
+            return Ok(cd);
+        }
+        let cd = self.controldata_sync()?;
+        self.store_control(stamp, &cd);
+        Ok(cd)
+    }
+
+    /// When `global/pg_control` was last written (None: cannot tell, never cached).
+    fn control_stamp(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(self.s.data_dir.join("global/pg_control"))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    fn cached_control(&self, stamp: Option<std::time::SystemTime>) -> Option<ControlData> {
+        let cache = self.control_cache.lock().ok()?;
+        let (at, cd) = cache.as_ref()?;
+        (Some(*at) == stamp).then(|| cd.clone())
+    }
+
+    fn store_control(&self, stamp: Option<std::time::SystemTime>, cd: &ControlData) {
+        if let (Some(stamp), Ok(mut cache)) = (stamp, self.control_cache.lock()) {
+            *cache = Some((stamp, cd.clone()));
+        }
     }
 
     /// Synchronous `pg_controldata` (used by sync helpers).
@@ -982,6 +1055,12 @@ impl Postgres {
         let Some(pid) = self.postmaster_pid() else {
             return Ok(());
         };
+        // Our own monitoring connection must not hold up a smart shutdown. Not waited
+        // for when a query is using it: a fencing stop must never queue behind a hung
+        // query (and a fast or immediate stop ends that session anyway).
+        if let Ok(mut conn) = self.monitor.0.try_lock() {
+            conn.take();
+        }
         let sig = match mode {
             StopMode::Smart => Signal::SIGTERM,
             StopMode::Fast => Signal::SIGINT,
@@ -1044,15 +1123,50 @@ impl Postgres {
 
     // ------------------------------------------------------------------ queries
 
-    /// The monitoring query over one fresh superuser connection (`application_name =
-    /// 'Patroni heartbeat'`, connect_timeout 3 s, statement_timeout 2 s).
+    /// Runs `run` on the persistent monitoring connection (`application_name = 'Patroni
+    /// heartbeat'`, connect_timeout 3 s, statement_timeout 2 s), opening it when there is
+    /// none or it was closed, bounded by [`MONITOR_QUERY_TIMEOUT`]. Any error drops the
+    /// connection. A reused connection that fails other than by a timeout (e.g. it was
+    /// cut by a restart of PostgreSQL that the client had not noticed yet) is replaced
+    /// and the query tried once more, so the answer is what a fresh connection gets.
+    async fn on_monitor<T, F, Fut>(&self, what: &str, run: F) -> Result<T, PgError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<(T, Client), tokio_postgres::Error>>,
+    {
+        let mut slot = self.monitor.0.lock().await;
+        for attempt in 0..2 {
+            let (client, reused) = match slot.take().filter(|c| !c.is_closed()) {
+                Some(c) => (c, true),
+                None => (
+                    self.connect_local("Patroni heartbeat", Some(2000)).await?,
+                    false,
+                ),
+            };
+            match tokio::time::timeout(MONITOR_QUERY_TIMEOUT, run(client)).await {
+                Ok(Ok((v, client))) => {
+                    *slot = Some(client);
+                    return Ok(v);
+                }
+                Ok(Err(e)) if reused && attempt == 0 => {
+                    tracing::debug!("monitoring connection failed ({e}); reconnecting");
+                }
+                Ok(Err(e)) => return Err(PgError::query(what, e)),
+                Err(_) => return Err(PgError::Timeout(format!("{what} query"))),
+            }
+        }
+        Err(PgError::Timeout(format!("{what} query")))
+    }
+
+    /// The monitoring query over the persistent monitoring connection (see
+    /// [`MonitorConn`]; connect_timeout 3 s, statement_timeout 2 s, 5 s in all).
     pub async fn query_status(&self) -> Result<PgStatus, PgError> {
-        let client = self.connect_local("Patroni heartbeat", Some(2000)).await?;
-        let fut = client.query_one(STATUS_SQL, &[]);
-        let row = match tokio::time::timeout(Duration::from_secs(5), fut).await {
-            Ok(r) => r.map_err(|e| PgError::query("status", e))?,
-            Err(_) => return Err(PgError::Timeout("status query".into())),
-        };
+        let row = self
+            .on_monitor("status", |c| async move {
+                let row = c.query_one(STATUS_SQL, &[]).await?;
+                Ok((row, c))
+            })
+            .await?;
         let get_err = |e: tokio_postgres::Error| PgError::query("status (decode)", e);
         let in_recovery: bool = row.try_get(0).map_err(get_err)?;
         let primary_tli: Option<i64> = row.try_get(1).map_err(get_err)?;
@@ -1073,6 +1187,7 @@ impl Postgres {
         let slots_json: Option<String> = row.try_get(16).map_err(get_err)?;
         let ssn: Option<String> = row.try_get(17).map_err(get_err)?;
         let synchronous_commit: Option<String> = row.try_get(18).map_err(get_err)?;
+        let conf_load_time: Option<String> = row.try_get(19).map_err(get_err)?;
 
         let receive_lsn = receive.as_deref().and_then(parse_lsn);
         let replay_lsn = replay.as_deref().and_then(parse_lsn);
@@ -1125,6 +1240,7 @@ impl Postgres {
             slots,
             synchronous_standby_names: ssn.unwrap_or_default(),
             synchronous_commit: synchronous_commit.unwrap_or_default(),
+            conf_load_time,
         })
     }
 
@@ -1133,6 +1249,19 @@ impl Postgres {
     pub async fn wal_monitor(&self) -> Result<WalMonitor, PgError> {
         let client = self.connect_local("Patroni restapi", Some(1000)).await?;
         Ok(WalMonitor { client })
+    }
+
+    /// Runs one short query (statement_timeout 2 s) over the persistent monitoring
+    /// connection and returns every row as text columns (`None` = SQL NULL): for the
+    /// questions the HA loop asks every cycle.
+    pub async fn monitor_rows(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, PgError> {
+        let msgs = self
+            .on_monitor(&first_words(sql), |c| async move {
+                let msgs = c.simple_query(sql).await?;
+                Ok((msgs, c))
+            })
+            .await?;
+        Ok(text_rows(msgs))
     }
 
     /// Runs `sql` (may contain several statements) as the superuser via the simple query
@@ -1154,15 +1283,7 @@ impl Postgres {
             .simple_query(sql)
             .await
             .map_err(|e| PgError::query(&first_words(sql), e))?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-                }
-                _ => None,
-            })
-            .collect())
+        Ok(text_rows(msgs))
     }
 
     /// `CHECKPOINT` (no statement timeout).
@@ -1565,19 +1686,25 @@ impl Postgres {
         if !use_pg_rewind {
             return false;
         }
-        let ok = self
-            .std_cmd("pg_rewind")
-            .arg("--help")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            return false;
+        // The HA loop asks every cycle: once `pg_rewind --help` has worked, it is not run
+        // again (new settings, e.g. another bin_dir, make a new `Postgres`).
+        if !self.rewind_runs.load(std::sync::atomic::Ordering::Relaxed) {
+            let ok = self
+                .std_cmd("pg_rewind")
+                .arg("--help")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                return false;
+            }
+            self.rewind_runs
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        match self.controldata_sync() {
+        match self.controldata_sync_cached() {
             Ok(cd) => cd.wal_log_hints_on() || cd.data_checksums_on(),
             Err(_) => false,
         }
@@ -1791,6 +1918,18 @@ fn replication_state(
     }
 }
 
+/// The rows of a simple-protocol answer as text columns (`None` = SQL NULL).
+fn text_rows(msgs: Vec<tokio_postgres::SimpleQueryMessage>) -> Vec<Vec<Option<String>>> {
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// A persistent superuser connection that reads [`WalPositions`]; see
 /// [`Postgres::wal_monitor`]. Dropping it closes the connection.
 pub struct WalMonitor {
@@ -1841,6 +1980,73 @@ impl WalMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// pg_controldata runs again only after pg_control was written; `pg_rewind --help`
+    /// only until it has worked once. Counted with stand-in tools that log each run.
+    #[test]
+    fn controldata_and_rewind_probe_are_not_rerun_while_nothing_changed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("global")).expect("mkdir");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let control = data.join("global/pg_control");
+        std::fs::write(&control, "x").expect("pg_control");
+        let runs = dir.path().join("runs");
+        for (tool, out) in [
+            (
+                "pg_controldata",
+                "Database system identifier:           7\nData page checksum version:           1\n",
+            ),
+            ("pg_rewind", ""),
+        ] {
+            let script = format!(
+                "#!/bin/sh\necho {tool} >> '{}'\nprintf '{out}'\n",
+                runs.display()
+            );
+            let path = bin.join(tool);
+            std::fs::write(&path, script).expect("script");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
+        let count = |tool: &str| {
+            std::fs::read_to_string(&runs)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| *l == tool)
+                .count()
+        };
+        let pg = Postgres::new(PgSettings {
+            bin_dir: bin.clone(),
+            data_dir: data.clone(),
+            ..PgSettings::default()
+        });
+        assert!(matches!(pg.data_dir_state(), DataDirState::Initialized { sysid } if sysid == "7"));
+        assert!(pg.can_rewind(true));
+        assert!(pg.can_rewind(true));
+        assert!(matches!(
+            pg.data_dir_state(),
+            DataDirState::Initialized { .. }
+        ));
+        assert_eq!(count("pg_controldata"), 1, "pg_control unchanged: cached");
+        assert_eq!(count("pg_rewind"), 1, "pg_rewind ran once");
+        // A write of pg_control (a checkpoint, a promotion) is seen at the next call.
+        let later = std::time::SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&control)
+            .and_then(|f| f.set_modified(later))
+            .expect("touch");
+        assert!(pg.can_rewind(true));
+        assert_eq!(count("pg_controldata"), 2);
+        // Clones share the cache; a new `Postgres` (new settings) starts afresh.
+        assert!(pg.clone().can_rewind(true));
+        assert_eq!(count("pg_controldata"), 2);
+        assert!(Postgres::new(pg.settings().clone()).can_rewind(true));
+        assert_eq!(count("pg_controldata"), 3);
+        assert_eq!(count("pg_rewind"), 2);
+    }
 
     /// The agent spawns these futures on a multi-threaded runtime.
     #[allow(dead_code, clippy::let_underscore_future)]

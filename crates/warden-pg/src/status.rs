@@ -115,6 +115,9 @@ pub struct PgStatus {
     pub synchronous_standby_names: String,
     /// `current_setting('synchronous_commit')`
     pub synchronous_commit: String,
+    /// `pg_conf_load_time()`: changes with every reload and restart, i.e. whenever
+    /// `pg_settings.pending_restart` can have changed.
+    pub conf_load_time: Option<String>,
 }
 
 /// Result of [`crate::WalMonitor::read`]: just the WAL positions, for answers that
@@ -174,7 +177,8 @@ SELECT pg_catalog.pg_is_in_recovery(),
   (SELECT COALESCE(pg_catalog.json_agg(pg_catalog.to_jsonb(s) ORDER BY s.slot_name), '[]')::text
      FROM pg_catalog.pg_replication_slots s WHERE NOT s.temporary),
   pg_catalog.current_setting('synchronous_standby_names'),
-  pg_catalog.current_setting('synchronous_commit')
+  pg_catalog.current_setting('synchronous_commit'),
+  pg_catalog.pg_conf_load_time()::text
 FROM (SELECT 1) AS dummy LEFT JOIN pg_catalog.pg_stat_wal_receiver AS w ON true";
 
 /// A `pg_replication_slots` row as `to_jsonb` renders it (columns vary by version:

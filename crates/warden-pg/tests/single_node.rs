@@ -243,9 +243,16 @@ async fn single_node_lifecycle() {
     assert!(!pg.is_running(), "stale pid file must not count as running");
     pg.start().await.expect("start with stale pid file");
     assert!(pg.is_running());
-    pg.stop(StopMode::Smart, Duration::from_secs(30))
+    // The persistent monitoring connection is open: a smart stop (which waits for
+    // every client) must not wait for it, i.e. end cleanly rather than escalate.
+    pg.query_status()
+        .await
+        .expect("status before the smart stop");
+    pg.stop(StopMode::Smart, Duration::from_secs(10))
         .await
         .expect("smart stop");
+    let cd = pg.controldata().await.unwrap();
+    assert_eq!(cd.state(), Some("shut down"), "a clean smart shutdown");
 
     // a bad parameter makes start fail fast with the log tail in the message
     let mut bad = pg.settings().clone();

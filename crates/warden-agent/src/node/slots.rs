@@ -170,7 +170,11 @@ impl<D: Dcs> Node<D> {
         if !self.pg.is_running() || self.pg_unanswered_since_ms.is_some() {
             return;
         }
-        let st = match self.pg.query_status().await {
+        let status = match self.cycle_status.clone() {
+            Some(st) => Ok(st),
+            None => self.pg.query_status().await,
+        };
+        let st = match status {
             Ok(st) => st,
             Err(e) => {
                 warn!("replication slots not checked: {e}");
@@ -200,6 +204,15 @@ impl<D: Dcs> Node<D> {
             recopy: &self.slots.recopy,
         });
         self.log_slot_problems(&plan.warnings);
+        if !(plan.drop.is_empty()
+            && plan.create_physical.is_empty()
+            && plan.advance_physical.is_empty()
+            && plan.create_logical.is_empty()
+            && plan.copy_logical.is_empty())
+        {
+            // The slots change: the state published at the end of the cycle reads them.
+            self.cycle_status = None;
+        }
         if let Err(e) = self.apply_physical(&plan).await {
             error!("Exception when changing replication slots: {e}");
         }
