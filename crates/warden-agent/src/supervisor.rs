@@ -23,12 +23,15 @@ use tracing::error;
 use warden_api::monotonic_ms;
 use warden_pg::{Postgres, StopMode};
 
-/// How long before the lock's expiry the guard fences.
+/// How long before the lock's expiry the guard fences (for a ttl of 8 s or more; the
+/// HA loop sets `warden_core::ha::fence_margin_ms(ttl)` with [`Fence::set_margin`]).
 pub use warden_core::ha::FENCE_MARGIN_MS;
 
 /// State the HA loop shares with the fence guard.
 pub struct Fence {
     leader_until_ms: AtomicU64,
+    /// How long before `leader_until_ms` the guards fence.
+    margin_ms: AtomicU64,
     primary_running: AtomicBool,
     paused: AtomicBool,
     /// The watchdog is open, kicked by the HA loop and fires before the lock expires.
@@ -44,6 +47,7 @@ impl Fence {
     pub fn with_state_file(pg: Postgres, state_file: Option<PathBuf>) -> Arc<Fence> {
         let f = Arc::new(Fence {
             leader_until_ms: AtomicU64::new(0),
+            margin_ms: AtomicU64::new(FENCE_MARGIN_MS),
             primary_running: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             watchdog_armed: AtomicBool::new(false),
@@ -60,6 +64,13 @@ impl Fence {
         self.publish_deadline();
     }
 
+    /// The fence margin for the current ttl (`warden_core::ha::fence_margin_ms`).
+    pub fn set_margin(&self, ms: u64) {
+        if self.margin_ms.swap(ms, Ordering::SeqCst) != ms {
+            self.publish_deadline();
+        }
+    }
+
     /// Writes the external guard's deadline (system monotonic ms; 0 = nothing to guard).
     fn publish_deadline(&self) {
         let Some(path) = &self.state_file else {
@@ -71,7 +82,7 @@ impl Fence {
         } else {
             let left = until.saturating_sub(monotonic_ms());
             (system_monotonic_ms() + left)
-                .saturating_sub(FENCE_MARGIN_MS)
+                .saturating_sub(self.margin_ms.load(Ordering::SeqCst))
                 .max(1)
         };
         if let Err(e) = write_atomically(path, &format!("{deadline}\n")) {
@@ -134,7 +145,7 @@ impl Fence {
         self.primary_running.load(Ordering::SeqCst)
             && !self.stands_down()
             && until > 0
-            && now_ms + FENCE_MARGIN_MS >= until
+            && now_ms + self.margin_ms.load(Ordering::SeqCst) >= until
     }
 
     /// Runs the guard until the process ends: checks every 200 ms.
