@@ -18,7 +18,8 @@ with the same configuration (bench/switchover.py's YAML), all on 127.0.0.1 in a 
 
 With --warden-ttl/--warden-loop-wait a second Warden cluster runs with other timing; a ttl
 below Patroni's floor of 20 s is written with `warden: {min_ttl: <ttl>}` (Warden-only, safe
-because every Warden primary is fenced before its lock can expire). With
+because every Warden primary is fenced before its lock can expire; the floor is ttl 4 with
+loop_wait 1, and below 8 s the YAML gets retry_timeout 1). With
 --patroni-ttl/--patroni-loop-wait a second Patroni cluster runs too (e.g. at its floor, 20).
 
 Usage (as root or as a user that can run PostgreSQL):
@@ -167,7 +168,8 @@ def main():
     ap.add_argument("--ttl", type=int, default=30)
     ap.add_argument("--loop-wait", type=int, default=10)
     ap.add_argument("--warden-only", action="store_true", help="skip the Patroni cluster")
-    ap.add_argument("--warden-ttl", type=int, help="also run Warden with this ttl (>= 8)")
+    ap.add_argument("--warden-ttl", type=int,
+                    help="also run Warden with this ttl (>= 4; below 8 with retry_timeout 1)")
     ap.add_argument("--warden-loop-wait", type=int, default=2)
     ap.add_argument("--patroni-ttl", type=int, help="also run Patroni with this ttl (>= 20)")
     ap.add_argument("--patroni-loop-wait", type=int, default=2)
