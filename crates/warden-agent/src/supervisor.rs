@@ -482,6 +482,35 @@ mod tests {
     }
 
     #[test]
+    fn the_margin_follows_the_ttl() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("data.fence");
+        let f = Fence::with_state_file(
+            Postgres::new(warden_pg::PgSettings::default()),
+            Some(state.clone()),
+        );
+        f.set_primary_running(true);
+        f.set_margin(warden_core::ha::fence_margin_ms(4));
+        f.set_leader_until(10_000);
+        assert!(!f.must_fence(8_500), "a 4 s lease fences 1 s before expiry");
+        assert!(f.must_fence(9_000));
+        let deadline = || -> u64 {
+            std::fs::read_to_string(&state)
+                .expect("state file")
+                .trim()
+                .parse()
+                .expect("a number")
+        };
+        // The external guard's deadline moves with the margin.
+        let until = monotonic_ms() + 30_000;
+        f.set_leader_until(until);
+        let short = deadline();
+        f.set_margin(warden_core::ha::fence_margin_ms(20));
+        let long = deadline();
+        assert!((900..=1_100).contains(&(short - long)), "{short} - {long}");
+    }
+
+    #[test]
     fn external_guard_deadline_is_not_armed_while_the_watchdog_is() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("data.fence");
