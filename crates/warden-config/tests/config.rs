@@ -925,6 +925,32 @@ fn validate_file_reports_all_problems() {
         .find(|p| p.path == "bootstrap.dcs.ttl")
         .expect("ttl");
     assert_eq!(ttl.message, "10 is below the minimum 12");
+    // The shortest lease: ttl 4 with retry_timeout 1 validates under min_ttl 4 only
+    // (Patroni's retry_timeout minimum of 3 holds from min_ttl 8 up).
+    let shortest = minimal_text()
+        .replace("    ttl: 30\n", "    ttl: 4\n")
+        .replace("    loop_wait: 10\n", "    loop_wait: 1\n")
+        .replace("    retry_timeout: 10\n", "    retry_timeout: 1\n");
+    let timing = |min_ttl: u64| -> Vec<String> {
+        let p = write(
+            &dir,
+            "shortest.yml",
+            &format!("{shortest}warden:\n  min_ttl: {min_ttl}\n"),
+        );
+        validate_file_with_env(&p, &no_env())
+            .into_iter()
+            .filter(|p| p.path.starts_with("bootstrap.dcs."))
+            .map(|p| p.to_string())
+            .collect()
+    };
+    assert!(timing(4).is_empty(), "{:?}", timing(4));
+    assert_eq!(
+        timing(8),
+        vec![
+            "bootstrap.dcs.ttl: 4 is below the minimum 8".to_string(),
+            "bootstrap.dcs.retry_timeout: 1 is below the minimum 3".to_string()
+        ]
+    );
 
     // a good config: only environment-dependent problems (binaries) may remain
     let good = minimal_text().replace(
