@@ -8,8 +8,8 @@ with the same configuration (bench/switchover.py's YAML), all on 127.0.0.1 in a 
   time from start to a writable leader and to each replica streaming (the replica's
   `GET /patroni` says `replication_state: streaming`);
 * failover, per round: a client commits a row every 20 ms through a libpq multi-host
-  connection (target_session_attrs=read-write); the leader's agent, PostgreSQL and
-  everything else in its session get SIGKILL (a node crash); reports the time from the
+  connection (target_session_attrs=read-write); the leader's agent, every process of its
+  PostgreSQL instance and everything else in its session get SIGKILL (a node crash); reports the time from the
   kill to the next successful commit on the new leader, then restarts the killed node and
   reports how long it takes to stream again (pg_rewind rejoin). The kill comes 3 s plus a
   random fraction of loop_wait after the writer starts (the same seeded draws for every
@@ -18,7 +18,8 @@ with the same configuration (bench/switchover.py's YAML), all on 127.0.0.1 in a 
 
 With --warden-ttl/--warden-loop-wait a second Warden cluster runs with other timing; a ttl
 below Patroni's floor of 20 s is written with `warden: {min_ttl: <ttl>}` (Warden-only, safe
-because every Warden primary is fenced before its lock can expire). With
+because every Warden primary is fenced before its lock can expire; the floor is ttl 4 with
+loop_wait 1, and below 8 s the YAML gets retry_timeout 1). With
 --patroni-ttl/--patroni-loop-wait a second Patroni cluster runs too (e.g. at its floor, 20).
 
 Usage (as root or as a user that can run PostgreSQL):
@@ -70,8 +71,28 @@ def wait_until(pred, timeout, step=0.05):
     return None
 
 
+def children_of(pid):
+    """PIDs whose parent is `pid` (from /proc)."""
+    kids = []
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/stat") as fh:
+                st = fh.read()
+        except OSError:
+            continue
+        if int(st[st.rfind(")") + 2:].split()[1]) == pid:
+            kids.append(int(e))
+    return kids
+
+
 def kill_node(cl, i):
-    """SIGKILL the node's agent session and its postmaster (a crash of the whole node)."""
+    """SIGKILL the node's agent session and its whole PostgreSQL instance (a crash of the
+    whole node). Patroni starts the postmaster in a session of its own, out of reach of
+    the session kill, and the backends of a SIGKILLed postmaster only exit once they notice
+    it is gone: so stop the postmaster (no new children), then SIGKILL it and every child
+    together, as a crash would."""
     n = cl.nodes[i]
     pid_file = os.path.join(n["dir"], "data", "postmaster.pid")
     try:
@@ -79,11 +100,18 @@ def kill_node(cl, i):
             postmaster = int(fh.readline())
     except (OSError, ValueError):
         postmaster = None
-    p = cl.procs[i]
-    subprocess.run(["pkill", "-KILL", "-s", str(p.pid)], check=False)
+    instance = []
     if postmaster:
         try:
-            os.kill(postmaster, signal.SIGKILL)
+            os.kill(postmaster, signal.SIGSTOP)
+            instance = [postmaster] + children_of(postmaster)
+        except ProcessLookupError:
+            pass
+    p = cl.procs[i]
+    subprocess.run(["pkill", "-KILL", "-s", str(p.pid)], check=False)
+    for pid in instance:
+        try:
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     # The fence guard runs in a process group of its own, in the same session (pkill -s).
@@ -167,7 +195,8 @@ def main():
     ap.add_argument("--ttl", type=int, default=30)
     ap.add_argument("--loop-wait", type=int, default=10)
     ap.add_argument("--warden-only", action="store_true", help="skip the Patroni cluster")
-    ap.add_argument("--warden-ttl", type=int, help="also run Warden with this ttl (>= 8)")
+    ap.add_argument("--warden-ttl", type=int,
+                    help="also run Warden with this ttl (>= 4; below 8 with retry_timeout 1)")
     ap.add_argument("--warden-loop-wait", type=int, default=2)
     ap.add_argument("--patroni-ttl", type=int, help="also run Patroni with this ttl (>= 20)")
     ap.add_argument("--patroni-loop-wait", type=int, default=2)

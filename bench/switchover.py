@@ -101,6 +101,12 @@ def cleanup(tmp):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def retry_timeout_for(ttl, loop_wait):
+    """Patroni's minimum of 3 s; the Warden-only leases below 8 s need 1 s to fit
+    (ttl 4: loop_wait 1 + retry_timeout 1 + 1 s <= ttl - the 1 s fence margin)."""
+    return max(3, (ttl - loop_wait) // 2) if ttl >= 8 else 1
+
+
 def node_yaml(scope, name, etcd_port, node_dir, pg_port, api_port, ttl, loop_wait):
     return f"""scope: {scope}
 namespace: /service/
@@ -114,7 +120,7 @@ bootstrap:
   dcs:
     ttl: {ttl}
     loop_wait: {loop_wait}
-    retry_timeout: {max(3, (ttl - loop_wait) // 2)}
+    retry_timeout: {retry_timeout_for(ttl, loop_wait)}
     maximum_lag_on_failover: 1048576
     postgresql:
       use_pg_rewind: true

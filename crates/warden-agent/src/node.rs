@@ -1061,6 +1061,9 @@ impl<D: Dcs> Node<D> {
 
     fn set_leader_until(&mut self, until: Option<u64>) {
         self.memory.leader_until_ms = until;
+        // The deadline was computed with the current ttl: fence by that ttl's margin.
+        self.fence
+            .set_margin(warden_core::ha::fence_margin_ms(self.dynamic.ttl));
         self.fence.set_leader_until(until.unwrap_or(0));
     }
 

@@ -57,7 +57,8 @@ tags:
 # Warden-only (Patroni ignores this section). Patroni raises any ttl below 20 s to 20;
 # Warden's fence guard stops a primary before its lock can expire, so it may go lower:
 # warden:
-#   min_ttl: 8                 # 8..20; then e.g. ttl: 8, loop_wait: 2, retry_timeout: 3
+#   min_ttl: 8                 # 4..20; then e.g. ttl: 8, loop_wait: 2, retry_timeout: 3,
+#                              # or at the floor ttl: 4, loop_wait: 1, retry_timeout: 1
 "#;
 
 /// Refuses `bootstrap.dcs` timings that would let a leader keep writing after its lock
@@ -93,10 +94,18 @@ pub fn unsafe_timing(dcs: &Value, min_ttl: u64) -> Option<String> {
             "bootstrap.dcs.loop_wait: {loop_wait} is below the minimum of 1 second"
         ));
     }
-    if retry < 3 {
-        return Some(format!(
-            "bootstrap.dcs.retry_timeout: {retry} is below the minimum of 3 seconds"
-        ));
+    let retry_floor = warden_config::retry_timeout_floor(min_ttl) as i64;
+    if retry < retry_floor {
+        return Some(if retry_floor == 3 && retry >= 1 {
+            format!(
+                "bootstrap.dcs.retry_timeout: {retry} is below the minimum of 3 seconds \
+                 (1 with a warden.min_ttl below 8)"
+            )
+        } else {
+            format!(
+                "bootstrap.dcs.retry_timeout: {retry} is below the minimum of {retry_floor} seconds"
+            )
+        });
     }
     // When a shorter loop_wait (at least 1 s) satisfies the rule, the dynamic config
     // lowers it with Patroni's warning ("Violated the rule … Adjusting loop_wait"): the
@@ -107,6 +116,22 @@ pub fn unsafe_timing(dcs: &Value, min_ttl: u64) -> Option<String> {
         return Some(format!(
             "bootstrap.dcs: loop_wait ({loop_wait}) + 2*retry_timeout ({retry}) must not exceed ttl ({ttl}): \
              a leader that loses etcd could otherwise keep writing after its lock expired"
+        ));
+    }
+    // Warden's rule for the leases shorter than 8 s (with retry_timeout >= 3 the rule
+    // above implies it): the next renewal must land before the fence guard's deadline
+    // with a second to spare, or a healthy primary would be fenced. As above, a loop_wait
+    // that only needs lowering is lowered by the dynamic config with a warning.
+    let fits = |lw: i64| {
+        warden_core::ha::timing_fits_fence(ttl.max(0) as u64, lw.max(0) as u64, retry.max(0) as u64)
+    };
+    if !fits(loop_wait) && !fits(1) {
+        let t = ttl.max(0) as u64;
+        return Some(format!(
+            "bootstrap.dcs: loop_wait ({loop_wait}) + retry_timeout ({retry}) + 1 must not exceed ttl ({ttl}) \
+             minus the fence margin ({} ms): the fence guard would stop a healthy primary whose \
+             renewal is merely slow",
+            warden_core::ha::fence_margin_ms(t)
         ));
     }
     None
@@ -159,5 +184,36 @@ mod tests {
         assert!(e.contains("loop_wait (10) + 2*retry_timeout (10)"), "{e}");
         let e = unsafe_timing(&json!({"ttl": 7, "loop_wait": 1, "retry_timeout": 3}), 8).unwrap();
         assert!(e.contains("below warden.min_ttl (8 seconds)"), "{e}");
+        // The floor: ttl 4, loop_wait 1, retry_timeout 1 (1 s fence margin).
+        let floor = json!({"ttl": 4, "loop_wait": 1, "retry_timeout": 1});
+        assert!(unsafe_timing(&floor, 4).is_none());
+        let e = unsafe_timing(&floor, 8).unwrap();
+        assert!(e.contains("below warden.min_ttl (8 seconds)"), "{e}");
+        let e = unsafe_timing(&floor, 20).unwrap();
+        assert!(e.contains("Warden allows down to 4"), "{e}");
+        // retry_timeout 1 only below min_ttl 8.
+        let e = unsafe_timing(&json!({"ttl": 8, "loop_wait": 1, "retry_timeout": 1}), 8).unwrap();
+        assert!(
+            e.contains("retry_timeout: 1 is below the minimum of 3 seconds (1 with"),
+            "{e}"
+        );
+        let e = unsafe_timing(&json!({"ttl": 4, "loop_wait": 1, "retry_timeout": 0}), 4).unwrap();
+        assert!(
+            e.contains("retry_timeout: 0 is below the minimum of 1 seconds"),
+            "{e}"
+        );
+        // Patroni's rule holds but the renewal would not fit before the fence: refused
+        // when even loop_wait 1 does not help, lowered (not refused) when it does.
+        let e = unsafe_timing(&json!({"ttl": 4, "loop_wait": 1, "retry_timeout": 2}), 4);
+        assert!(e.unwrap().contains("loop_wait (1) + 2*retry_timeout (2)"));
+        let e = unsafe_timing(&json!({"ttl": 5, "loop_wait": 1, "retry_timeout": 2}), 4).unwrap();
+        assert!(e.contains("loop_wait (1) + retry_timeout (2) + 1"), "{e}");
+        assert!(e.contains("fence margin (1250 ms)"), "{e}");
+        assert!(unsafe_timing(&json!({"ttl": 4, "loop_wait": 2, "retry_timeout": 1}), 4).is_none());
+        assert!(
+            unsafe_timing(&json!({"ttl": 3, "loop_wait": 1, "retry_timeout": 1}), 4)
+                .unwrap()
+                .contains("below warden.min_ttl (4 seconds)")
+        );
     }
 }

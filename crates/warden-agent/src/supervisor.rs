@@ -23,7 +23,8 @@ use tracing::error;
 use warden_api::monotonic_ms;
 use warden_pg::{Postgres, StopMode};
 
-/// How long before the lock's expiry the guard fences.
+/// How long before the lock's expiry the guard fences (for a ttl of 8 s or more; the
+/// HA loop sets `warden_core::ha::fence_margin_ms(ttl)` with [`Fence::set_margin`]).
 pub use warden_core::ha::FENCE_MARGIN_MS;
 
 /// The longest the in-process guard sleeps without looking (it is woken by every change
@@ -33,6 +34,8 @@ const GUARD_MAX_SLEEP_MS: u64 = 10_000;
 /// State the HA loop shares with the fence guard.
 pub struct Fence {
     leader_until_ms: AtomicU64,
+    /// How long before `leader_until_ms` the guards fence.
+    margin_ms: AtomicU64,
     primary_running: AtomicBool,
     paused: AtomicBool,
     /// The watchdog is open, kicked by the HA loop and fires before the lock expires.
@@ -51,6 +54,7 @@ impl Fence {
     pub fn with_state_file(pg: Postgres, state_file: Option<PathBuf>) -> Arc<Fence> {
         let f = Arc::new(Fence {
             leader_until_ms: AtomicU64::new(0),
+            margin_ms: AtomicU64::new(FENCE_MARGIN_MS),
             primary_running: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             watchdog_armed: AtomicBool::new(false),
@@ -69,6 +73,15 @@ impl Fence {
         self.changed.notify_one();
     }
 
+    /// The fence margin for the current ttl (`warden_core::ha::fence_margin_ms`).
+    pub fn set_margin(&self, ms: u64) {
+        if self.margin_ms.swap(ms, Ordering::SeqCst) != ms {
+            self.publish_deadline();
+            // The in-process guard sleeps until the moment it would fence: that moved.
+            self.changed.notify_one();
+        }
+    }
+
     /// Writes the external guard's deadline (system monotonic ms; 0 = nothing to guard).
     fn publish_deadline(&self) {
         let Some(path) = &self.state_file else {
@@ -80,7 +93,7 @@ impl Fence {
         } else {
             let left = until.saturating_sub(monotonic_ms());
             (system_monotonic_ms() + left)
-                .saturating_sub(FENCE_MARGIN_MS)
+                .saturating_sub(self.margin_ms.load(Ordering::SeqCst))
                 .max(1)
         };
         if let Err(e) = write_atomically(path, &format!("{deadline}\n")) {
@@ -147,7 +160,7 @@ impl Fence {
         self.primary_running.load(Ordering::SeqCst)
             && !self.stands_down()
             && until > 0
-            && now_ms + FENCE_MARGIN_MS >= until
+            && now_ms + self.margin_ms.load(Ordering::SeqCst) >= until
     }
 
     /// How long from `now_ms` until [`Fence::must_fence`] turns true if nothing changes
@@ -157,7 +170,8 @@ impl Fence {
         if !self.primary_running.load(Ordering::SeqCst) || self.stands_down() || until == 0 {
             return None;
         }
-        Some(until.saturating_sub(FENCE_MARGIN_MS).saturating_sub(now_ms))
+        let margin = self.margin_ms.load(Ordering::SeqCst);
+        Some(until.saturating_sub(margin).saturating_sub(now_ms))
     }
 
     /// Runs the guard until the process ends. It sleeps until the moment it would fence
@@ -626,6 +640,10 @@ mod tests {
         assert!(!f.must_fence(moment - 1) && f.must_fence(moment));
         assert_eq!(f.fence_in_ms(moment), Some(0));
         assert_eq!(f.fence_in_ms(moment + 5), Some(0));
+        // A shorter lease's smaller margin moves the moment later.
+        f.set_margin(1_000);
+        assert_eq!(f.fence_in_ms(1_000), Some(10_000 - 1_000 - 1_000));
+        f.set_margin(FENCE_MARGIN_MS);
         f.set_paused(true);
         assert_eq!(f.fence_in_ms(1_000), None, "paused");
         f.set_paused(false);
@@ -696,6 +714,35 @@ mod tests {
             "{:?}",
             t0.elapsed()
         );
+    }
+
+    #[test]
+    fn the_margin_follows_the_ttl() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("data.fence");
+        let f = Fence::with_state_file(
+            Postgres::new(warden_pg::PgSettings::default()),
+            Some(state.clone()),
+        );
+        f.set_primary_running(true);
+        f.set_margin(warden_core::ha::fence_margin_ms(4));
+        f.set_leader_until(10_000);
+        assert!(!f.must_fence(8_500), "a 4 s lease fences 1 s before expiry");
+        assert!(f.must_fence(9_000));
+        let deadline = || -> u64 {
+            std::fs::read_to_string(&state)
+                .expect("state file")
+                .trim()
+                .parse()
+                .expect("a number")
+        };
+        // The external guard's deadline moves with the margin.
+        let until = monotonic_ms() + 30_000;
+        f.set_leader_until(until);
+        let short = deadline();
+        f.set_margin(warden_core::ha::fence_margin_ms(20));
+        let long = deadline();
+        assert!((900..=1_100).contains(&(short - long)), "{short} - {long}");
     }
 
     #[test]

@@ -23,20 +23,24 @@ async fn healthy(c: &mut TestCluster) -> usize {
     l
 }
 
-/// Writes on node `i` must stop before `fault + ttl - 1 s` (the lock's earliest expiry
-/// is the last renewal + ttl, and the last renewal happened before the fault).
+/// Writes on node `i` must stop before `fault + ttl - margin/2` (1 s for a ttl of 8 s or
+/// more, 0.5 s at the 4 s floor): the guards fence `margin` before the last renewal +
+/// ttl, the last renewal happened before the fault, and half the margin is left for
+/// the guard's poll, PostgreSQL's stop and this probe. The lock itself cannot expire
+/// in etcd before the last renewal + ttl.
 async fn writes_stop_before_expiry(
     c: &TestCluster,
     i: usize,
     fault: Instant,
     ttl: u64,
 ) -> Duration {
+    let bound = Duration::from_millis(ttl * 1000 - warden_core::ha::fence_margin_ms(ttl) / 2);
     loop {
         if exec(c, i, "INSERT INTO t VALUES (1)").await.is_err() {
             return fault.elapsed();
         }
         assert!(
-            fault.elapsed() < Duration::from_secs(ttl - 1),
+            fault.elapsed() < bound,
             "{} still accepts writes {:?} after its agent stopped\n{}",
             c.nodes[i].name,
             fault.elapsed(),
@@ -66,12 +70,27 @@ async fn frozen_leader_is_fenced_and_replaced(c: &TestCluster, l: usize, ttl: u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_or_killed_agent_never_leaves_two_primaries() {
-    let mut c = TestCluster::new("fence", 3, &[]);
+    let c = TestCluster::new("fence", 3, &[]);
+    frozen_or_killed_agent_at(c, TTL).await;
+}
+
+/// The same at the shortest lease `warden.min_ttl` allows (ttl 4, loop_wait 1,
+/// retry_timeout 1: fence margin 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_or_killed_agent_never_leaves_two_primaries_at_the_shortest_lease() {
+    let c = TestCluster::new("fence4", 3, &[]);
+    shorten_lease(&c, SHORTEST_TTL, 1, 1);
+    frozen_or_killed_agent_at(c, SHORTEST_TTL).await;
+}
+
+/// Frozen leader agent, then killed leader agent (PostgreSQL left running each time):
+/// fenced before the `ttl` lock can expire, replaced, never two writable primaries.
+async fn frozen_or_killed_agent_at(mut c: TestCluster, ttl: u64) {
     let l = healthy(&mut c).await;
     let monitor = WritableMonitor::start(dsns(&c));
 
     // 1. Frozen agent: PostgreSQL keeps running, the agent cannot renew the lock.
-    let new = frozen_leader_is_fenced_and_replaced(&c, l, TTL).await;
+    let new = frozen_leader_is_fenced_and_replaced(&c, l, ttl).await;
 
     // 2. Killed agent, PostgreSQL left running: fenced too.
     for i in (0..3).filter(|i| *i != new) {
@@ -83,7 +102,7 @@ async fn frozen_or_killed_agent_never_leaves_two_primaries() {
         a.kill();
     }
     let killed = Instant::now();
-    let fenced = writes_stop_before_expiry(&c, new, killed, TTL).await;
+    let fenced = writes_stop_before_expiry(&c, new, killed, ttl).await;
     warden_testkit::wait_for(
         "the fenced postmaster to exit",
         Duration::from_secs(10),
@@ -94,9 +113,9 @@ async fn frozen_or_killed_agent_never_leaves_two_primaries() {
                 .then_some(())
         },
     );
-    let third = wait_for_leader(&c, Duration::from_secs(TTL + 20)).await;
+    let third = wait_for_leader(&c, Duration::from_secs(ttl + 20)).await;
     assert_ne!(third, new);
-    eprintln!("killed agent: PostgreSQL fenced {fenced:?} after the kill");
+    eprintln!("ttl {ttl}, killed agent: PostgreSQL fenced {fenced:?} after the kill");
 
     let (max, events) = monitor.finish().await;
     assert!(max <= 1, "two writable nodes at once: {events:?}");
@@ -137,32 +156,65 @@ async fn postgres_survives_a_quick_agent_restart() {
 /// floor is safe, and failover is correspondingly faster.
 const SHORT_TTL: u64 = 8;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_ttl_fails_over_within_it_and_still_fences() {
-    let mut c = TestCluster::new("shortttl", 3, &[]);
+/// The shortest lease (`warden_config::MIN_TTL_FLOOR`), with loop_wait 1 and
+/// retry_timeout 1.
+const SHORTEST_TTL: u64 = warden_config::MIN_TTL_FLOOR;
+
+/// Rewrites every node's `bootstrap.dcs` timing to `ttl`/`loop_wait`/`retry_timeout`
+/// and sets `warden.min_ttl` to `ttl` (before the nodes start).
+fn shorten_lease(c: &TestCluster, ttl: u64, loop_wait: u64, retry_timeout: u64) {
     for n in &c.nodes {
         let text = std::fs::read_to_string(&n.config).expect("read config");
         let timing = "    ttl: 20\n    loop_wait: 2\n    retry_timeout: 5\n";
         assert!(text.contains(timing), "harness timing changed");
         let text = text.replace(
             timing,
-            "    ttl: 8\n    loop_wait: 2\n    retry_timeout: 3\n",
+            &format!(
+                "    ttl: {ttl}\n    loop_wait: {loop_wait}\n    retry_timeout: {retry_timeout}\n"
+            ),
         );
-        std::fs::write(
-            &n.config,
-            format!("{text}\nwarden:\n  min_ttl: {SHORT_TTL}\n"),
-        )
-        .expect("write config");
+        std::fs::write(&n.config, format!("{text}\nwarden:\n  min_ttl: {ttl}\n"))
+            .expect("write config");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_ttl_fails_over_within_it_and_still_fences() {
+    let c = TestCluster::new("shortttl", 3, &[]);
+    shorten_lease(&c, SHORT_TTL, 2, 3);
+    // At Patroni's 20 s floor the lease alone would outlast this bound (the last
+    // renewal is at most loop_wait = 2 s before the kill).
+    short_lease_fails_over_within_it_and_still_fences(c, SHORT_TTL, Duration::from_secs(16)).await;
+}
+
+/// The same at the shortest lease (ttl 4, loop_wait 1, retry_timeout 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shortest_ttl_fails_over_within_it_and_still_fences() {
+    let c = TestCluster::new("shortest", 3, &[]);
+    shorten_lease(&c, SHORTEST_TTL, 1, 1);
+    short_lease_fails_over_within_it_and_still_fences(
+        c,
+        SHORTEST_TTL,
+        Duration::from_secs(3 * SHORTEST_TTL),
+    )
+    .await;
+}
+
+/// A frozen leader agent is fenced and replaced, then a crashed leader node (agent and
+/// PostgreSQL SIGKILLed) is replaced within `bound`; never two writable primaries.
+async fn short_lease_fails_over_within_it_and_still_fences(
+    mut c: TestCluster,
+    ttl: u64,
+    bound: Duration,
+) {
     let l = healthy(&mut c).await;
     let monitor = WritableMonitor::start(dsns(&c));
 
-    // 1. Frozen leader agent: fenced before its 8 s lock can expire, then replaced.
-    let new = frozen_leader_is_fenced_and_replaced(&c, l, SHORT_TTL).await;
+    // 1. Frozen leader agent: fenced before its short lock can expire, then replaced.
+    let new = frozen_leader_is_fenced_and_replaced(&c, l, ttl).await;
 
     // 2. Crash of the leader node (agent and PostgreSQL, SIGKILL): a replica takes
-    // over once the 8 s lease runs out. At Patroni's 20 s floor the lease alone would
-    // outlast this bound (the last renewal is at most loop_wait = 2 s before the kill).
+    // over once the short lease runs out.
     for i in (0..3).filter(|i| *i != new) {
         wait_streaming(&c, i, Duration::from_secs(60)).await;
     }
@@ -176,7 +228,6 @@ async fn short_ttl_fails_over_within_it_and_still_fences() {
         nix::sys::signal::Signal::SIGKILL,
     );
     let crashed = Instant::now();
-    let bound = Duration::from_secs(16);
     loop {
         let holder = c
             .leader()
@@ -195,7 +246,7 @@ async fn short_ttl_fails_over_within_it_and_still_fences() {
     let third = wait_for_leader(&c, Duration::from_secs(20)).await;
     assert_ne!(third, new);
     eprintln!(
-        "short ttl, crashed leader: {} holds the lock {took:?} after the crash",
+        "ttl {ttl}, crashed leader: {} holds the lock {took:?} after the crash",
         c.nodes[third].name
     );
 

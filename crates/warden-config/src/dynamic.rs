@@ -212,7 +212,11 @@ impl DynamicConfig {
         // rule 1
         for (name, val, min) in [
             ("loop_wait", &mut loop_wait, 1),
-            ("retry_timeout", &mut retry_timeout, 3),
+            (
+                "retry_timeout",
+                &mut retry_timeout,
+                crate::retry_timeout_floor(min_ttl) as i64,
+            ),
             ("ttl", &mut ttl, min_ttl as i64),
         ] {
             if *val < min {
@@ -236,6 +240,28 @@ impl DynamicConfig {
                 "Violated the rule \"loop_wait + 2*retry_timeout <= ttl\", where ttl={ttl}, loop_wait={loop_wait} and retry_timeout={retry_timeout}. Adjusting loop_wait from {loop_wait} to {new_loop}"
             ));
             loop_wait = new_loop;
+        }
+        // Warden's rule for the short leases only it allows (with Patroni's retry_timeout
+        // minimum the rules above imply it): the next renewal must land before the fence
+        // guard's deadline with time to spare. Lower loop_wait first, then retry_timeout.
+        let (t, lw, rt) = (ttl as u64, loop_wait as u64, retry_timeout as u64);
+        if !warden_core::ha::timing_fits_fence(t, lw, rt) {
+            let budget = (t * 1000)
+                .saturating_sub(warden_core::ha::fence_margin_ms(t))
+                .saturating_sub(warden_core::ha::RENEWAL_SLACK_MS)
+                / 1000;
+            let new_loop = budget.saturating_sub(rt).max(1);
+            let new_retry = if new_loop + rt > budget {
+                budget.saturating_sub(1).max(1)
+            } else {
+                rt
+            };
+            w.push(format!(
+                "Violated Warden's rule \"loop_wait + retry_timeout + 1 <= ttl - fence margin ({} ms)\", where ttl={ttl}, loop_wait={loop_wait} and retry_timeout={retry_timeout}. Adjusting loop_wait to {new_loop} and retry_timeout to {new_retry}",
+                warden_core::ha::fence_margin_ms(t)
+            ));
+            loop_wait = new_loop as i64;
+            retry_timeout = new_retry as i64;
         }
         d.ttl = ttl as u64;
         d.loop_wait = loop_wait as u64;

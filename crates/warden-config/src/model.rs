@@ -544,16 +544,37 @@ impl Default for Watchdog {
 /// Patroni's lowest `ttl` (seconds), the default of [`WardenSection::min_ttl`].
 pub const PATRONI_MIN_TTL: u64 = 20;
 
-/// The lowest `warden.min_ttl` accepted: `loop_wait` 2 + 2 × `retry_timeout` 3, so the
-/// leader still renews its lock at least once within `ttl` minus the fence margin.
-pub const MIN_TTL_FLOOR: u64 = 8;
+/// The lowest `warden.min_ttl` accepted: `ttl` 4 with `loop_wait` 1 and `retry_timeout`
+/// 1, the shortest integer timing for which a leader's next renewal (a `loop_wait` and
+/// a slow cluster read) still lands a second before the fence guard's deadline, `ttl`
+/// minus the 1 s fence margin (`warden_core::ha::timing_fits_fence`). etcd can only
+/// expire the lease later than the agent counts, never earlier, so the margin only has
+/// to cover the guard's poll and PostgreSQL's stop.
+pub const MIN_TTL_FLOOR: u64 = 4;
+
+/// The `warden.min_ttl` from which Patroni's `retry_timeout` minimum of 3 s applies.
+/// Below it (a lease of 4–7 s, which needs shorter DCS timeouts to fit) the minimum is
+/// 1 s: see [`retry_timeout_floor`].
+pub const PATRONI_RETRY_FLOOR_FROM_TTL: u64 = 8;
+
+/// The lowest `retry_timeout` an agent with `warden.min_ttl` = `min_ttl` accepts:
+/// Patroni's 3 s, or 1 s for the leases shorter than 8 s that only Warden allows (a
+/// 4 s lease leaves room for a 1 s DCS timeout only).
+pub fn retry_timeout_floor(min_ttl: u64) -> u64 {
+    if min_ttl < PATRONI_RETRY_FLOOR_FROM_TTL {
+        1
+    } else {
+        3
+    }
+}
 
 /// `warden` section: settings only Warden reads (Patroni ignores unknown sections, so a
 /// shared `patroni.yml` keeps working for both).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WardenSection {
     /// Lowest dynamic `ttl` this agent uses (default [`PATRONI_MIN_TTL`], down to
-    /// [`MIN_TTL_FLOOR`]). Patroni raises any `ttl` below 20 to 20, because without a
+    /// [`MIN_TTL_FLOOR`]; below 8 `retry_timeout` may go down to 1 s, see
+    /// [`retry_timeout_floor`]). Patroni raises any `ttl` below 20 to 20, because without a
     /// watchdog a stuck primary could keep writing after its lock expired. Every Warden
     /// primary has an external fence guard that stops PostgreSQL before its lock can
     /// expire, so a shorter lock (and a faster failover) is safe when the operator opts
@@ -1609,6 +1630,7 @@ fn check_dcs(ld: &mut Loader, dcs: &Obj) {
                 };
                 let min = match min_key {
                     "ttl" => ld.min_ttl.map(|t| t as i64),
+                    "retry_timeout" => ld.min_ttl.map(|t| retry_timeout_floor(t) as i64),
                     _ => None,
                 }
                 .or_else(|| {

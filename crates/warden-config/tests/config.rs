@@ -925,6 +925,32 @@ fn validate_file_reports_all_problems() {
         .find(|p| p.path == "bootstrap.dcs.ttl")
         .expect("ttl");
     assert_eq!(ttl.message, "10 is below the minimum 12");
+    // The shortest lease: ttl 4 with retry_timeout 1 validates under min_ttl 4 only
+    // (Patroni's retry_timeout minimum of 3 holds from min_ttl 8 up).
+    let shortest = minimal_text()
+        .replace("    ttl: 30\n", "    ttl: 4\n")
+        .replace("    loop_wait: 10\n", "    loop_wait: 1\n")
+        .replace("    retry_timeout: 10\n", "    retry_timeout: 1\n");
+    let timing = |min_ttl: u64| -> Vec<String> {
+        let p = write(
+            &dir,
+            "shortest.yml",
+            &format!("{shortest}warden:\n  min_ttl: {min_ttl}\n"),
+        );
+        validate_file_with_env(&p, &no_env())
+            .into_iter()
+            .filter(|p| p.path.starts_with("bootstrap.dcs."))
+            .map(|p| p.to_string())
+            .collect()
+    };
+    assert!(timing(4).is_empty(), "{:?}", timing(4));
+    assert_eq!(
+        timing(8),
+        vec![
+            "bootstrap.dcs.ttl: 4 is below the minimum 8".to_string(),
+            "bootstrap.dcs.retry_timeout: 1 is below the minimum 3".to_string()
+        ]
+    );
 
     // a good config: only environment-dependent problems (binaries) may remain
     let good = minimal_text().replace(
@@ -1150,10 +1176,10 @@ fn warden_min_ttl_lowers_the_ttl_floor_within_bounds() {
     );
 
     // Out of range or not an integer: a load error naming the key.
-    for bad in ["7", "21", "0"] {
+    for bad in ["3", "21", "0"] {
         let e = err_of(&format!("{}warden:\n  min_ttl: {bad}\n", minimal_text()));
         assert!(
-            e.contains("warden.min_ttl") && e.contains("between 8 and 20"),
+            e.contains("warden.min_ttl") && e.contains("between 4 and 20"),
             "{e}"
         );
     }
@@ -1185,6 +1211,50 @@ fn warden_min_ttl_lowers_the_ttl_floor_within_bounds() {
             .any(|m| m.contains("ttl=5 can't be smaller than 8")),
         "{w:?}"
     );
+    // The shortest lease: ttl 4 takes retry_timeout 1 (Patroni's minimum of 3 applies
+    // only from min_ttl 8) and loop_wait 1, without a warning.
+    let c = load_str(&format!("{}warden:\n  min_ttl: 4\n", minimal_text())).expect("loads");
+    assert_eq!(c.warden.min_ttl, 4);
+    let (d, w) = DynamicConfig::from_value_with_min_ttl(
+        &json!({"ttl": 4, "loop_wait": 1, "retry_timeout": 1}),
+        4,
+    );
+    assert_eq!((d.ttl, d.loop_wait, d.retry_timeout), (4, 1, 1));
+    assert!(w.is_empty(), "{w:?}");
+    // With min_ttl 8 a retry_timeout of 1 is still raised to Patroni's 3.
+    let (d, _) = DynamicConfig::from_value_with_min_ttl(
+        &json!({"ttl": 8, "loop_wait": 2, "retry_timeout": 1}),
+        8,
+    );
+    assert_eq!((d.ttl, d.loop_wait, d.retry_timeout), (8, 2, 3));
+    // Patroni's rule holds (2 + 2*1 <= 4) but the renewal would land on the fence
+    // deadline (ttl 4 - margin 1 s): Warden's rule lowers loop_wait to 1.
+    let (d, w) = DynamicConfig::from_value_with_min_ttl(
+        &json!({"ttl": 4, "loop_wait": 2, "retry_timeout": 1}),
+        4,
+    );
+    assert_eq!((d.ttl, d.loop_wait, d.retry_timeout), (4, 1, 1));
+    assert!(
+        w.iter().any(|m| m.contains("Violated Warden's rule")
+            && m.contains("Adjusting loop_wait to 1 and retry_timeout to 1")),
+        "{w:?}"
+    );
+    // Unset timings at ttl 4: Patroni's rules shorten them (retry_timeout to (4-1)/2).
+    let (d, _) = DynamicConfig::from_value_with_min_ttl(&json!({"ttl": 4}), 4);
+    assert_eq!((d.ttl, d.loop_wait, d.retry_timeout), (4, 1, 1));
+    // ttl 5, retry_timeout 2 (Patroni's rule holds: 1 + 4 <= 5): 1 + 2 + 1 > 5 - 1.25.
+    let (d, w) = DynamicConfig::from_value_with_min_ttl(
+        &json!({"ttl": 5, "loop_wait": 1, "retry_timeout": 2}),
+        4,
+    );
+    assert_eq!((d.ttl, d.loop_wait, d.retry_timeout), (5, 1, 1));
+    assert!(!w.is_empty());
+    // ttl 3 is raised to the floor.
+    let (d, _) = DynamicConfig::from_value_with_min_ttl(
+        &json!({"ttl": 3, "loop_wait": 1, "retry_timeout": 1}),
+        4,
+    );
+    assert_eq!((d.ttl, d.loop_wait, d.retry_timeout), (4, 1, 1));
     // primary_race_backoff is implemented (ha-loop.md U1): no warning.
     let (d, w) = DynamicConfig::from_value(&json!({"primary_race_backoff": 10}));
     assert_eq!(d.primary_race_backoff, 10);

@@ -781,8 +781,61 @@ fn decide_inner(i: &HaInput<'_>) -> Step {
 }
 
 /// How long before the leader lock's expiry the fence guards stop a primary whose lock
-/// was not renewed.
+/// was not renewed, for a `ttl` of 8 s or more (the most [`fence_margin_ms`] gives).
 pub const FENCE_MARGIN_MS: u64 = 2_000;
+
+/// The least fence margin, for the shortest leases (`ttl` 4 s).
+///
+/// The margin is measured from the moment the agent *sent* its last successful renewal,
+/// and etcd can only expire the lease later than that moment + `ttl` (it renews at the
+/// moment it processes the keepalive, raises short TTLs to its own minimum, and checks
+/// expiries every 500 ms). So the margin only has to cover how late the guards act and
+/// how long PostgreSQL takes to stop: the external guard polls every 100 ms and the
+/// in-process one every 200 ms, and an immediate shutdown (SIGQUIT) ends every backend
+/// within milliseconds. One second leaves more than half of it for scheduling delays on
+/// a loaded host.
+pub const MIN_FENCE_MARGIN_MS: u64 = 1_000;
+
+/// Time a leader's cycle needs besides its two DCS calls (PostgreSQL queries, the
+/// decision, publishing the new deadline to the guards) for the renewal to land before
+/// the fence deadline: see [`timing_fits_fence`].
+pub const RENEWAL_SLACK_MS: u64 = 1_000;
+
+/// The fence margin for a leader lock of `ttl_s` seconds: a quarter of the ttl, at least
+/// [`MIN_FENCE_MARGIN_MS`] and at most [`FENCE_MARGIN_MS`] (2 s from `ttl` 8 s up, as
+/// before shorter leases existed).
+///
+/// A fixed 2 s would eat half of a 4 s lease and leave no room for a renewal cycle
+/// (see [`timing_fits_fence`]); scaling below 8 s keeps what the margin must cover
+/// (guard poll and PostgreSQL's stop, well under a second) covered at every ttl.
+pub fn fence_margin_ms(ttl_s: u64) -> u64 {
+    ttl_s
+        .saturating_mul(250)
+        .clamp(MIN_FENCE_MARGIN_MS, FENCE_MARGIN_MS)
+}
+
+/// Warden's own timing rule beside Patroni's `loop_wait + 2*retry_timeout <= ttl`: a
+/// leader whose DCS answers (slowly, but within `retry_timeout`) must send its next
+/// renewal with [`RENEWAL_SLACK_MS`] to spare before the fence deadline, which is
+/// `ttl - fence_margin_ms(ttl)` after the previous renewal was sent. The next cycle
+/// starts at most `loop_wait` after that renewal, and its cluster read takes at most
+/// `retry_timeout`:
+///
+/// `loop_wait + retry_timeout + RENEWAL_SLACK_MS <= ttl - fence_margin_ms(ttl)`.
+///
+/// With `retry_timeout` at Patroni's minimum of 3 s Patroni's rule implies this one; it
+/// only binds for shorter leases. `ttl` 4 s, `loop_wait` 1, `retry_timeout` 1 (margin
+/// 1 s) is the shortest integer timing that satisfies it.
+pub fn timing_fits_fence(ttl_s: u64, loop_wait_s: u64, retry_timeout_s: u64) -> bool {
+    let budget = ttl_s
+        .saturating_mul(1000)
+        .saturating_sub(fence_margin_ms(ttl_s));
+    loop_wait_s
+        .saturating_add(retry_timeout_s)
+        .saturating_mul(1000)
+        .saturating_add(RENEWAL_SLACK_MS)
+        <= budget
+}
 
 /// How long a primary may not answer before it counts as frozen: half the lock's ttl,
 /// so that detection (at a cycle boundary), the release and a replica's promotion fit in
@@ -795,7 +848,7 @@ pub fn frozen_primary_after_ms(s: &HaSettings) -> u64 {
 fn dcs_unreachable(i: &HaInput<'_>) -> Step {
     if !i.settings.paused && i.pg.running && i.pg.is_primary && !i.settings.failsafe_mode {
         // D1: the lock stays mine until it could expire, and the fence guard stops this
-        // primary FENCE_MARGIN_MS before that. Until then keep taking writes: a DCS blip
+        // primary fence_margin_ms(ttl) before that. Until then keep taking writes: a DCS blip
         // costs nothing, and a real outage only the margin plus a promotion elsewhere.
         // Demote cleanly when the next decision might come too late: it comes after
         // the sleep (at most loop_wait) and the next cluster read, which against a DCS
@@ -803,7 +856,7 @@ fn dcs_unreachable(i: &HaInput<'_>) -> Step {
         // guard stops PostgreSQL first, with an immediate shutdown).
         if let Some(until) = i.memory.leader_until_ms {
             let next_decision_ms = (i.settings.loop_wait + i.settings.retry_timeout) * 1000;
-            if i.now_ms + FENCE_MARGIN_MS + next_decision_ms < until {
+            if i.now_ms + fence_margin_ms(i.settings.ttl) + next_decision_ms < until {
                 return act(
                     vec![],
                     format!(

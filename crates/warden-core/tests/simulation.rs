@@ -4,7 +4,7 @@
 //! seeded fault injector (agent crashes, frozen agents, DCS partitions of one node,
 //! PostgreSQL crashes) run thousands of HA cycles. Executing actions mirrors what the
 //! agent does, including the fence guards (a primary whose lock was not renewed is
-//! stopped `FENCE_MARGIN` before the lease can expire). Invariants checked at every
+//! stopped `fence_margin_ms(ttl)` before the lease can expire). Invariants checked at every
 //! step:
 //! * never two writable primaries at the same time;
 //! * a writable primary always holds an unexpired lease in the DCS;
@@ -59,17 +59,19 @@
 use std::collections::{BTreeMap, VecDeque};
 use warden_core::cluster::{Cluster, KeyValue};
 use warden_core::ha::{
-    decide, Action, Answers, DataDir, DemoteMode, Divergence, HaInput, HaSettings, LocalPg,
-    LockUpdate, NodeMemory, PeerStatus, Question, Step,
+    decide, fence_margin_ms, Action, Answers, DataDir, DemoteMode, Divergence, HaInput, HaSettings,
+    LocalPg, LockUpdate, NodeMemory, PeerStatus, Question, Step,
 };
 use warden_core::standby::{RemoteSource, StandbyCluster};
 use warden_core::sync::{StandbyConn, StandbyNames, SyncMode, SyncSettings};
 
-/// Patroni's floor, and the Warden-only `warden.min_ttl` floor.
+/// Patroni's floor, the Warden-only `warden.min_ttl` of 8 s, and the shortest lease
+/// (`MIN_TTL_FLOOR`: ttl 4, loop_wait 1, fence margin 1 s).
 const TTL_MS: u64 = 20_000;
 const SHORT_TTL_MS: u64 = 8_000;
+const SHORTEST_TTL_MS: u64 = 4_000;
 const LOOP_MS: u64 = 2_000;
-const FENCE_MARGIN: u64 = 2_000;
+const SHORTEST_LOOP_MS: u64 = 1_000;
 const SYSID: &str = "7000000000000000001";
 /// What `following` holds while a node streams from the remote site.
 const REMOTE: &str = "remote site";
@@ -280,6 +282,10 @@ struct World {
     timelines: Timelines,
     /// leader lock / member key lifetime
     ttl_ms: u64,
+    /// loop_wait
+    loop_ms: u64,
+    /// How long before the lock's expiry the guards stop a primary (the agent's rule).
+    fence_margin: u64,
     sync: SyncSettings,
     /// Highest commit acknowledged synchronously, per timeline.
     acked: BTreeMap<u32, u64>,
@@ -346,6 +352,8 @@ impl World {
             max_tl: 1,
             timelines: Timelines::default(),
             ttl_ms,
+            loop_ms: LOOP_MS,
+            fence_margin: fence_margin_ms(ttl_ms / 1000),
             sync,
             acked: BTreeMap::new(),
             acked_since_named: BTreeMap::new(),
@@ -365,6 +373,12 @@ impl World {
     }
 
     /// A standby-cluster run: the remote site writes on timeline 1 from the start.
+    /// Another `loop_wait` (the shortest lease runs with 1 s).
+    fn loop_ms(mut self, ms: u64) -> World {
+        self.loop_ms = ms;
+        self
+    }
+
     fn standby(mut self) -> World {
         self.remote = Some(Remote {
             configured: true,
@@ -747,7 +761,7 @@ impl World {
         let n = &self.nodes[i];
         let settings = HaSettings {
             ttl: self.ttl_ms / 1000,
-            loop_wait: LOOP_MS / 1000,
+            loop_wait: self.loop_ms / 1000,
             // The simulated DCS answers or fails at once: the next decision comes a
             // loop (plus jitter) later, never a retry_timeout.
             retry_timeout: 0,
@@ -1283,7 +1297,7 @@ impl World {
             if n.pg.running
                 && n.pg.primary
                 && n.guard_deadline > 0
-                && now + FENCE_MARGIN >= n.guard_deadline
+                && now + self.fence_margin >= n.guard_deadline
             {
                 if frozen {
                     n.pg_doomed_at.get_or_insert(now + 2_000);
@@ -1677,7 +1691,7 @@ impl World {
                 }
                 self.cycle(i);
                 let jitter = self.rng.below(600);
-                self.nodes[i].next_cycle = self.now + LOOP_MS + jitter;
+                self.nodes[i].next_cycle = self.now + self.loop_ms + jitter;
             }
         }
         self.check_invariants();
@@ -1841,6 +1855,31 @@ fn a_short_ttl_with_the_fence_guard_is_as_safe() {
         "only {promotions} promotions in 40 scenarios"
     );
     eprintln!("{promotions} promotions in 40 simulated scenarios at ttl 8 s");
+}
+
+/// The shortest lease (`MIN_TTL_FLOOR`): the same faults with a 4 s lock, loop_wait 1 s
+/// and the 1 s fence margin the agent uses there.
+#[test]
+fn the_shortest_lease_with_the_fence_guard_is_as_safe() {
+    let promotions: u32 = (1..=40u64)
+        .map(|seed| {
+            scenario(
+                World::new(
+                    seed * 15_485_863,
+                    SHORTEST_TTL_MS,
+                    SyncSettings::default(),
+                    3,
+                )
+                .loop_ms(SHORTEST_LOOP_MS),
+            )
+            .promotions
+        })
+        .sum();
+    assert!(
+        promotions >= 40,
+        "only {promotions} promotions in 40 scenarios"
+    );
+    eprintln!("{promotions} promotions in 40 simulated scenarios at ttl 4 s");
 }
 
 /// The failsafe and frozen-PostgreSQL faults on top of the others, with failsafe mode

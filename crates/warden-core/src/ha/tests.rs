@@ -539,6 +539,29 @@ fn cases() -> Vec<Case> {
             .settings(|s| { s.loop_wait = 2; s.retry_timeout = 5 })
             .memory(NodeMemory { leader_until_ms: Some(1_000 + FENCE_MARGIN_MS + 7_001), ..NodeMemory::default() })
             .expect(vec![], "DCS is not accessible; keeping the primary while the leader lock is still mine (9 s left)"),
+        // The shortest lease (ttl 4, loop_wait 1, retry_timeout 1: margin 1 s). Right
+        // after a renewal the next decision (1 s + 1 s) still comes 1 s before the fence
+        // deadline: keep; one cycle later it could not: demote before the guard acts.
+        case("ttl 4, DCS down right after a renewal: primary keeps taking writes", "pg1", None, primary())
+            .settings(|s| { s.ttl = 4; s.loop_wait = 1; s.retry_timeout = 1 })
+            .memory(NodeMemory { leader_until_ms: Some(1_000 + 4_000), ..NodeMemory::default() })
+            .expect(vec![], "DCS is not accessible; keeping the primary while the leader lock is still mine (4 s left)"),
+        case("ttl 4, DCS down a cycle after the renewal: primary demotes", "pg1", None, primary())
+            .settings(|s| { s.ttl = 4; s.loop_wait = 1; s.retry_timeout = 1 })
+            .memory(NodeMemory { leader_until_ms: Some(1_000 + 4_000 - 1_000), ..NodeMemory::default() })
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("ttl 4: the margin is 1 s, not 2 (1 ms past the boundary keeps)", "pg1", None, primary())
+            .settings(|s| { s.ttl = 4; s.loop_wait = 1; s.retry_timeout = 1 })
+            .memory(NodeMemory { leader_until_ms: Some(1_000 + MIN_FENCE_MARGIN_MS + 2_000 + 1), ..NodeMemory::default() })
+            .expect(vec![], "DCS is not accessible; keeping the primary while the leader lock is still mine (3 s left)"),
+        case("ttl 4: at the boundary the primary demotes", "pg1", None, primary())
+            .settings(|s| { s.ttl = 4; s.loop_wait = 1; s.retry_timeout = 1 })
+            .memory(NodeMemory { leader_until_ms: Some(1_000 + MIN_FENCE_MARGIN_MS + 2_000), ..NodeMemory::default() })
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
+        case("ttl 8 keeps the 2 s margin", "pg1", None, primary())
+            .settings(|s| { s.ttl = 8; s.loop_wait = 2; s.retry_timeout = 3 })
+            .memory(NodeMemory { leader_until_ms: Some(1_000 + FENCE_MARGIN_MS + 5_000), ..NodeMemory::default() })
+            .expect(vec![demote(DemoteMode::Offline)], "demoted self because DCS is not accessible and I was a leader"),
         case("DCS down: replica waits", "pg2", None, replica(100))
             .expect(vec![], "DCS is not accessible"),
         case("DCS down while paused: primary keeps running", "pg1", None, primary())
@@ -1631,4 +1654,65 @@ fn api_switchover_targets_follow_the_synchronous_set() {
         names(switchover_targets(&lonely, true, Some("pg1"), None)),
         Err("switchover is not possible: can not find sync_standby".into())
     );
+}
+
+#[test]
+fn fence_margin_scales_below_ttl_8_only() {
+    for (ttl, margin) in [
+        (1, 1_000),
+        (3, 1_000),
+        (4, 1_000),
+        (5, 1_250),
+        (6, 1_500),
+        (7, 1_750),
+        (8, 2_000),
+        (20, 2_000),
+        (30, 2_000),
+        (u64::MAX, 2_000),
+    ] {
+        assert_eq!(fence_margin_ms(ttl), margin, "ttl {ttl}");
+    }
+}
+
+#[test]
+fn timing_must_leave_the_renewal_room_before_the_fence() {
+    for ((ttl, loop_wait, retry), fits) in [
+        // The shortest lease: 1 + 1 + 1 (slack) <= 4 - 1.
+        ((4, 1, 1), true),
+        ((4, 2, 1), false),
+        ((4, 1, 2), false),
+        // Nothing shorter fits: 1 + 1 + 1 > 3 - 1.
+        ((3, 1, 1), false),
+        ((2, 1, 1), false),
+        ((5, 1, 1), true),
+        ((5, 2, 1), false),
+        ((6, 1, 2), true),
+        ((6, 2, 2), false),
+        ((7, 2, 2), true),
+        // The earlier floor and Patroni's timings all fit.
+        ((8, 2, 3), true),
+        ((20, 2, 5), true),
+        ((20, 10, 5), true),
+        ((30, 10, 10), true),
+        ((20, 10, 10), false),
+    ] {
+        assert_eq!(
+            timing_fits_fence(ttl, loop_wait, retry),
+            fits,
+            "ttl {ttl}, loop_wait {loop_wait}, retry_timeout {retry}"
+        );
+    }
+    // With Patroni's retry_timeout minimum (3 s) Patroni's own rule implies this one.
+    for ttl in 8..=60 {
+        for retry in 3..=30 {
+            for loop_wait in 1..=30 {
+                if loop_wait + 2 * retry <= ttl {
+                    assert!(
+                        timing_fits_fence(ttl, loop_wait, retry),
+                        "{ttl} {loop_wait} {retry}"
+                    );
+                }
+            }
+        }
+    }
 }
