@@ -716,26 +716,33 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_margin_follows_the_ttl() {
+    /// A fence publishing to a state file in a temp dir, and a reader of the deadline it
+    /// published (the external guard's view).
+    fn fence_with_state_file() -> (tempfile::TempDir, Arc<Fence>, impl Fn() -> u64) {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("data.fence");
         let f = Fence::with_state_file(
             Postgres::new(warden_pg::PgSettings::default()),
             Some(state.clone()),
         );
-        f.set_primary_running(true);
-        f.set_margin(warden_core::ha::fence_margin_ms(4));
-        f.set_leader_until(10_000);
-        assert!(!f.must_fence(8_500), "a 4 s lease fences 1 s before expiry");
-        assert!(f.must_fence(9_000));
-        let deadline = || -> u64 {
+        let deadline = move || -> u64 {
             std::fs::read_to_string(&state)
                 .expect("state file")
                 .trim()
                 .parse()
                 .expect("a number")
         };
+        (dir, f, deadline)
+    }
+
+    #[test]
+    fn the_margin_follows_the_ttl() {
+        let (_dir, f, deadline) = fence_with_state_file();
+        f.set_primary_running(true);
+        f.set_margin(warden_core::ha::fence_margin_ms(4));
+        f.set_leader_until(10_000);
+        assert!(!f.must_fence(8_500), "a 4 s lease fences 1 s before expiry");
+        assert!(f.must_fence(9_000));
         // The external guard's deadline moves with the margin.
         let until = monotonic_ms() + 30_000;
         f.set_leader_until(until);
@@ -747,19 +754,7 @@ mod tests {
 
     #[test]
     fn external_guard_deadline_is_not_armed_while_the_watchdog_is() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let state = dir.path().join("data.fence");
-        let f = Fence::with_state_file(
-            Postgres::new(warden_pg::PgSettings::default()),
-            Some(state.clone()),
-        );
-        let deadline = || -> u64 {
-            std::fs::read_to_string(&state)
-                .expect("state file")
-                .trim()
-                .parse()
-                .expect("a number")
-        };
+        let (_dir, f, deadline) = fence_with_state_file();
         f.set_leader_until(monotonic_ms() + 30_000);
         assert!(deadline() > 0);
         f.set_watchdog_armed(true);
