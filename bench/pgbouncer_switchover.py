@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -128,40 +127,16 @@ pidfile = {os.path.join(self.dir, 'pgbouncer.pid')}
         return f"host=127.0.0.1 port={self.pgb_port} user=postgres password=bench dbname=postgres connect_timeout=2"
 
 
-class Writer(threading.Thread):
-    """Commits `INSERT ... RETURNING` every 20 ms through PgBouncer; records the time of
-    each successful commit and each failure."""
+class Writer(sw.Writer):
+    """Commits `INSERT ... RETURNING` every 20 ms through PgBouncer (the table exists
+    already); records the time of each successful commit and each failure."""
 
-    def __init__(self, dsn):
-        super().__init__(daemon=True)
-        self.dsn = dsn
-        self.ok = []
-        self.failed = []
-        self.stop = threading.Event()
+    def prepare(self, conn):
+        pass
 
-    def run(self):
-        import psycopg2
-        conn, n = None, 0
-        while not self.stop.is_set():
-            t = time.monotonic()
-            n += 1
-            try:
-                if conn is None:
-                    conn = psycopg2.connect(self.dsn)
-                    conn.autocommit = True
-                cur = conn.cursor()
-                cur.execute(f"INSERT INTO bench_pgb(id) VALUES ({n}) RETURNING id")
-                cur.fetchone()
-                self.ok.append(time.monotonic())
-            except Exception as e:
-                self.failed.append((time.monotonic(), str(e).strip().splitlines()[0] if str(e).strip() else repr(e)))
-                try:
-                    if conn is not None:
-                        conn.close()
-                except Exception:
-                    pass
-                conn = None
-            time.sleep(max(0.0, 0.02 - (time.monotonic() - t)))
+    def write(self, cur, n):
+        cur.execute(f"INSERT INTO bench_pgb(id) VALUES ({n}) RETURNING id")
+        cur.fetchone()
 
     def window(self, since, until):
         pts = [x for x in self.ok if since <= x <= until]

@@ -224,27 +224,39 @@ class Cluster:
 
 
 class Writer(threading.Thread):
-    """Commits a row every 20 ms; records the time of each successful commit."""
+    """Commits a row every 20 ms; records the time of each successful commit and each
+    failure (time, first line of the error). Subclasses change what is written
+    (`prepare` once per connection, `write` per commit)."""
 
     def __init__(self, dsn):
         super().__init__(daemon=True)
         self.dsn = dsn
         self.ok = []
+        self.failed = []
         self.stop = threading.Event()
+
+    def prepare(self, conn):
+        conn.cursor().execute("CREATE TABLE IF NOT EXISTS bench_writes(t timestamptz)")
+
+    def write(self, cur, n):
+        cur.execute("INSERT INTO bench_writes VALUES (now())")
 
     def run(self):
         import psycopg2
-        conn = None
+        conn, n = None, 0
         while not self.stop.is_set():
             t = time.monotonic()
+            n += 1
             try:
                 if conn is None:
                     conn = psycopg2.connect(self.dsn)
                     conn.autocommit = True
-                    conn.cursor().execute("CREATE TABLE IF NOT EXISTS bench_writes(t timestamptz)")
-                conn.cursor().execute("INSERT INTO bench_writes VALUES (now())")
+                    self.prepare(conn)
+                self.write(conn.cursor(), n)
                 self.ok.append(time.monotonic())
-            except Exception:
+            except Exception as e:
+                text = str(e).strip()
+                self.failed.append((time.monotonic(), text.splitlines()[0] if text else repr(e)))
                 try:
                     if conn is not None:
                         conn.close()
