@@ -124,7 +124,7 @@ cleanup() {
     mapfile -t found < <(find_pids "$PG_BIN_DIR/postgres -D $TMP/")
     pids+=("${found[@]}")
     local others=()
-    mapfile -t found < <(find_pids "$WARDEN --fence-guard"; find_pids "$PG_BIN_DIR/")
+    mapfile -t found < <(find_pids "$WARDEN-guard --fence-guard"; find_pids "$WARDEN --fence-guard"; find_pids "$PG_BIN_DIR/")
     for pid in "${found[@]}"; do
         [[ " ${pids[*]} " == *" $pid "* ]] || others+=("$pid")
     done

@@ -91,7 +91,10 @@ cleanup() {
     sleep 0.5
     rm -rf "$TMP"
 }
-trap cleanup EXIT INT TERM
+# On a signal, clean up and end (a trap that only returned would resume the script).
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
 
 etcd --name bench --data-dir "$TMP/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \

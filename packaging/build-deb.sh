@@ -22,6 +22,8 @@ chmod 0755 "$root"
 
 install -D -m 0755 "$bin/warden" "$root/usr/bin/warden"
 install -D -m 0755 "$bin/wardenctl" "$root/usr/bin/wardenctl"
+# The fence guard the agent starts beside itself (found next to /usr/bin/warden).
+install -D -m 0755 "$bin/warden-guard" "$root/usr/bin/warden-guard"
 install -D -m 0644 packaging/warden.service "$root/lib/systemd/system/warden.service"
 # Passwords go into this file: readable by root (and, after postinst, the postgres user) only.
 install -d -m 0755 "$root/etc/warden"
@@ -40,7 +42,7 @@ chmod 0644 "$root"/usr/share/*/*completion*/*
 # Depends: the packages of the shared libraries the binaries link, from dpkg-shlibdeps
 # (dpkg-dev) when it is there; else each NEEDED library's package (dpkg -S), libc6 with
 # the highest GLIBC_x.y symbol version the binaries use.
-bins=("$root/usr/bin/warden" "$root/usr/bin/wardenctl")
+bins=("$root/usr/bin/warden" "$root/usr/bin/wardenctl" "$root/usr/bin/warden-guard")
 depends=""
 if command -v dpkg-shlibdeps >/dev/null 2>&1 && [ -z "${WARDEN_DEB_NO_SHLIBDEPS:-}" ]; then
     mkdir -p "$shlib/debian"

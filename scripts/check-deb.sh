@@ -50,6 +50,7 @@ expect() { # path mode owner
 }
 expect /usr/bin/warden 755 root:root
 expect /usr/bin/wardenctl 755 root:root
+expect /usr/bin/warden-guard 755 root:root
 expect /lib/systemd/system/warden.service 644 root:root
 if [ "$owner" = postgres:postgres ]; then
     expect /etc/warden 750 "$owner"
@@ -69,6 +70,10 @@ ok "warden --version: $out"
 out=$(wardenctl --version) || fail "wardenctl --version failed"
 [ "$out" = "wardenctl $version" ] || fail "wardenctl --version: $out"
 ok "wardenctl --version: $out"
+# The guard refuses to run unless started the way the agent starts it.
+out=$(warden-guard 2>&1) && fail "warden-guard without arguments exited 0"
+[[ "$out" == "usage: warden-guard --fence-guard"* ]] || fail "warden-guard without arguments: $out"
+ok "warden-guard without arguments: usage, exit non-zero"
 # As the user the unit runs the agent as: the file must be readable by it, too.
 as_agent=()
 [ "$owner" = postgres:postgres ] && as_agent=(runuser -u postgres --)
@@ -94,7 +99,7 @@ else
 fi
 
 dpkg -r warden >/dev/null || fail "dpkg -r warden"
-for f in /usr/bin/warden /usr/bin/wardenctl /lib/systemd/system/warden.service \
+for f in /usr/bin/warden /usr/bin/wardenctl /usr/bin/warden-guard /lib/systemd/system/warden.service \
     /usr/share/doc/warden /usr/share/bash-completion/completions/wardenctl; do
     [ ! -e "$f" ] || fail "$f left after dpkg -r"
 done

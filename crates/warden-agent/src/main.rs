@@ -38,27 +38,21 @@ struct Cli {
     /// Print a commented sample configuration and exit.
     #[arg(long)]
     generate_sample_config: bool,
-    /// Internal: run the external fence guard for this data directory.
-    #[arg(long, hide = true, value_name = "DATA_DIR")]
-    fence_guard: Option<PathBuf>,
-    /// Internal: the agent the fence guard belongs to.
-    #[arg(long, hide = true, default_value_t = 0)]
-    parent_pid: i32,
 }
 
 fn main() {
-    // The fence guard is started as `warden --fence-guard DIR --parent-pid PID` (see
-    // supervisor::spawn_external_guard): taken apart here, before clap, so that the
-    // guard process never runs (and never pages in) the argument parser's code.
-    if let Some((dir, parent)) = guard_args(std::env::args_os().skip(1)) {
-        std::process::exit(supervisor::run_external_guard(&dir, parent));
+    // The fence guard is its own small binary (`warden-guard`, beside this one); where
+    // it is missing the agent starts itself as `warden --fence-guard DIR --parent-pid
+    // PID` instead (see supervisor::spawn_external_guard): taken apart here, before
+    // clap, so that the guard process never runs the argument parser's code.
+    if let Some((dir, parent)) = warden_guard::guard::parse_args(std::env::args_os().skip(1)) {
+        std::process::exit(warden_guard::guard::run(&dir, parent, || {
+            let _ = warden_guard::memory::release_mapped_code();
+        }));
     }
     // Before any thread starts: it edits the environment children inherit.
     let systemd = sd_notify::SystemdEnv::take();
     let cli = Cli::parse();
-    if let Some(dir) = &cli.fence_guard {
-        std::process::exit(supervisor::run_external_guard(dir, cli.parent_pid));
-    }
     if cli.generate_sample_config {
         print!("{}", sample::SAMPLE_CONFIG);
         return;
@@ -102,20 +96,6 @@ fn main() {
     };
     rt.shutdown_timeout(Duration::from_secs(2));
     std::process::exit(code);
-}
-
-/// `--fence-guard DIR --parent-pid PID` exactly as the agent passes them, else `None`
-/// (then clap parses, and reports any other form).
-fn guard_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<(PathBuf, i32)> {
-    if args.next()? != "--fence-guard" {
-        return None;
-    }
-    let dir = PathBuf::from(args.next()?);
-    if args.next()? != "--parent-pid" {
-        return None;
-    }
-    let parent = args.next()?.to_str()?.parse().ok()?;
-    args.next().is_none().then_some((dir, parent))
 }
 
 fn validate(path: Option<&std::path::Path>) -> i32 {
@@ -419,27 +399,4 @@ fn spawn_signal_handlers(
             }
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn guard_arguments_are_recognised_only_in_the_agent_form() {
-        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
-        assert_eq!(
-            guard_args(args(&["--fence-guard", "/d", "--parent-pid", "42"]).into_iter()),
-            Some((PathBuf::from("/d"), 42))
-        );
-        for other in [
-            &["/etc/patroni.yml"][..],
-            &["--fence-guard", "/d"],
-            &["--fence-guard", "/d", "--parent-pid", "x"],
-            &["--fence-guard", "/d", "--parent-pid", "42", "extra"],
-            &["--parent-pid", "42", "--fence-guard", "/d"],
-        ] {
-            assert_eq!(guard_args(args(other).into_iter()), None, "{other:?}");
-        }
-    }
 }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use warden_api::management::{MgmtResponse, RestartRequest};
 use warden_api::{monotonic_ms, StatusHandle};
 use warden_config::{Config, DynamicConfig};
@@ -132,6 +132,11 @@ pub struct Node<D: Dcs> {
     /// Dynamic config changed PostgreSQL settings: rewrite the files and reload.
     pg_config_changed: bool,
     cycles: u64,
+    /// One-off work ran (start-up, a reload, a role change, a build): release the mapped
+    /// code it paged in after the next steady cycle (see [`Node::release_one_off_code`]).
+    release_code_pending: bool,
+    /// The last cycle decided as the one before it and nothing was being built.
+    steady_cycle: bool,
     last_cycle_ms: u64,
     /// Epoch ms at which the last cycle completed (`warden_ha_last_cycle_timestamp_seconds`).
     last_cycle_epoch_ms: u64,
@@ -245,6 +250,8 @@ impl<D: Dcs> Node<D> {
             pg_config_changed: false,
             checkpoint_after_promote: None,
             cycles: 0,
+            release_code_pending: true,
+            steady_cycle: false,
             last_cycle_ms: 0,
             last_cycle_epoch_ms: 0,
             dcs_round_trip_ms: 0,
@@ -278,6 +285,7 @@ impl<D: Dcs> Node<D> {
                 return exit;
             }
             self.cycles += 1;
+            self.release_one_off_code();
             self.last_cycle_ms = monotonic_ms().saturating_sub(started);
             self.last_cycle_epoch_ms = u64::try_from(epoch_ms()).unwrap_or(0);
             let leader = self.i_am_leader();
@@ -314,6 +322,32 @@ impl<D: Dcs> Node<D> {
         }
     }
 
+    /// Releases the mapped code one-off work paged in (argument and YAML parsing,
+    /// start-up, a bootstrap, a clone, a promotion), once the cycle after it is steady:
+    /// clean pages of the binary and libc that stay resident otherwise (each with its
+    /// 64 KiB fault-around neighbours). Code the steady loop still runs comes back at
+    /// its next use as a minor fault from the page cache; nothing is read from disk and
+    /// no data is touched (`warden_guard::memory`). At most once per piece of one-off
+    /// work, never per cycle: a periodic release would only hide the working set.
+    fn release_one_off_code(&mut self) {
+        if !self.steady_cycle {
+            self.release_code_pending = true;
+            return;
+        }
+        if !std::mem::take(&mut self.release_code_pending) {
+            return;
+        }
+        let before = warden_guard::memory::resident_kib();
+        match warden_guard::memory::release_mapped_code() {
+            Ok(_) => debug!(
+                "released one-off code: resident {} KiB before, {} KiB after",
+                before.unwrap_or(0),
+                warden_guard::memory::resident_kib().unwrap_or(0)
+            ),
+            Err(e) => debug!("cannot release one-off code: {e}"),
+        }
+    }
+
     fn i_am_leader(&self) -> bool {
         self.memory
             .leader_until_ms
@@ -322,6 +356,7 @@ impl<D: Dcs> Node<D> {
 
     /// One HA cycle; `Some(exit)` ends the loop.
     async fn cycle(&mut self) -> Option<Exit> {
+        self.steady_cycle = false;
         // Every cycle asks PostgreSQL afresh.
         self.cycle_status = None;
         // A background action that ended since the last cycle: its outcome is input
@@ -376,6 +411,7 @@ impl<D: Dcs> Node<D> {
         // belong to that action (Patroni skips configuration updates in a custom
         // bootstrap, too).
         let busy = self.background.is_some() || self.memory.bootstrap.is_some();
+        self.steady_cycle &= !busy;
         if self.pg_config_changed && local.running && !busy {
             self.pg_config_changed = false;
             self.rewrite_config_and_reload(cluster.as_ref(), "dynamic configuration changed")
@@ -412,6 +448,9 @@ impl<D: Dcs> Node<D> {
             }
         };
         info!("{}", decision.reason);
+        // The same decision twice in a row, nothing being built: the node is in its
+        // steady state (what one-off work paged in can go, see release_one_off_code).
+        self.steady_cycle = decision.reason == self.last_decision;
         self.last_decision = decision.reason.clone();
 
         let cluster_ref = cluster.clone().unwrap_or_default();
@@ -913,6 +952,8 @@ impl<D: Dcs> Node<D> {
     /// `POST /reload` / SIGHUP: re-read the local config; rewrite PostgreSQL's files and
     /// always run `pg_ctl reload` (as Patroni).
     async fn reload_local_config(&mut self) {
+        // Parsing YAML again pages in code the steady loop does not run.
+        self.release_code_pending = true;
         match warden_config::load_with_env(self.config_path.as_deref(), &self.env) {
             Ok(new) => {
                 if new.name != self.cfg.name || new.scope != self.cfg.scope {

@@ -5,7 +5,8 @@
 //! (so another node can never be promoted while this one still accepts writes):
 //! * the in-process guard, a task separate from the HA loop: it covers a stalled loop
 //!   (stuck PostgreSQL query, slow disk, a bug);
-//! * the external guard, a small process of its own (`warden --fence-guard`): it covers
+//! * the external guard, a small process of its own (the `warden-guard` binary, crate
+//!   `warden-guard`; `warden --fence-guard` where that binary is missing): it covers
 //!   an agent that is killed or frozen (SIGSTOP, swapped out). The agent publishes its
 //!   lock deadline in a state file next to the data directory; when the deadline passes
 //!   without renewal the guard stops the postmaster (immediate shutdown). An agent that
@@ -21,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::error;
 use warden_api::monotonic_ms;
+use warden_guard::guard::write_atomically;
+pub use warden_guard::guard::{fence_files, system_monotonic_ms};
 use warden_pg::{Postgres, StopMode};
 
 /// How long before the lock's expiry the guard fences (for a ttl of 8 s or more; the
@@ -211,33 +214,6 @@ impl Fence {
     }
 }
 
-/// CLOCK_MONOTONIC in ms: the same clock in every process of this machine.
-pub fn system_monotonic_ms() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
-        .unwrap_or(0)
-}
-
-fn write_atomically(path: &Path, content: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content)?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Files of the external guard for a data directory (outside it, so pg_basebackup and
-/// pg_rewind never copy them): the deadline state file and the guard's pid file.
-pub fn fence_files(data_dir: &Path) -> (PathBuf, PathBuf) {
-    let base = data_dir
-        .as_os_str()
-        .to_string_lossy()
-        .trim_end_matches('/')
-        .to_string();
-    (
-        PathBuf::from(format!("{base}.fence")),
-        PathBuf::from(format!("{base}.fence.pid")),
-    )
-}
-
 /// Starts the external guard for `data_dir` (replacing one left by a previous agent),
 /// in its own process group so that signals aimed at the agent do not reach it.
 pub fn spawn_external_guard(data_dir: &Path) -> anyhow::Result<()> {
@@ -253,7 +229,11 @@ pub fn spawn_external_guard(data_dir: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    let exe = std::env::current_exe()?;
+    // The small guard binary shipped beside the agent: a fraction of the agent's
+    // resident memory. Without it the agent runs itself in guard mode (same loop).
+    let agent = std::env::current_exe()?;
+    let small = agent.with_file_name("warden-guard");
+    let exe = if small.is_file() { small } else { agent };
     let child = std::process::Command::new(exe)
         .arg("--fence-guard")
         .arg(data_dir)
@@ -300,199 +280,6 @@ pub fn stop_external_guard_if_idle(data_dir: &Path) {
     }
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(&state);
-}
-
-/// The longest the external guard sleeps without looking when it can be woken by
-/// changes (inotify and pidfd work); a backstop only.
-const EXTERNAL_GUARD_MAX_SLEEP_MS: u64 = 10_000;
-/// Its period when it cannot be woken (no inotify or pidfd): it polls, as it always did.
-const EXTERNAL_GUARD_POLL_MS: u64 = 100;
-
-/// What the external guard sleeps on between looks: a change in the directory of its
-/// state and pid files (inotify: the agent renews the deadline by renaming a new state
-/// file in) and the agent's exit (a pidfd turns readable), else the next deadline. An
-/// idle guard so wakes once per renewal instead of ten times a second, and fences at its
-/// deadline to the millisecond. Without inotify or pidfd it polls every 100 ms.
-struct GuardWait {
-    inotify: Option<nix::sys::inotify::Inotify>,
-    parent: ParentWatch,
-}
-
-enum ParentWatch {
-    /// Readable once the agent has exited.
-    Fd(std::os::fd::OwnedFd),
-    /// It has exited (the pidfd fired); nothing left to watch.
-    Exited,
-    /// No pidfd (kernel before 5.3): the guard must poll to notice the exit.
-    Unsupported,
-}
-
-impl GuardWait {
-    fn new(dir: &Path, parent: i32) -> GuardWait {
-        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
-            .and_then(|i| {
-                i.add_watch(
-                    dir,
-                    AddWatchFlags::IN_CLOSE_WRITE
-                        | AddWatchFlags::IN_MOVED_TO
-                        | AddWatchFlags::IN_MOVED_FROM
-                        | AddWatchFlags::IN_DELETE
-                        | AddWatchFlags::IN_DELETE_SELF
-                        | AddWatchFlags::IN_MOVE_SELF,
-                )
-                .map(|_| i)
-            })
-            .ok();
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, parent, 0) };
-        let parent = match i32::try_from(fd) {
-            // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
-            Ok(fd) if fd >= 0 => ParentWatch::Fd(unsafe {
-                <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
-            }),
-            // ESRCH: the agent is already gone.
-            _ if nix::errno::Errno::last() == nix::errno::Errno::ESRCH => ParentWatch::Exited,
-            _ => ParentWatch::Unsupported,
-        };
-        GuardWait { inotify, parent }
-    }
-
-    /// Sleeps until something the guard judges may have changed, or `max_ms` passed.
-    fn wait(&mut self, max_ms: u64) {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        use std::os::fd::AsFd;
-        let cap = if self.inotify.is_none() || matches!(self.parent, ParentWatch::Unsupported) {
-            EXTERNAL_GUARD_POLL_MS
-        } else {
-            EXTERNAL_GUARD_MAX_SLEEP_MS
-        };
-        let ms = max_ms.min(cap);
-        let Some(ino) = &self.inotify else {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
-            return;
-        };
-        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
-        let (ino_ready, parent_ready) = {
-            let mut fds = vec![PollFd::new(ino.as_fd(), PollFlags::POLLIN)];
-            if let ParentWatch::Fd(p) = &self.parent {
-                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
-            }
-            if poll(&mut fds, timeout).is_err() {
-                // EINTR or worse: never spin.
-                std::thread::sleep(std::time::Duration::from_millis(
-                    ms.min(EXTERNAL_GUARD_POLL_MS),
-                ));
-            }
-            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), fds.get(1).is_some_and(ready))
-        };
-        if ino_ready {
-            // Drain; which file changed does not matter, everything is read again.
-            while ino.read_events().is_ok_and(|e| !e.is_empty()) {}
-        }
-        if parent_ready {
-            self.parent = ParentWatch::Exited;
-        }
-    }
-}
-
-/// The external guard's main loop (`warden --fence-guard DATA_DIR --parent-pid PID`):
-/// read the deadline; past it, stop the postmaster of `data_dir` (immediate shutdown)
-/// and clear the deadline; else sleep until it, or until the state changes or the agent
-/// exits ([`GuardWait`]). Exits when the agent is gone and nothing is left to guard, or
-/// when the state file disappears (data directory removed).
-pub fn run_external_guard(data_dir: &Path, parent: i32) -> i32 {
-    let (state, pid_file) = fence_files(data_dir);
-    let me = std::process::id();
-    // Set up before the first look, so no change after it can be missed.
-    let mut waiter = GuardWait::new(state.parent().unwrap_or_else(|| Path::new("/")), parent);
-    let owner = || {
-        std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-    };
-    // The agent writes our pid right after starting us: until then the file may still
-    // name the guard we replace, which is no sign that a newer one replaced us.
-    let started = std::time::Instant::now();
-    while owner() != Some(me) && started.elapsed() < std::time::Duration::from_secs(2) {
-        waiter.wait(50);
-    }
-    loop {
-        // A newer guard replaced us.
-        if owner().is_some_and(|o| o != me) {
-            return 0;
-        }
-        let Ok(text) = std::fs::read_to_string(&state) else {
-            return 0;
-        };
-        let deadline: u64 = text.trim().parse().unwrap_or(0);
-        let parent_alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(parent), None).is_ok();
-        if deadline == 0 {
-            if !parent_alive {
-                return 0;
-            }
-            waiter.wait(u64::MAX);
-            continue;
-        }
-        let now = system_monotonic_ms();
-        if now < deadline {
-            waiter.wait(deadline - now);
-            continue;
-        }
-        // Only a primary must be stopped: a standby cannot accept writes anyway.
-        if data_dir.join("standby.signal").exists() {
-            let _ = write_atomically(&state, "0\n");
-            continue;
-        }
-        let pid = std::fs::read_to_string(data_dir.join("postmaster.pid"))
-            .ok()
-            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
-        if let Some(pid) = pid {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains("postgres") {
-                eprintln!(
-                    "{} CRITICAL: fence guard: the agent did not renew the leader lock in time; stopping PostgreSQL (pid {pid}) so that it cannot accept writes",
-                    crate::logging::asctime()
-                );
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGQUIT,
-                );
-                // A frozen instance (SIGSTOPped, hung storage) does not act on SIGQUIT
-                // until it resumes, and a resumed backend could still finish a commit:
-                // if it is not gone in two seconds, SIGKILL it and all its processes.
-                if !wait_gone(pid, std::time::Duration::from_secs(2)) {
-                    eprintln!(
-                        "{} CRITICAL: fence guard: PostgreSQL (pid {pid}) did not stop; killing it and all its processes",
-                        crate::logging::asctime()
-                    );
-                    warden_pg::kill_instance(pid, std::time::Duration::from_secs(5));
-                }
-            }
-        }
-        let _ = write_atomically(&state, "0\n");
-    }
-}
-
-/// Waits up to `timeout` for `pid` to exit (a zombie counts as gone).
-fn wait_gone(pid: i32, timeout: std::time::Duration) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rfind(')')
-                    .is_some_and(|i| !s[i + 1..].trim_start().starts_with('Z'))
-            })
-            .unwrap_or(false);
-        if !alive {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 /// Runs `bootstrap.post_bootstrap` with the superuser connection string as last argument
@@ -672,48 +459,6 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         guard.abort();
-    }
-
-    /// The external guard's wait ends when a file in its directory is replaced (a
-    /// renewal) and when the watched process exits, not at the end of its timeout.
-    #[test]
-    fn the_external_guard_wakes_on_a_renewal_and_on_the_agent_exit() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let me = std::process::id() as i32;
-        let mut w = GuardWait::new(dir.path(), me);
-        assert!(w.inotify.is_some(), "inotify is available here");
-        assert!(
-            matches!(w.parent, ParentWatch::Fd(_)),
-            "pidfd is available here"
-        );
-        let state = dir.path().join("data.fence");
-        let writer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            write_atomically(&state, "42\n").expect("write");
-        });
-        let t0 = std::time::Instant::now();
-        w.wait(8_000);
-        assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
-        writer.join().expect("writer");
-
-        let mut child = std::process::Command::new("sleep")
-            .arg("0.2")
-            .spawn()
-            .expect("sleep");
-        let mut w = GuardWait::new(dir.path(), child.id() as i32);
-        let t0 = std::time::Instant::now();
-        w.wait(8_000);
-        assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
-        assert!(matches!(w.parent, ParentWatch::Exited));
-        let _ = child.wait();
-        // Nothing changes any more: the wait lasts its timeout (and does not spin).
-        let t0 = std::time::Instant::now();
-        w.wait(300);
-        assert!(
-            t0.elapsed() >= Duration::from_millis(250),
-            "{:?}",
-            t0.elapsed()
-        );
     }
 
     /// A fence publishing to a state file in a temp dir, and a reader of the deadline it

@@ -98,6 +98,19 @@ async fn frozen_or_killed_agent_at(mut c: TestCluster, ttl: u64) {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let postmaster = warden_testkit::postmaster_pid(&c.nodes[new].data_dir).expect("postmaster");
+    // What fences a killed agent's primary is the small guard binary beside the agent.
+    let guard_pid_file = format!("{}.fence.pid", c.nodes[new].data_dir.display());
+    let guard: i32 = std::fs::read_to_string(&guard_pid_file)
+        .expect("the guard's pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let guard_exe = std::fs::read_link(format!("/proc/{guard}/exe")).expect("the guard runs");
+    assert_eq!(
+        guard_exe.file_name().and_then(|n| n.to_str()),
+        Some("warden-guard"),
+        "{guard_exe:?}"
+    );
     if let Some(mut a) = c.nodes[new].agent.take() {
         a.kill();
     }

@@ -10,6 +10,10 @@ use nix::unistd::Pid;
 
 use crate::error::PgError;
 
+// Shared with the fence guard, which must stop a postmaster without this crate.
+pub use warden_guard::process::kill_instance;
+pub(crate) use warden_guard::process::{children_of, pid_alive};
+
 /// The agent's environment without what must not leak into PostgreSQL and its tools
 /// (spec §3): `NOTIFY_SOCKET`, `PATRONI_*`, `KUBERNETES_*`; `PG_MALLOC_ARENA_MAX` is
 /// renamed `MALLOC_ARENA_MAX`.
@@ -55,28 +59,6 @@ pub(crate) fn tail(bytes: &[u8], max: usize) -> String {
     format!("...{}", s.chars().skip(skip).collect::<String>())
 }
 
-/// True when `pid` exists and is not a zombie.
-pub(crate) fn pid_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    match kill(Pid::from_raw(pid), None) {
-        Ok(()) | Err(Errno::EPERM) => {}
-        Err(_) => return false,
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => match stat.rfind(')') {
-            Some(i) => !matches!(
-                stat[i + 1..].trim_start().chars().next(),
-                Some('Z') | Some('X')
-            ),
-            None => true,
-        },
-        // No /proc entry although kill() succeeded: a race with exit, or no procfs.
-        Err(_) => !Path::new("/proc/self").exists(),
-    }
-}
-
 /// Reads the PID (first line) of `<data_dir>/postmaster.pid`.
 pub(crate) fn read_pid_file(data_dir: &Path) -> Option<i32> {
     let s = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
@@ -115,29 +97,6 @@ pub(crate) fn looks_like_postmaster(pid: i32, data_dir: &Path) -> bool {
 }
 
 /// Direct children of `pid` (from /proc).
-pub(crate) fn children_of(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let Some(i) = stat.rfind(')') else { continue };
-        // after ") ": state ppid ...
-        let mut it = stat[i + 1..].split_whitespace();
-        let _state = it.next();
-        if it.next().and_then(|p| p.parse::<i32>().ok()) == Some(pid) {
-            out.push(child);
-        }
-    }
-    out
-}
-
 /// Sends `sig` to `pid`; Ok(false) when it does not exist.
 pub(crate) fn signal(pid: i32, sig: Signal) -> Result<bool, PgError> {
     match kill(Pid::from_raw(pid), sig) {
@@ -180,32 +139,6 @@ pub(crate) fn tool_path(bin_dir: &Path, name: &str) -> PathBuf {
         PathBuf::from(name)
     } else {
         bin_dir.join(name)
-    }
-}
-
-/// SIGKILLs a postmaster and every process it started, children first, and waits up
-/// to `timeout` for them to be gone. SIGKILL also ends a stopped (frozen) process, and
-/// a backend killed this way can never finish a commit it was in the middle of, which
-/// an orderly (or even immediate) shutdown of a frozen instance cannot promise.
-/// Returns whether everything is gone.
-pub fn kill_instance(postmaster: i32, timeout: Duration) -> bool {
-    let children = children_of(postmaster);
-    for c in &children {
-        let _ = kill(Pid::from_raw(*c), Signal::SIGKILL);
-    }
-    let _ = kill(Pid::from_raw(postmaster), Signal::SIGKILL);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let alive = std::iter::once(postmaster)
-            .chain(children.iter().copied())
-            .any(pid_alive);
-        if !alive {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
