@@ -76,8 +76,11 @@ fn main() {
     for w in &cfg.warnings {
         warn!("{w}");
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the HA loop, the DCS client and the in-process guard: they wait on
+    // I/O almost always, and the REST API has a thread of its own (spawn_api_thread).
+    // A stalled loop is fenced by the external guard, a process of its own. (The
+    // multi-thread scheduler also kept two more threads and libm resident, for `pow`.)
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
