@@ -3,8 +3,10 @@
 //!
 //! Fencing has two layers, both stopping a primary before its lease can expire in etcd
 //! (so another node can never be promoted while this one still accepts writes):
-//! * the in-process guard, a task separate from the HA loop: it covers a stalled loop
-//!   (stuck PostgreSQL query, slow disk, a bug);
+//! * the in-process guard, a task separate from the HA loop: it covers a loop that
+//!   waits too long (a stuck PostgreSQL query or etcd call, a slow `pg_ctl`). It shares
+//!   the loop's thread (a current-thread runtime), so a loop blocked inside a system
+//!   call stalls it too: that case is the external guard's;
 //! * the external guard, a small process of its own (the `warden-guard` binary, crate
 //!   `warden-guard`; `warden --fence-guard` where that binary is missing): it covers
 //!   an agent that is killed or frozen (SIGSTOP, swapped out). The agent publishes its
