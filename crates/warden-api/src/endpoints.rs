@@ -4,16 +4,16 @@
 
 use crate::access::resolve_member_hosts;
 use crate::management::{FailsafeOutcome, MgmtBody, MgmtResponse, SwitchoverKind};
-use crate::server::{failsafe_mode, first_segment, unsupported, App, ConnFacts, BODY_LIMIT};
+use crate::server::{
+    failsafe_mode, first_segment, unsupported, App, ConnFacts, Request, Response, BODY_LIMIT,
+};
 use crate::tls::VerifyClient;
 use crate::validate::{parse_bool_flag, validate_restart, validate_switchover};
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
-use axum::http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, WWW_AUTHENTICATE};
-use axum::http::request::Parts;
-use axum::response::Response;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, WWW_AUTHENTICATE};
+use hyper::http::request::Parts;
 use serde_json::{Map, Value};
-use std::net::SocketAddr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Endpoint {
@@ -71,13 +71,13 @@ impl Endpoint {
 }
 
 /// Entry point for every method other than GET/HEAD/OPTIONS.
-pub(crate) async fn handle_unsafe(app: &App, req: Request) -> Response {
+pub(crate) async fn handle_unsafe(app: &App, conn: ConnFacts, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let Some(ep) = Endpoint::lookup(parts.method.as_str(), first_segment(parts.uri.path())) else {
         return unsupported(app, &parts.method);
     };
     if let Guard::Protected { members } = ep.guard() {
-        if let Some(denied) = check_access(app, &parts, members).await {
+        if let Some(denied) = check_access(app, conn, &parts, members).await {
             return denied;
         }
     }
@@ -191,24 +191,24 @@ fn mgmt(app: &App, r: MgmtResponse) -> Response {
 }
 
 /// rest-api.md §2, in order: allowlist (403), client certificate (403), Basic auth (401).
-async fn check_access(app: &App, parts: &Parts, members: bool) -> Option<Response> {
+async fn check_access(
+    app: &App,
+    conn: ConnFacts,
+    parts: &Parts,
+    members: bool,
+) -> Option<Response> {
     let members = members && app.include_members;
     if app.allowlist_set || members {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let mut allowed = ip.is_some_and(|ip| app.allowlist.iter().any(|n| n.contains(ip)));
+        let ip = conn.peer.ip();
+        let mut allowed = app.allowlist.iter().any(|n| n.contains(ip));
         if !allowed && members {
-            if let Some(ip) = ip {
-                let s = app.status.get();
-                if let Some(c) = s.cluster.as_deref() {
-                    let urls = c.members.iter().filter_map(|m| m.data.api_url.as_deref());
-                    allowed = resolve_member_hosts(urls)
-                        .await
-                        .iter()
-                        .any(|n| n.contains(ip));
-                }
+            let s = app.status.get();
+            if let Some(c) = s.cluster.as_deref() {
+                let urls = c.members.iter().filter_map(|m| m.data.api_url.as_deref());
+                allowed = resolve_member_hosts(urls)
+                    .await
+                    .iter()
+                    .any(|n| n.contains(ip));
             }
         }
         if !allowed {
@@ -218,10 +218,7 @@ async fn check_access(app: &App, parts: &Parts, members: bool) -> Option<Respons
     if matches!(
         app.verify_client,
         Some(VerifyClient::Optional | VerifyClient::Required)
-    ) && !parts
-        .extensions
-        .get::<ConnFacts>()
-        .is_some_and(|f| f.client_cert)
+    ) && !conn.client_cert
     {
         return Some(text(app, 403, "client certificate required"));
     }
@@ -246,7 +243,7 @@ async fn check_access(app: &App, parts: &Parts, members: bool) -> Option<Respons
 async fn read_json(
     app: &App,
     parts: &Parts,
-    body: Body,
+    body: Incoming,
     optional: bool,
 ) -> Result<Map<String, Value>, Response> {
     let Some(len) = parts.headers.get(CONTENT_LENGTH) else {
@@ -266,10 +263,9 @@ async fn read_json(
     if len > BODY_LIMIT as u64 {
         return Err(app.error(413, None));
     }
-    let bytes = match tokio::time::timeout(app.body_timeout, axum::body::to_bytes(body, BODY_LIMIT))
-        .await
-    {
-        Ok(Ok(b)) => b,
+    let limited = http_body_util::Limited::new(body, BODY_LIMIT).collect();
+    let bytes = match tokio::time::timeout(app.body_timeout, limited).await {
+        Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(e)) => {
             tracing::debug!("Bad request: reading the body failed: {e}");
             return Err(app.error(400, None));

@@ -7,8 +7,8 @@
 //!
 //! * [`health_code`], [`liveness_code`], [`readiness_code`]: pure decisions (§3).
 //! * [`cluster_json`]: the `GET /cluster` body (§6).
-//! * [`router`] / [`serve`] / [`serve_with`]: the HTTP(S) server (axum 0.8 over hyper 1,
-//!   rustls with the ring provider for HTTPS).
+//! * [`serve`] / [`serve_with`]: the HTTP(S) server (hyper 1, rustls with the ring
+//!   provider for HTTPS).
 //! * The unsafe endpoints (§2 access checks, §4 validation) call the agent through
 //!   [`management::Management`] ([`ApiOptions::management`]).
 
@@ -33,8 +33,7 @@ pub use health::{
     GlobalFlags,
 };
 pub use server::{
-    router, serve, serve_with, server_header_for_tokens, ApiOptions, BODY_LIMIT,
-    DEFAULT_SERVER_HEADER,
+    serve, serve_with, server_header_for_tokens, ApiOptions, BODY_LIMIT, DEFAULT_SERVER_HEADER,
 };
 pub use tls::{crypto_provider, load_server_config, TlsConfigError, TlsOptions, VerifyClient};
 pub use validate::{parse_schedule, parse_seconds, validate_restart, validate_switchover};
@@ -46,6 +45,20 @@ pub fn monotonic_ms() -> u64 {
     let start = START.get_or_init(Instant::now);
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
+
+/// Monotonic microseconds since the first call, plus one (so 0 never names a real time).
+fn monotonic_us() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_micros())
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
+}
+
+/// How long a look at the postmaster's pid file is trusted: a "running" snapshot turns
+/// "stopped" at most this long after the file went (10 ms, far below any load
+/// balancer's check interval).
+pub const PID_FILE_RECHECK_US: u64 = 10_000;
 
 /// A primary's `POST /failsafe`: who, its slots, when (monotonic ms).
 #[derive(Clone, Debug)]
@@ -73,6 +86,11 @@ struct Liveness {
     /// that says "running" is contradicted at once after a crash or an external
     /// `pg_ctl stop` (Patroni queries PostgreSQL per request and sees the same).
     pid_file: OnceLock<std::path::PathBuf>,
+    /// When the pid file was last looked at (µs on [`monotonic_us`]; 0 = never) and
+    /// whether it was gone then: one `statx` per [`PID_FILE_RECHECK_US`], not one per
+    /// request (it was an eighth of a keep-alive health check's cost).
+    pid_checked_us: std::sync::atomic::AtomicU64,
+    pid_gone: std::sync::atomic::AtomicBool,
     /// Tickets handed to readers wanting fresh WAL positions.
     requested: std::sync::atomic::AtomicU64,
     /// The highest ticket a finished sample covers (the sample started after it).
@@ -132,6 +150,11 @@ impl StatusHandle {
         let s = Arc::new(s);
         let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
         *g = s;
+        // A new snapshot gets a new look at the pid file (the cycle may have just
+        // started PostgreSQL).
+        self.live
+            .pid_checked_us
+            .store(0, std::sync::atomic::Ordering::Release);
     }
 
     /// Replaces the snapshot's WAL positions and replication state with fresher ones
@@ -168,7 +191,7 @@ impl StatusHandle {
     pub fn get(&self) -> Arc<NodeStatus> {
         let s = self.inner.read().unwrap_or_else(|e| e.into_inner()).clone();
         match self.live.pid_file.get() {
-            Some(pid) if s.state == "running" && !pid.exists() => {
+            Some(pid) if s.state == "running" && self.live.pid_file_gone(pid) => {
                 let mut dead = NodeStatus::clone(&s);
                 dead.state = "stopped".into();
                 dead.pg_answered = false;
@@ -220,6 +243,23 @@ impl StatusHandle {
     }
 }
 
+impl Liveness {
+    /// Whether `pid_file` is gone, looked at again when the last look is older than
+    /// [`PID_FILE_RECHECK_US`].
+    fn pid_file_gone(&self, pid_file: &std::path::Path) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = monotonic_us();
+        let last = self.pid_checked_us.load(Ordering::Acquire);
+        if last != 0 && now.saturating_sub(last) < PID_FILE_RECHECK_US {
+            return self.pid_gone.load(Ordering::Acquire);
+        }
+        let gone = !pid_file.exists();
+        self.pid_gone.store(gone, Ordering::Release);
+        self.pid_checked_us.store(now, Ordering::Release);
+        gone
+    }
+}
+
 impl Default for StatusHandle {
     fn default() -> Self {
         StatusHandle::new(NodeStatus::default())
@@ -237,6 +277,38 @@ mod tests {
             replayed_timestamp: None,
             paused: false,
         }
+    }
+
+    /// A "running" snapshot turns "stopped" once the postmaster's pid file is gone (seen
+    /// within [`PID_FILE_RECHECK_US`]), and a newly published snapshot is looked at anew.
+    #[test]
+    fn a_gone_pid_file_shows_as_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = dir.path().join("postmaster.pid");
+        std::fs::write(&pid, "1\n").unwrap();
+        let running = || NodeStatus {
+            state: "running".into(),
+            pg_answered: true,
+            ..NodeStatus::default()
+        };
+        let h = StatusHandle::new(running());
+        h.watch_postmaster(pid.clone());
+        assert_eq!(h.get().state, "running");
+        std::fs::remove_file(&pid).unwrap();
+        let start = Instant::now();
+        while h.get().state == "running" && start.elapsed() < std::time::Duration::from_secs(2) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let s = h.get();
+        assert_eq!((s.state.as_str(), s.pg_answered), ("stopped", false));
+        assert!(
+            start.elapsed().as_micros() < 1_000_000,
+            "seen within the recheck time"
+        );
+        // PostgreSQL started again and the next cycle published it: no stale "gone".
+        std::fs::write(&pid, "2\n").unwrap();
+        h.publish(running());
+        assert_eq!(h.get().state, "running");
     }
 
     #[test]

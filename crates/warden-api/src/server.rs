@@ -1,6 +1,11 @@
 //! The HTTP server: Patroni-style routing (first path segment selects a handler, anything
-//! else on GET/HEAD/OPTIONS is a health check) over axum + hyper, with a connection cap,
-//! a header read timeout and a request body limit.
+//! else on GET/HEAD/OPTIONS is a health check) over hyper, with a connection cap, a
+//! header read timeout and a request body limit.
+//!
+//! No router framework: every request goes to [`dispatch`], which routes by method and
+//! first path segment as Patroni does. (axum did the same through one fallback handler;
+//! its per-request layers — a boxed service clone, routing, extension maps — showed up
+//! in profiles of keep-alive health checks, bench/README.md.)
 //!
 //! The first request head on every connection is read here before hyper sees the
 //! connection: a HEAD/OPTIONS health check or a GET `/liveness` / `/readiness` is answered
@@ -14,16 +19,13 @@ use crate::health::{health_code, liveness_code, parse_query, readiness_code};
 use crate::management::{Management, NoManagement};
 use crate::tls::{load_server_config, TlsOptions, VerifyClient};
 use crate::{monotonic_ms, StatusHandle};
-use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, SERVER};
-use axum::http::{Method, StatusCode};
-use axum::response::Response;
-use axum::Router;
-use hyper::service::Service as _;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, SERVER};
+use hyper::{Method, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use serde_json::Value;
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -35,6 +37,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use warden_core::status::{NodeStatus, TimeFacts};
+
+/// Every answer: a complete body (nothing in Patroni's API streams).
+pub(crate) type Response = hyper::Response<Full<Bytes>>;
+
+/// A request as hyper hands it over.
+pub(crate) type Request = hyper::Request<Incoming>;
 
 /// Default `Server` header: what Python's `BaseHTTPRequestHandler` sends
 /// (`restapi.server_tokens: original`).
@@ -154,11 +163,25 @@ pub(crate) struct App {
     pub(crate) verify_client: Option<VerifyClient>,
     /// Bound on reading a request body.
     pub(crate) body_timeout: Duration,
+    /// The last `GET /patroni`-style body served: load balancers poll the same snapshot
+    /// many times a second, and building the JSON was the largest part of a health
+    /// check's user-space work (bench/README.md).
+    status_body: Arc<std::sync::Mutex<Option<StatusBody>>>,
 }
 
-/// Per-connection facts a request handler needs (in the request extensions).
+/// A serialized [`NodeStatus::to_json_with`] and what it was made from.
+struct StatusBody {
+    /// Held so the pointer can not be reused by a later snapshot.
+    snapshot: Arc<NodeStatus>,
+    facts: TimeFacts,
+    body: Bytes,
+}
+
+/// Per-connection facts a request handler needs.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ConnFacts {
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
     /// The client presented a certificate that the TLS layer verified.
     pub(crate) client_cert: bool,
 }
@@ -195,12 +218,37 @@ impl App {
             include_members: opts.allowlist_include_members,
             verify_client: opts.tls.as_ref().map(|t| t.verify_client),
             body_timeout: opts.header_read_timeout,
+            status_body: Arc::default(),
         }
     }
 
+    /// The `GET /patroni` body of snapshot `s` at `now_ms`, serialized once per snapshot
+    /// and [`TimeFacts`].
+    fn status_json(&self, s: &Arc<NodeStatus>, now_ms: u64) -> Bytes {
+        let facts = s.time_facts(now_ms);
+        let mut cache = self.status_body.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.as_ref() {
+            if Arc::ptr_eq(&c.snapshot, s) && c.facts == facts {
+                return c.body.clone();
+            }
+        }
+        let body = Bytes::from(s.to_json_with(facts).to_string());
+        *cache = Some(StatusBody {
+            snapshot: s.clone(),
+            facts,
+            body: body.clone(),
+        });
+        body
+    }
+
     /// A full response (`write_response`): Server, Content-Type, extra headers, body.
-    pub(crate) fn full(&self, code: u16, content_type: &'static str, body: String) -> Response {
-        let mut r = Response::new(Body::from(body));
+    pub(crate) fn full(
+        &self,
+        code: u16,
+        content_type: &'static str,
+        body: impl Into<Bytes>,
+    ) -> Response {
+        let mut r = Response::new(Full::new(body.into()));
         *r.status_mut() = status(code);
         let h = r.headers_mut();
         h.insert(SERVER, self.headers.server.clone());
@@ -226,7 +274,7 @@ impl App {
              <p>Error code: {code}</p>\n        <p>Message: {message}.</p>\n        \
              <p>Error code explanation: {code} - {reason}.</p>\n    </body>\n</html>\n"
         );
-        let mut r = Response::new(Body::from(body));
+        let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = st;
         let h = r.headers_mut();
         h.insert(SERVER, self.headers.server.clone());
@@ -258,32 +306,19 @@ fn html_escape(s: &str) -> String {
     o
 }
 
-/// Status line only, for requests that did not come first on their connection (and for
-/// [`router`] users): the first request of a connection gets the exact bare line from
+/// Status line only, for requests that did not come first on their connection: the first
+/// request of a connection gets the exact bare line from
 /// [`serve_connection`]; here hyper still adds `Content-Length`, `Date` and answers
 /// `HTTP/1.1` to 1.1 requests. Patroni closes after every request, so only clients that
 /// keep a connection alive on their own see this.
 fn bare(code: u16) -> Response {
-    let mut r = Response::new(Body::empty());
+    let mut r = Response::new(Full::default());
     *r.status_mut() = status(code);
+    // hyper leaves Content-Length out of a HEAD answer with an empty body (it could not
+    // know the GET body's length); these bodies are empty for every method.
+    r.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
     r
-}
-
-/// Builds the API router. Every request goes through one fallback handler that routes by
-/// method and first path segment (as Patroni's `do_<METHOD>_<segment>` lookup); add
-/// endpoints there.
-///
-/// `restapi.allowlist` host names are resolved here (blocking DNS); [`serve_with`]
-/// resolves them off the async threads.
-pub fn router(status: StatusHandle, opts: &ApiOptions) -> Router {
-    build_router(status, opts, resolve_allowlist(&opts.allowlist))
-}
-
-fn build_router(status: StatusHandle, opts: &ApiOptions, allowlist: Vec<IpNet>) -> Router {
-    Router::new()
-        .fallback(dispatch)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(App::new(status, opts, allowlist))
 }
 
 /// The answer to a request that gets a bare status line, or `None` for every other
@@ -358,7 +393,7 @@ fn classify_head(buf: &[u8], status: &StatusHandle) -> FirstHead {
         }
     }
     // The same URI parsing hyper applies, so the path and query match `dispatch`'s.
-    let Ok(uri) = target.parse::<axum::http::Uri>() else {
+    let Ok(uri) = target.parse::<hyper::Uri>() else {
         return FirstHead::Hyper;
     };
     match bare_code(method, uri.path(), uri.query().unwrap_or(""), status) {
@@ -499,7 +534,9 @@ pub(crate) fn first_segment(path: &str) -> &str {
     path.trim_start_matches('/').split('/').next().unwrap_or("")
 }
 
-async fn dispatch(State(app): State<App>, req: Request) -> Response {
+/// Answers one request (routed by method and first path segment, as Patroni's
+/// `do_<METHOD>_<segment>` lookup; add endpoints here).
+async fn dispatch(app: &App, conn: ConnFacts, req: Request) -> Response {
     let method = req.method().clone();
     let uri = req.uri().clone();
     let path = uri.path();
@@ -522,7 +559,7 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
 
     match method {
         Method::GET => match first_segment(path) {
-            "patroni" => app.json(200, &s.to_json(now)),
+            "patroni" => app.full(200, "application/json", app.status_json(&s, now)),
             "cluster" => match s.valid_cluster(now) {
                 Some(c) => app.json(200, &cluster_json(c, &s.scope)),
                 None => app.error(503, Some("DCS is not accessible")),
@@ -559,10 +596,10 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
             }
             _ => {
                 let code = health_code(path, &query, &s, now);
-                app.json(code, &s.to_json(now))
+                app.full(code, "application/json", app.status_json(&s, now))
             }
         },
-        _ => crate::endpoints::handle_unsafe(&app, req).await,
+        _ => crate::endpoints::handle_unsafe(app, conn, req).await,
     }
 }
 
@@ -610,7 +647,7 @@ pub async fn serve_with(
     let allowlist = tokio::task::spawn_blocking(move || resolve_allowlist(&entries))
         .await
         .unwrap_or_default();
-    let app = build_router(status.clone(), &opts, allowlist);
+    let app = Arc::new(App::new(status.clone(), &opts, allowlist));
     let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -648,7 +685,13 @@ pub async fn serve_with(
         tasks.spawn(async move {
             let _permit = permit;
             match tls {
-                None => serve_connection(stream, ConnFacts { client_cert: false }, conn).await,
+                None => {
+                    let facts = ConnFacts {
+                        peer,
+                        client_cert: false,
+                    };
+                    serve_connection(stream, facts, conn).await
+                }
                 Some(acceptor) => {
                     let accepted =
                         tokio::time::timeout(conn.header_timeout, acceptor.accept(stream)).await;
@@ -668,7 +711,7 @@ pub async fn serve_with(
                         .1
                         .peer_certificates()
                         .is_some_and(|c| !c.is_empty());
-                    serve_connection(stream, ConnFacts { client_cert }, conn).await
+                    serve_connection(stream, ConnFacts { peer, client_cert }, conn).await
                 }
             }
         });
@@ -689,7 +732,7 @@ pub async fn serve_with(
 /// What serving one connection needs besides the stream.
 struct ConnCtx {
     peer: SocketAddr,
-    app: Router,
+    app: Arc<App>,
     status: StatusHandle,
     header_timeout: Duration,
     stop: watch::Receiver<bool>,
@@ -735,11 +778,9 @@ where
         }
     };
 
-    let inner = TowerToHyperService::new(app);
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-        req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-        req.extensions_mut().insert(facts);
-        inner.call(req)
+    let svc = hyper::service::service_fn(move |req: Request| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(dispatch(&app, facts, req).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -796,6 +837,48 @@ mod tests {
         assert_eq!(c(cl), FirstHead::Bare(503));
         let cl = b"HEAD / HTTP/1.1\r\nContent-Length: -1\r\n\r\n";
         assert_eq!(c(cl), FirstHead::Hyper);
+    }
+
+    /// The cached status body is the one `to_json` gives for the snapshot and the time
+    /// of asking: a new snapshot, or a cluster view that expired meanwhile, is seen.
+    #[test]
+    fn status_body_follows_the_snapshot_and_the_clock() {
+        use warden_core::cluster::{Cluster, Leader};
+        let status = StatusHandle::default();
+        let app = App::new(status.clone(), &ApiOptions::default(), Vec::new());
+        let cluster = Cluster {
+            leader: Some(Leader {
+                name: "n0".into(),
+                version: 1,
+                session: 1,
+            }),
+            ..Cluster::default()
+        };
+        status.publish(NodeStatus {
+            name: "n0".into(),
+            role: "primary".into(),
+            cluster: Some(Arc::new(cluster)),
+            cluster_valid_until_ms: Some(1000),
+            ..NodeStatus::default()
+        });
+        let s = status.get();
+        let body = |now| String::from_utf8(app.status_json(&s, now).to_vec()).unwrap();
+        for now in [10, 20, 999, 1000, 5000, 10] {
+            assert_eq!(body(now), s.to_json(now).to_string(), "at {now} ms");
+        }
+        assert!(!body(999).contains("cluster_unlocked"));
+        assert!(
+            body(1000).contains("\"cluster_unlocked\":true"),
+            "the view expired"
+        );
+        status.publish(NodeStatus {
+            name: "n0".into(),
+            role: "replica".into(),
+            ..NodeStatus::default()
+        });
+        let s2 = status.get();
+        let fresh = String::from_utf8(app.status_json(&s2, 10).to_vec()).unwrap();
+        assert!(fresh.contains("\"role\":\"replica\""), "{fresh}");
     }
 
     #[test]

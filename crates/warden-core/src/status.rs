@@ -106,6 +106,17 @@ pub struct NodeStatus {
     pub last_cycle_epoch_ms: u64,
 }
 
+/// The time-dependent facts in a `GET /patroni` body ([`NodeStatus::time_facts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeFacts {
+    /// The node is a synchronous standby in the (still valid) cluster view.
+    pub sync_standby: bool,
+    /// The node is a quorum standby in the (still valid) cluster view.
+    pub quorum_standby: bool,
+    /// No valid cluster view, or nobody holds the leader lock.
+    pub cluster_unlocked: bool,
+}
+
 impl NodeStatus {
     /// `loop_wait` in seconds (10 when unknown).
     pub fn loop_wait_secs(&self) -> u64 {
@@ -164,6 +175,22 @@ impl NodeStatus {
 
     /// `GET /patroni` body (field order as Patroni emits it).
     pub fn to_json(&self, now_ms: u64) -> Value {
+        self.to_json_with(self.time_facts(now_ms))
+    }
+
+    /// What of [`NodeStatus::to_json`]'s answer depends on the time of asking (the
+    /// cluster view expires): with the snapshot, a key for a cached body.
+    pub fn time_facts(&self, now_ms: u64) -> TimeFacts {
+        let (sync_standby, quorum_standby) = self.sync_flags(now_ms);
+        TimeFacts {
+            sync_standby,
+            quorum_standby,
+            cluster_unlocked: self.valid_cluster(now_ms).is_none_or(|c| c.is_unlocked()),
+        }
+    }
+
+    /// `GET /patroni` body for the given [`TimeFacts`].
+    pub fn to_json_with(&self, t: TimeFacts) -> Value {
         let mut m = Map::new();
         m.insert("state".into(), Value::String(self.state.clone()));
         if let Some(t) = &self.postmaster_start_time {
@@ -195,7 +222,7 @@ impl NodeStatus {
             }
             None => {}
         }
-        match self.sync_flags(now_ms) {
+        match (t.sync_standby, t.quorum_standby) {
             (true, _) => {
                 m.insert("sync_standby".into(), Value::Bool(true));
             }
@@ -216,7 +243,7 @@ impl NodeStatus {
         if self.paused {
             m.insert("pause".into(), Value::Bool(true));
         }
-        if self.valid_cluster(now_ms).is_none_or(|c| c.is_unlocked()) {
+        if t.cluster_unlocked {
             m.insert("cluster_unlocked".into(), Value::Bool(true));
         }
         if self.failsafe_active {
