@@ -41,7 +41,7 @@ if [ -n "${BENCH_WARDEN_BIN:-}" ]; then
     WARDEN="$BENCH_WARDEN_BIN"
 else
     echo "Building release binaries..."
-    cargo build --release --bins --quiet
+    scripts/build-release.sh --quiet
     WARDEN="$ROOT/target/release/warden"
 fi
 

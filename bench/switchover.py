@@ -282,7 +282,7 @@ def prepare():
         import psycopg2  # noqa: F401
     except ImportError:
         raise SystemExit("needs psycopg2: pip install psycopg2-binary")
-    subprocess.run(["cargo", "build", "--release", "--bins", "--quiet"], cwd=ROOT, check=True)
+    subprocess.run([os.path.join(ROOT, "scripts/build-release.sh"), "--quiet"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="warden-bench-")
     os.chmod(tmp, 0o755)
     return tmp

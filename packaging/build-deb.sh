@@ -12,7 +12,7 @@ version=$(sed -n '/^\[workspace\.package\]/,/^\[/ s/^version *= *"\([^"]*\)".*/\
 arch=$(dpkg --print-architecture)
 deb="target/warden_${version}_${arch}.deb"
 
-cargo build --release --bins --locked --quiet
+scripts/build-release.sh --locked --quiet
 bin=target/release
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/warden-deb.XXXXXX")

@@ -37,7 +37,7 @@ fi
 AGENT=${WARDEN_AGENT_BIN:-target/release/warden}
 CTL=${WARDEN_CTL_BIN:-target/release/wardenctl}
 if [ -z "${WARDEN_AGENT_BIN:-}" ]; then
-    CARGO_INCREMENTAL=0 cargo build --release --bins --quiet
+    CARGO_INCREMENTAL=0 scripts/build-release.sh --quiet
 fi
 
 # The claimed list: features to run, and the scenarios that must pass.

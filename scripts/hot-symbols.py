@@ -22,6 +22,14 @@ runs the workload; the functions with at least one hit are the steady set.
     scripts/hot-symbols.py clear              # after stopping the agents
     scripts/hot-symbols.py list BINARY /tmp/a /tmp/b > crates/warden-agent/hot-symbols.txt
 
+The fence guard's list (crates/warden-agent/guard-hot-symbols.txt) is made the same way
+from its static build (scripts/build-release.sh) with `start target/release/warden-guard`
+and an idle cluster between the marks; add `warden_guard::guard::run` by hand: it is
+entered once and loops, so no probe fires on it between the marks (its mangled name:
+`nm target/release/warden-guard | grep warden_guard5guard3run17h`). Copy both binaries
+elsewhere first (e.g. /tmp) and start the agents from there with BENCH_WARDEN_BIN: a
+rebuild while probing writes a new file the probes do not see.
+
 The binary must keep its symbol table (the release profile strips only debug info).
 Regenerate the list after a toolchain or dependency upgrade: symbol names carry hashes
 that then change, and unknown names are ignored by the linker (the layout degrades to

@@ -1,16 +1,26 @@
-//! Places the functions the agent's steady state runs next to each other in its binary
-//! (lld's `--symbol-ordering-file` with `hot-symbols.txt`, made by
-//! `scripts/hot-symbols.py`): the kernel maps code 64 KiB at a time around each page it
-//! faults in, so a steady loop whose code is spread over the whole text keeps most of it
-//! resident; grouped, it keeps a fraction. Release builds for x86_64 Linux only, where
-//! rustc (1.90 and later) links with its own lld; names the list does not know (another
-//! toolchain, other dependency versions) are ignored, so a stale list costs memory, not
-//! correctness. `WARDEN_NO_SYMBOL_ORDERING=1` turns it off (e.g. with another linker).
+//! Places the functions a binary's steady state runs next to each other (lld's
+//! `--symbol-ordering-file`): the agent's from `hot-symbols.txt`, the fence guard's from
+//! `guard-hot-symbols.txt` (with the libc functions of its static build,
+//! scripts/build-release.sh); both made by `scripts/hot-symbols.py`. The kernel maps
+//! code 64 KiB at a time around each page it faults in, so a steady loop whose code is
+//! spread over the whole text keeps most of it resident; grouped, it keeps a fraction.
+//! Release builds for x86_64 Linux only, where rustc (1.90 and later) links with its own
+//! lld; names a list does not know (another toolchain, other dependency versions) are
+//! ignored, so a stale list costs memory, not correctness. `WARDEN_NO_SYMBOL_ORDERING=1`
+//! turns it off (e.g. with another linker).
 
 use std::path::PathBuf;
 
+/// Each binary and the list of its steady-state functions.
+const LISTS: [(&str, &str); 2] = [
+    ("warden", "hot-symbols.txt"),
+    ("warden-guard", "guard-hot-symbols.txt"),
+];
+
 fn main() {
-    println!("cargo:rerun-if-changed=hot-symbols.txt");
+    for (_, list) in LISTS {
+        println!("cargo:rerun-if-changed={list}");
+    }
     println!("cargo:rerun-if-env-changed=WARDEN_NO_SYMBOL_ORDERING");
     let release = std::env::var("PROFILE").as_deref() == Ok("release");
     let target = std::env::var("TARGET").unwrap_or_default();
@@ -26,16 +36,18 @@ fn main() {
     {
         return;
     }
-    let list = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
-        .join("hot-symbols.txt");
-    if !list.is_file() {
-        return;
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
+    for (bin, list) in LISTS {
+        let list = dir.join(list);
+        if !list.is_file() {
+            continue;
+        }
+        println!(
+            "cargo:rustc-link-arg-bin={bin}=-Wl,--symbol-ordering-file={}",
+            list.display()
+        );
+        println!("cargo:rustc-link-arg-bin={bin}=-Wl,--no-warn-symbol-ordering");
     }
-    println!(
-        "cargo:rustc-link-arg-bin=warden=-Wl,--symbol-ordering-file={}",
-        list.display()
-    );
-    println!("cargo:rustc-link-arg-bin=warden=-Wl,--no-warn-symbol-ordering");
 }
 
 /// rustc 1.90 and later link x86_64 Linux binaries with their bundled lld by default.
