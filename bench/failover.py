@@ -167,12 +167,14 @@ def one_failover(cl, binary, delay):
     # renewal cycle decides how much of the ttl is left, so both agents get the same draws.
     time.sleep(3 + delay)
     t_kill = time.monotonic()
+    conn_at_kill = w.connections
     kill_node(cl, li)
-    # Next commit after the kill (bounded: 180 s).
+    # Next commit after the kill on a connection opened after it (bounded: 180 s): a
+    # backend of the old leader can still finish a commit while the kill is under way.
     deadline = t_kill + 180
     resumed = None
     while time.monotonic() < deadline:
-        after = [t for t in w.ok if t > t_kill + 0.05]
+        after = [t for t, c in zip(list(w.ok), list(w.ok_conn)) if t > t_kill and c > conn_at_kill]
         if after:
             resumed = after[0]
             break

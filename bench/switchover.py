@@ -232,6 +232,11 @@ class Writer(threading.Thread):
         super().__init__(daemon=True)
         self.dsn = dsn
         self.ok = []
+        # Per commit in `ok`: the number of the connection it was made on (1, 2, …), so
+        # that a commit finishing on the old leader just after a kill is not taken for
+        # one on the new leader.
+        self.ok_conn = []
+        self.connections = 0
         self.failed = []
         self.stop = threading.Event()
 
@@ -250,9 +255,11 @@ class Writer(threading.Thread):
             try:
                 if conn is None:
                     conn = psycopg2.connect(self.dsn)
+                    self.connections += 1
                     conn.autocommit = True
                     self.prepare(conn)
                 self.write(conn.cursor(), n)
+                self.ok_conn.append(self.connections)
                 self.ok.append(time.monotonic())
             except Exception as e:
                 text = str(e).strip()
