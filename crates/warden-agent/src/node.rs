@@ -1457,6 +1457,7 @@ impl<D: Dcs> Node<D> {
                 self.role = "primary".into();
                 self.callback_role = Some("primary".into());
                 self.callbacks.fire("on_role_change", "primary");
+                self.resume_pgbouncers_left_paused();
                 Ok(())
             }
             Action::Demote { mode } => {

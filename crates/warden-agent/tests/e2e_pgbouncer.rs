@@ -6,7 +6,8 @@
 //! switchover`s and sees no failed transaction, only pauses (the longest is printed).
 //! Then a switchover whose candidate dies while PgBouncer is being paused fails, and
 //! PgBouncer is resumed all the same; and an agent stopped while it holds PgBouncer
-//! paused resumes it before it exits.
+//! paused resumes it before it exits. A second cluster: a leader killed while PgBouncer
+//! is paused can not resume it, the member promoted after it does.
 
 mod common;
 
@@ -151,10 +152,10 @@ async fn pgbouncer_client(port: u16) -> tokio_postgres::Client {
     client
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn planned_switchovers_through_pgbouncer_fail_no_transaction() {
-    let started = Instant::now();
-    let mut c = TestCluster::new(SCOPE, 3, &[]);
+/// A 3-node cluster `scope` behind HAProxy (`GET /primary` checks) and PgBouncer, with
+/// `warden.pgbouncer` in every node's YAML; not started.
+fn cluster_behind_pgbouncer(scope: &str) -> (TestCluster, Haproxy, PgBouncer) {
+    let c = TestCluster::new(scope, 3, &[]);
     let hap = Haproxy::start(
         &c,
         &[Section::new(
@@ -185,6 +186,13 @@ async fn planned_switchovers_through_pgbouncer_fail_no_transaction() {
         let merged = warden_testkit::cluster::merge_yaml(&text, std::slice::from_ref(&setting));
         std::fs::write(&n.config, merged).expect("write config");
     }
+    (c, hap, pgb)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_switchovers_through_pgbouncer_fail_no_transaction() {
+    let started = Instant::now();
+    let (mut c, hap, pgb) = cluster_behind_pgbouncer(SCOPE);
     c.start_all();
     let mut leader = wait_for_leader(&c, Duration::from_secs(60)).await;
     for i in (0..3).filter(|i| *i != leader) {
@@ -401,5 +409,91 @@ async fn planned_switchovers_through_pgbouncer_fail_no_transaction() {
         "stopped agent: PgBouncer resumed within {:.1} s of the SIGTERM; e2e_pgbouncer took {:.0} s",
         stop_at.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// The old leader `PAUSE`s PgBouncer before a switchover and is killed before its
+/// watcher `RESUME`s it (simulated: PAUSE by hand, then SIGKILL of the leader's agent and
+/// PostgreSQL). Nobody else would ever resume it; the member promoted in the failover
+/// does, once HAProxy routes to it only and the grace for a living old leader passed,
+/// and clients write through PgBouncer again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_left_by_a_killed_leader_is_resumed_by_the_new_primary() {
+    let (mut c, hap, pgb) = cluster_behind_pgbouncer("pgborphan");
+    c.start_all();
+    let leader = wait_for_leader(&c, Duration::from_secs(60)).await;
+    for i in (0..3).filter(|i| *i != leader) {
+        wait_streaming(&c, i, Duration::from_secs(60)).await;
+        hap.wait_down("primary", &c.nodes[i].name, Duration::from_secs(10))
+            .await;
+    }
+    let setup = pgbouncer_client(pgb.port).await;
+    setup
+        .simple_query("CREATE TABLE orphan(id int)")
+        .await
+        .expect("create the table through PgBouncer");
+    drop(setup);
+    wait_caught_up(&c, leader).await;
+
+    let admin_dsn = format!(
+        "{} password={}",
+        pgb.admin_conninfo(),
+        warden_testkit::pgbouncer::ADMIN_PASSWORD
+    );
+    let (admin, conn) = tokio_postgres::connect(&admin_dsn, tokio_postgres::NoTls)
+        .await
+        .expect("PgBouncer admin console");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    tokio::time::timeout(Duration::from_secs(30), admin.simple_query("PAUSE"))
+        .await
+        .expect("PAUSE in time")
+        .expect("PAUSE");
+    drop(admin);
+    let resumes_before = pgb.log_text().matches("RESUME command issued").count();
+    c.kill_node(leader);
+
+    // A write through PgBouncer succeeds again (each attempt bounded: a paused
+    // PgBouncer holds the query).
+    let killed_at = Instant::now();
+    let deadline = killed_at + Duration::from_secs(120);
+    loop {
+        let attempt = async {
+            let client = pgbouncer_client(pgb.port).await;
+            client.simple_query("INSERT INTO orphan VALUES (1)").await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(_)) => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "no write through PgBouncer after the failover: {other:?}\n{}",
+                c.logs_tail(40)
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        pgb.log_text().matches("RESUME command issued").count() > resumes_before,
+        "PgBouncer was resumed"
+    );
+    let new_leader = wait_for_leader(&c, Duration::from_secs(10)).await;
+    assert_ne!(new_leader, leader);
+    let line = std::fs::read_to_string(&c.nodes[new_leader].log)
+        .unwrap_or_default()
+        .lines()
+        .rfind(|l| l.contains("resumed it now that"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains(&format!(
+            "now that {} is the primary",
+            c.nodes[new_leader].name
+        )) && line.contains("HAProxy routes to it"),
+        "the new primary's resume: {line}"
+    );
+    eprintln!(
+        "killed leader: writes through PgBouncer again {:.1} s after the kill ({line})",
+        killed_at.elapsed().as_secs_f64()
     );
 }

@@ -8,7 +8,10 @@
 //! /primary` (and HAProxy's stats when configured). It resumes (`RECONNECT`, `RESUME`)
 //! as soon as [`resume_verdict`] says so: a new primary accepts writes (and HAProxy
 //! routes to it only), the switchover failed (the old leader is primary again), or the
-//! overall bound passed — PgBouncer is never left paused by an agent that runs.
+//! overall bound passed — PgBouncer is never left paused by an agent that runs. An old
+//! leader that dies while PgBouncer is paused can not resume it: the member promoted
+//! after it does, under the same condition held for a grace period
+//! ([`promoted_resume_verdict`]).
 
 /// What one `PAUSE` came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,6 +205,49 @@ pub fn resume_verdict(w: &Watch<'_>) -> Verdict {
     }
 }
 
+/// How long a newly promoted member leaves the PgBouncers to a living old leader's
+/// watcher (which `RECONNECT`s and `RESUME`s them the moment HAProxy routes to the new
+/// primary) before it sends `RESUME` itself.
+pub const PROMOTED_RESUME_GRACE_MS: u64 = 5_000;
+
+/// Whether, for a member just promoted, the PgBouncers may be resumed as far as HAProxy
+/// goes (`haproxy`: its current view, None = not configured): Ok, or what is missing.
+pub fn promoted_ready(me: &str, haproxy: &Option<Result<bool, String>>) -> Result<(), String> {
+    match haproxy {
+        None | Some(Ok(true)) => Ok(()),
+        Some(Ok(false)) => Err(format!("HAProxy does not route to {me} only yet")),
+        Some(Err(e)) => Err(format!("HAProxy: {e}")),
+    }
+}
+
+/// After this member was promoted (a failover, or the target of a switchover): when to
+/// `RESUME` every PgBouncer, for one an old leader paused and did not live to resume
+/// (killed, its node lost, between its `PAUSE` and its watcher's `RESUME`). The
+/// condition is the old leader's own ([`resume_verdict`] with this member as the one
+/// primary: [`promoted_ready`]), held for [`PROMOTED_RESUME_GRACE_MS`] so that a living
+/// old leader resumes first; past `limit_ms` (`pause_timeout` + `resume_timeout`) plus
+/// the grace, whatever HAProxy says. `ready_for_ms`: how long the condition has held
+/// (0 when `ready` is Err). A PgBouncer nobody paused answers "not paused" and is left
+/// alone.
+pub fn promoted_resume_verdict(
+    me: &str,
+    ready: Result<(), String>,
+    ready_for_ms: u64,
+    elapsed_ms: u64,
+    limit_ms: u64,
+) -> Verdict {
+    match ready {
+        Ok(()) if ready_for_ms >= PROMOTED_RESUME_GRACE_MS => {
+            Verdict::Resume(ResumeReason::NewPrimary(me.into()))
+        }
+        Ok(()) => Verdict::Wait("leaving a living old leader time to resume them".into()),
+        Err(missing) if elapsed_ms >= limit_ms + PROMOTED_RESUME_GRACE_MS => {
+            Verdict::Resume(ResumeReason::Timeout(missing))
+        }
+        Err(missing) => Verdict::Wait(missing),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +266,48 @@ mod tests {
                 AfterPause::Nothing
             ]
         );
+    }
+
+    #[test]
+    fn a_new_primary_resumes_once_haproxy_routes_to_it_for_the_grace() {
+        const G: u64 = PROMOTED_RESUME_GRACE_MS;
+        assert_eq!(
+            promoted_ready("n1", &None),
+            Ok(()),
+            "no HAProxy to wait for"
+        );
+        assert_eq!(promoted_ready("n1", &Some(Ok(true))), Ok(()));
+        let not_yet = promoted_ready("n1", &Some(Ok(false)));
+        assert_eq!(not_yet, Err("HAProxy does not route to n1 only yet".into()));
+        let v = |ready, ready_for, elapsed| {
+            promoted_resume_verdict("n1", ready, ready_for, elapsed, 10_000)
+        };
+        let new_primary = Verdict::Resume(ResumeReason::NewPrimary("n1".into()));
+        assert!(
+            matches!(v(Ok(()), G - 1, 60_000), Verdict::Wait(_)),
+            "grace first"
+        );
+        assert_eq!(v(Ok(()), G, G), new_primary);
+        assert_eq!(
+            v(not_yet.clone(), 0, 10_000 + G - 1),
+            Verdict::Wait(not_yet.clone().unwrap_err())
+        );
+        assert_eq!(
+            v(Err("HAProxy: stats: HTTP 503".into()), 0, 10_000 + G),
+            Verdict::Resume(ResumeReason::Timeout("HAProxy: stats: HTTP 503".into()))
+        );
+        // The old leader's watcher resumes at once for the same view: it comes first.
+        let primaries = ["n1".to_string()];
+        let old = resume_verdict(&Watch {
+            me: "n0",
+            shutting_down: false,
+            demoted: true,
+            elapsed_ms: 0,
+            limit_ms: 10_000,
+            primaries: &primaries,
+            haproxy: Some(Ok(true)),
+        });
+        assert_eq!(old, new_primary);
     }
 
     #[test]

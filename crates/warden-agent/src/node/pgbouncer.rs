@@ -3,7 +3,9 @@
 //! configured PgBouncer (bounded by `pause_timeout`); a watcher task then `RECONNECT`s
 //! and `RESUME`s them once a new primary accepts writes (and HAProxy routes to it
 //! only, when configured), at once when the switchover failed, and in any case when
-//! `pause_timeout` + `resume_timeout` have passed.
+//! `pause_timeout` + `resume_timeout` have passed. A member that was just promoted
+//! `RESUME`s every PgBouncer under the same condition, for the one an old leader paused
+//! and did not live to resume ([`PgBouncers::after_promotion`]).
 //!
 //! The admin console only speaks the simple query protocol: `simple_query` only. The
 //! password comes from the connection string or a pgpass file and is never logged.
@@ -17,8 +19,8 @@ use warden_config::{Config, PgBouncerSettings};
 use warden_core::cluster::Cluster;
 use warden_core::ha::DemoteMode;
 use warden_core::pgbouncer::{
-    after_pause, haproxy_servers, pause_limit_ms, resume_verdict, routes_only_to, AfterPause,
-    PauseOutcome, ResumeReason, Verdict, Watch,
+    after_pause, haproxy_servers, pause_limit_ms, promoted_ready, promoted_resume_verdict,
+    resume_verdict, routes_only_to, AfterPause, PauseOutcome, ResumeReason, Verdict, Watch,
 };
 use warden_dcs::Dcs;
 use warden_http::{RestClient, RestSettings};
@@ -37,6 +39,8 @@ pub(super) struct PgBouncers {
     rest: RestClient,
     /// For HAProxy's stats (no member credentials sent there).
     plain: RestClient,
+    /// The task started by [`PgBouncers::after_promotion`], if any.
+    promoted: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Running watchers: (tell it to resume now, the task).
     watchers: std::sync::Mutex<
         Vec<(
@@ -75,6 +79,7 @@ impl PgBouncers {
             settings,
             rest: rest.clone(),
             plain,
+            promoted: Default::default(),
             watchers: Default::default(),
         })
     }
@@ -89,15 +94,25 @@ impl PgBouncers {
         let new = PgBouncers::from_config(cfg, rest);
         let Some(old) = old else { return new };
         let running = old.watchers.into_inner().unwrap_or_default();
+        let promoted = old.promoted.into_inner().unwrap_or_default();
         match new {
             Some(new) => {
                 if let Ok(mut w) = new.watchers.lock() {
                     w.extend(running);
                 }
+                if let Ok(mut p) = new.promoted.lock() {
+                    *p = promoted;
+                }
                 Some(new)
             }
-            // Setting removed: the running watchers finish on their own.
-            None => None,
+            // Setting removed: the running watchers finish on their own; the
+            // after-promotion task no longer has anything to look after.
+            None => {
+                if let Some(task) = promoted {
+                    task.abort();
+                }
+                None
+            }
         }
     }
 
@@ -234,6 +249,102 @@ impl PgBouncers {
         Some(Handover { _demoting: tx })
     }
 
+    /// This member was just promoted: in the background, once HAProxy (when configured)
+    /// routes to it only, `RESUME` every PgBouncer (see [`promoted_resume_verdict`]).
+    /// Usually none is paused by then (a failover without a pause, or the old leader's
+    /// watcher resumed them during the grace); one is when its old leader was killed
+    /// while it held it paused, and nobody else would ever resume it. `RESUME` alone:
+    /// `PAUSE` closed the server connections, new ones go to the new primary.
+    fn after_promotion(&self, me: &str) {
+        // A watcher of mine still runs (a switchover of mine failed and I am primary
+        // again): the pause is mine and that watcher resumes it.
+        if let Ok(mut w) = self.watchers.lock() {
+            w.retain(|(_, t)| !t.is_finished());
+            if !w.is_empty() {
+                return;
+            }
+        }
+        let targets: Vec<Target> = self
+            .targets()
+            .into_iter()
+            .filter_map(|t| t.map_err(|e| warn!("warden.pgbouncer: {e}")).ok())
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let me = me.to_string();
+        let haproxy = self
+            .settings
+            .haproxy_stats
+            .clone()
+            .zip(self.settings.haproxy_backend.clone());
+        let plain = self.plain.clone();
+        let limit_ms = self.settings.pause_timeout_ms + self.settings.resume_timeout_ms;
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut ready_since: Option<Instant> = None;
+            let reason = loop {
+                let routes = match &haproxy {
+                    Some((url, backend)) => Some(haproxy_routes(&plain, url, backend, &me).await),
+                    None => None,
+                };
+                let ready = promoted_ready(&me, &routes);
+                ready_since = match (&ready, ready_since) {
+                    (Ok(()), None) => Some(Instant::now()),
+                    (Ok(()), since) => since,
+                    (Err(_), _) => None,
+                };
+                let ready_for_ms = ready_since.map_or(0, |t| t.elapsed().as_millis() as u64);
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                match promoted_resume_verdict(&me, ready, ready_for_ms, elapsed_ms, limit_ms) {
+                    Verdict::Resume(r) => break r,
+                    Verdict::Wait(_) => tokio::time::sleep(WATCH_EVERY).await,
+                }
+            };
+            let results = futures::future::join_all(
+                targets
+                    .iter()
+                    .map(|t| async move { (t, admin(t, &["RESUME"]).await) }),
+            )
+            .await;
+            let why = match reason {
+                ResumeReason::Timeout(missing) => format!(" (gave up waiting: {missing})"),
+                _ if haproxy.is_some() => " (HAProxy routes to it)".to_string(),
+                _ => String::new(),
+            };
+            for (t, r) in results {
+                match r {
+                    Ok(()) => warn!(
+                        "PgBouncer {}: it was paused (by a leader that did not resume it); resumed it now that {me} is the primary{why}",
+                        t.label
+                    ),
+                    // Nobody left it paused: the usual case.
+                    Err(e) if e.contains("not paused") => {}
+                    Err(e) => warn!(
+                        "PgBouncer {}: RESUME after the promotion failed: {e}",
+                        t.label
+                    ),
+                }
+            }
+        });
+        if let Ok(mut p) = self.promoted.lock() {
+            if let Some(old) = p.replace(task) {
+                old.abort();
+            }
+        }
+    }
+
+    /// This member demotes (any way): it is no longer the primary whose promotion
+    /// [`PgBouncers::after_promotion`] waited on, and the `PAUSE` of its own switchover
+    /// must not be taken for one left behind. Ends that task first.
+    async fn end_after_promotion(&self) {
+        let task = self.promoted.lock().ok().and_then(|mut p| p.take());
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// The agent stops: resume the PgBouncers a watcher still holds paused, now.
     async fn resume_now(&self) {
         let running = match self.watchers.lock() {
@@ -366,16 +477,7 @@ impl Watcher {
         backend: &str,
         primary: &str,
     ) -> Result<bool, String> {
-        let r = self
-            .plain
-            .request("GET", url, None, REQUEST_TIMEOUT)
-            .await
-            .map_err(|e| format!("stats: {e}"))?;
-        if r.status != 200 {
-            return Err(format!("stats: HTTP {}", r.status));
-        }
-        let servers = haproxy_servers(&r.text(), backend)?;
-        routes_only_to(&servers, primary)
+        haproxy_routes(&self.plain, url, backend, primary).await
     }
 
     /// `RECONNECT` + `RESUME` on every paused PgBouncer, retried for a while on the ones
@@ -411,6 +513,24 @@ impl Watcher {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// Does HAProxy (its CSV stats at `url`) route `backend` to `primary` only?
+async fn haproxy_routes(
+    plain: &RestClient,
+    url: &str,
+    backend: &str,
+    primary: &str,
+) -> Result<bool, String> {
+    let r = plain
+        .request("GET", url, None, REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| format!("stats: {e}"))?;
+    if r.status != 200 {
+        return Err(format!("stats: HTTP {}", r.status));
+    }
+    let servers = haproxy_servers(&r.text(), backend)?;
+    routes_only_to(&servers, primary)
 }
 
 /// Runs `commands` one by one on a fresh admin connection (simple query protocol).
@@ -460,6 +580,14 @@ impl<D: Dcs> Node<D> {
         }
     }
 
+    /// After this member's promotion: resume the PgBouncers an old leader may have left
+    /// paused ([`PgBouncers::after_promotion`]).
+    pub(super) fn resume_pgbouncers_left_paused(&self) {
+        if let Some(p) = &self.pgbouncer {
+            p.after_promotion(&self.cfg.name);
+        }
+    }
+
     /// Before a graceful demotion (switchover, manual failover): PAUSE the PgBouncers
     /// in front. Keep the result until the demotion has ended; dropping it starts the
     /// wait for the new primary, which resumes them.
@@ -468,6 +596,8 @@ impl<D: Dcs> Node<D> {
         mode: DemoteMode,
         cluster: &Cluster,
     ) -> Option<Handover> {
+        let pgbouncer = self.pgbouncer.as_ref()?;
+        pgbouncer.end_after_promotion().await;
         if mode != DemoteMode::Graceful {
             return None;
         }
@@ -475,10 +605,7 @@ impl<D: Dcs> Node<D> {
             .memory
             .leader_until_ms
             .map(|until| until.saturating_sub(warden_api::monotonic_ms()));
-        self.pgbouncer
-            .as_ref()?
-            .pause(self.me(), cluster, lock_left_ms)
-            .await
+        pgbouncer.pause(self.me(), cluster, lock_left_ms).await
     }
 }
 
