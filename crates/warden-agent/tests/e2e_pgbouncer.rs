@@ -189,23 +189,41 @@ fn cluster_behind_pgbouncer(scope: &str) -> (TestCluster, Haproxy, PgBouncer) {
     (c, hap, pgb)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn planned_switchovers_through_pgbouncer_fail_no_transaction() {
-    let started = Instant::now();
-    let (mut c, hap, pgb) = cluster_behind_pgbouncer(SCOPE);
+/// Starts the cluster and waits until it has a writable leader, the replicas stream and
+/// HAProxy routes to the leader only; then runs `table_sql` through PgBouncer. Returns
+/// the leader.
+async fn start_behind_pgbouncer(
+    c: &mut TestCluster,
+    hap: &Haproxy,
+    pgb: &PgBouncer,
+    table_sql: &str,
+) -> usize {
     c.start_all();
-    let mut leader = wait_for_leader(&c, Duration::from_secs(60)).await;
+    let leader = wait_for_leader(c, Duration::from_secs(60)).await;
     for i in (0..3).filter(|i| *i != leader) {
-        wait_streaming(&c, i, Duration::from_secs(60)).await;
+        wait_streaming(c, i, Duration::from_secs(60)).await;
         hap.wait_down("primary", &c.nodes[i].name, Duration::from_secs(10))
             .await;
     }
     let setup = pgbouncer_client(pgb.port).await;
     setup
-        .simple_query("CREATE TABLE pgb(id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
+        .simple_query(table_sql)
         .await
         .expect("create the table through PgBouncer");
-    drop(setup);
+    leader
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_switchovers_through_pgbouncer_fail_no_transaction() {
+    let started = Instant::now();
+    let (mut c, hap, pgb) = cluster_behind_pgbouncer(SCOPE);
+    let mut leader = start_behind_pgbouncer(
+        &mut c,
+        &hap,
+        &pgb,
+        "CREATE TABLE pgb(id bigint PRIMARY KEY, at timestamptz DEFAULT now())",
+    )
+    .await;
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -420,19 +438,7 @@ async fn planned_switchovers_through_pgbouncer_fail_no_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_left_by_a_killed_leader_is_resumed_by_the_new_primary() {
     let (mut c, hap, pgb) = cluster_behind_pgbouncer("pgborphan");
-    c.start_all();
-    let leader = wait_for_leader(&c, Duration::from_secs(60)).await;
-    for i in (0..3).filter(|i| *i != leader) {
-        wait_streaming(&c, i, Duration::from_secs(60)).await;
-        hap.wait_down("primary", &c.nodes[i].name, Duration::from_secs(10))
-            .await;
-    }
-    let setup = pgbouncer_client(pgb.port).await;
-    setup
-        .simple_query("CREATE TABLE orphan(id int)")
-        .await
-        .expect("create the table through PgBouncer");
-    drop(setup);
+    let leader = start_behind_pgbouncer(&mut c, &hap, &pgb, "CREATE TABLE orphan(id int)").await;
     wait_caught_up(&c, leader).await;
 
     let admin_dsn = format!(
