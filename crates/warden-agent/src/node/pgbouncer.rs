@@ -389,7 +389,9 @@ impl Watcher {
                 Vec::new()
             };
             let haproxy = match (&self.haproxy, primaries.as_slice()) {
-                (Some((url, backend)), [p]) => Some(self.haproxy_routes(url, backend, p).await),
+                (Some((url, backend)), [p]) => {
+                    Some(haproxy_routes(&self.plain, url, backend, p).await)
+                }
                 _ => None,
             };
             let verdict = resume_verdict(&Watch {
@@ -469,15 +471,6 @@ impl Watcher {
             .into_iter()
             .flatten()
             .collect()
-    }
-
-    async fn haproxy_routes(
-        &self,
-        url: &str,
-        backend: &str,
-        primary: &str,
-    ) -> Result<bool, String> {
-        haproxy_routes(&self.plain, url, backend, primary).await
     }
 
     /// `RECONNECT` + `RESUME` on every paused PgBouncer, retried for a while on the ones
